@@ -1,0 +1,57 @@
+"""doreisa: contract-driven in situ analytics for MPI simulations, on Ray and Dask.
+
+``import doreisa`` is light: the contract layer only. ``Bridge`` (simulation side) and
+``analytic`` (analytics side) load their layers on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from doreisa.contract import Contract, load_contract
+from doreisa.errors import (
+    AnalyticsError,
+    BlockMismatchError,
+    BridgeError,
+    ContractError,
+    DoreisaError,
+    ExpressionError,
+    LayoutError,
+    RuntimeUnavailableError,
+)
+
+if TYPE_CHECKING:
+    from doreisa.analytics import Registry, analytic
+    from doreisa.runtime.bridge import Bridge
+
+__version__ = "0.4.0.dev0"
+
+_LAZY = {
+    "analytic": "doreisa.analytics",
+    "Registry": "doreisa.analytics",
+    "Bridge": "doreisa.runtime.bridge",
+}
+
+__all__ = [
+    "AnalyticsError",
+    "BlockMismatchError",
+    "Bridge",
+    "BridgeError",
+    "Contract",
+    "ContractError",
+    "DoreisaError",
+    "ExpressionError",
+    "LayoutError",
+    "Registry",
+    "RuntimeUnavailableError",
+    "__version__",
+    "analytic",
+    "load_contract",
+]
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'doreisa' has no attribute {name!r}")

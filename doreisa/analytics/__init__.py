@@ -1,0 +1,7 @@
+"""The analytics layer: registration and binding. May import dask; never ray or mpi4py."""
+
+from doreisa.analytics import builtins as _builtins  # noqa: F401  (registers the built-ins)
+from doreisa.analytics.binding import BoundAnalytic, bind_analytics, windows_needed
+from doreisa.analytics.registry import Analytic, Registry, analytic, default_registry
+
+__all__ = ["Analytic", "BoundAnalytic", "Registry", "analytic", "bind_analytics", "default_registry", "windows_needed"]

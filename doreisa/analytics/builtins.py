@@ -1,0 +1,57 @@
+"""Built-in analytics, registered on the default registry. Each returns a lazy Dask value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dask.array as da
+
+from doreisa.analytics.registry import default_registry
+
+
+@default_registry.analytic("mean")
+def mean(x: da.Array) -> Any:
+    """Mean over the whole array."""
+    return x.mean()
+
+
+@default_registry.analytic("max")
+def maximum(x: da.Array) -> Any:
+    """Largest value."""
+    return x.max()
+
+
+@default_registry.analytic("min")
+def minimum(x: da.Array) -> Any:
+    """Smallest value."""
+    return x.min()
+
+
+@default_registry.analytic("sum")
+def total(x: da.Array) -> Any:
+    """Sum over the whole array."""
+    return x.sum()
+
+
+@default_registry.analytic("std")
+def std(x: da.Array) -> Any:
+    """Standard deviation over the whole array."""
+    return x.std()
+
+
+@default_registry.analytic("histogram")
+def histogram(x: da.Array, *, bins: int = 10, lo: float = 0.0, hi: float = 1.0) -> Any:
+    """Counts of values in ``bins`` equal bins over ``[lo, hi]`` (values outside are not counted)."""
+    counts, _ = da.histogram(x, bins=bins, range=(lo, hi))
+    return counts
+
+
+@default_registry.analytic("time_derivative", window=2)
+def time_derivative(x: list[da.Array], *, times: list[float | None], steps: list[int]) -> Any:
+    """Mean rate of change between the two steps of the window: mean(x1 - x0) / (t1 - t0).
+
+    Without a simulation time, the step difference is used instead.
+    """
+    t0, t1 = times[0], times[-1]
+    dt = (t1 - t0) if t0 is not None and t1 is not None else float(steps[-1] - steps[0])
+    return (x[-1] - x[0]).mean() / dt

@@ -1,0 +1,94 @@
+"""The ``doreisa`` command line: ``validate``, ``schema`` and ``run``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from doreisa.contract import load_contract
+from doreisa.contract.schema import contract_json_schema_text
+from doreisa.errors import DoreisaError
+
+
+def _validate(args: argparse.Namespace) -> int:
+    failed = 0
+    for path in args.files:
+        try:
+            contract = load_contract(path)
+        except DoreisaError as exc:
+            failed += 1
+            print(exc, file=sys.stderr)
+            continue
+        if not args.quiet:
+            arrays = ", ".join(contract.arrays)
+            print(
+                f"{path}: ok ({len(contract.arrays)} arrays: {arrays}; {len(contract.analytics)} analytics; "
+                f"{len(contract.triggers)} triggers)"
+            )
+    return 1 if failed else 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    sys.stdout.write(contract_json_schema_text())
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from doreisa.runtime.launcher import run_from_cli  # heavy: Ray and Dask only for `run`
+
+    return run_from_cli(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="doreisa", description="Contract-driven in situ analytics on Ray and Dask.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check contract files; exit 1 if any is invalid")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    p.set_defaults(func=_validate)
+
+    p = sub.add_parser("schema", help="print the contract's JSON Schema")
+    p.set_defaults(func=_schema)
+
+    p = sub.add_parser("run", help="run the analytics of CONTRACT and, after --, the simulation under mpiexec")
+    p.add_argument("contract", metavar="CONTRACT")
+    p.add_argument("--np", type=int, default=1, help="number of MPI ranks (default 1)")
+    p.add_argument("--output", required=True, metavar="DIR", help="where results.csv and summary.json go")
+    p.add_argument("--address", metavar="RAY_ADDRESS", help="join this Ray cluster instead of starting one")
+    p.add_argument("--run-dir", metavar="DIR", help="rendezvous folder of the ranks (default: a new one in /tmp)")
+    p.add_argument(
+        "--analytics",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="import this module or .py file to register analytics (repeatable)",
+    )
+    p.add_argument("--mpiexec", default=None, help="MPI launcher (default: the one beside this Python, else PATH)")
+    p.add_argument("--quiet", action="store_true", help="no live progress line")
+    p.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        metavar="-- COMMAND",
+        help="the simulation; omitted: wait for ranks started elsewhere with DOREISA_RUN_DIR",
+    )
+    p.set_defaults(func=_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``doreisa`` command."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except DoreisaError as exc:
+        print(f"doreisa: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("doreisa: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

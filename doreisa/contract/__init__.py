@@ -1,0 +1,37 @@
+"""The contract layer: pure data. Never imports ray, dask or mpi4py."""
+
+from doreisa.contract.expressions import Expression, parse_expression
+from doreisa.contract.loader import load_contract, parse_contract
+from doreisa.contract.models import (
+    AnalyticSpec,
+    ArraySpec,
+    Backpressure,
+    Cadence,
+    Contract,
+    Outputs,
+    Placement,
+    Preprocess,
+    Slice,
+    Timeouts,
+    Trigger,
+    TriggerAction,
+)
+
+__all__ = [
+    "AnalyticSpec",
+    "ArraySpec",
+    "Backpressure",
+    "Cadence",
+    "Contract",
+    "Expression",
+    "Outputs",
+    "Placement",
+    "Preprocess",
+    "Slice",
+    "Timeouts",
+    "Trigger",
+    "TriggerAction",
+    "load_contract",
+    "parse_contract",
+    "parse_expression",
+]

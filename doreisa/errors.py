@@ -1,0 +1,61 @@
+"""The doreisa exception tree.
+
+::
+
+    DoreisaError
+     ├── ContractError(ValueError)      the contract file or model is invalid
+     ├── ExpressionError(ContractError) a trigger or monitor expression is invalid
+     ├── AnalyticsError                 registering, binding or running analytics
+     └── BridgeError(RuntimeError)      simulation <-> runtime transport
+          ├── BlockMismatchError        a block disagrees with the contract (dtype, shape, offset)
+          ├── LayoutError               the ranks' blocks overlap, leave holes or leave the array
+          └── RuntimeUnavailableError   the analytics runtime cannot be reached in time
+
+Every message says what was wrong, where, and what to do.
+"""
+
+from __future__ import annotations
+
+
+class DoreisaError(Exception):
+    """Base class of every error raised by doreisa."""
+
+
+class ContractError(DoreisaError, ValueError):
+    """The contract (YAML file or model) is invalid."""
+
+
+class ExpressionError(ContractError):
+    """A trigger or monitor expression is not in the safe expression language."""
+
+
+class AnalyticsError(DoreisaError):
+    """An analytic could not be registered, bound to the contract, or run."""
+
+
+class BridgeError(DoreisaError, RuntimeError):
+    """The simulation side could not hand data to the analytics runtime."""
+
+
+class BlockMismatchError(BridgeError, ValueError):
+    """A published block disagrees with the contract (dtype, shape, offset, step order)."""
+
+
+class LayoutError(BridgeError, ValueError):
+    """The blocks of the ranks do not tile the array: overlaps, holes or out of bounds."""
+
+
+class RuntimeUnavailableError(BridgeError):
+    """The analytics runtime could not be reached before the deadline."""
+
+
+__all__ = [
+    "AnalyticsError",
+    "BlockMismatchError",
+    "BridgeError",
+    "ContractError",
+    "DoreisaError",
+    "ExpressionError",
+    "LayoutError",
+    "RuntimeUnavailableError",
+]
