@@ -1,0 +1,109 @@
+"""The head: gathers block references from the node actors until a step of an array is complete.
+
+:class:`HeadState` is plain logic (tested without Ray); the runtime runs it as a threaded
+Ray actor. Node actors call :meth:`HeadState.add`; the analytics driver long-polls
+:meth:`HeadState.take`. A step is delivered complete or not at all: a step still missing
+blocks after ``step_timeout`` seconds is dropped, its blocks released, and reported lost.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class _Partial:
+    array: str
+    step: int
+    time: float | None
+    chunks: list[list[int]]
+    n: int
+    dtype: str
+    first_seen: float
+    blocks: dict[tuple[int, ...], Any] = field(default_factory=dict[tuple[int, ...], Any])
+    ranks: set[int] = field(default_factory=set[int])
+
+
+class HeadState:
+    """Step assembly and run events (ranks arriving, closing, lost)."""
+
+    def __init__(self, *, step_timeout: float) -> None:
+        self._step_timeout = step_timeout
+        self._cond = threading.Condition()
+        self._partial: dict[tuple[str, int], _Partial] = {}
+        self._ready: list[dict[str, Any]] = []
+        self._events: list[dict[str, Any]] = []
+        self.duplicates = 0
+
+    def add(self, batch: list[dict[str, Any]]) -> None:
+        """Record blocks and events from a node actor."""
+        with self._cond:
+            for item in batch:
+                if item["kind"] == "block":
+                    self._add_block(item)
+                else:
+                    self._events.append(item)
+            self._cond.notify_all()
+
+    def _add_block(self, item: dict[str, Any]) -> None:
+        key = (item["array"], item["step"])
+        partial = self._partial.get(key)
+        if partial is None:
+            partial = _Partial(
+                item["array"], item["step"], item["time"], item["chunks"], item["n"], item["dtype"], time.monotonic()
+            )
+            self._partial[key] = partial
+        if item["index"] in partial.blocks:
+            self.duplicates += 1  # at-least-once delivery must not count a block twice
+            return
+        partial.blocks[item["index"]] = item["ref"]
+        partial.ranks.add(item["rank"])
+        if len(partial.blocks) == partial.n:
+            del self._partial[key]
+            self._ready.append(
+                {
+                    "array": partial.array,
+                    "step": partial.step,
+                    "time": partial.time,
+                    "chunks": partial.chunks,
+                    "dtype": partial.dtype,
+                    "blocks": partial.blocks,
+                }
+            )
+
+    def take(self, timeout: float) -> dict[str, Any]:
+        """Wait up to ``timeout`` s for complete steps or events; return and forget them."""
+        with self._cond:
+            self._cond.wait_for(lambda: bool(self._ready or self._events), timeout=timeout)
+            self._expire()
+            out = {"steps": self._ready, "events": self._events, "partial": len(self._partial)}
+            self._ready, self._events = [], []
+            return out
+
+    def flush(self) -> list[dict[str, Any]]:
+        """Drop every incomplete step now (end of run); return the 'lost' events."""
+        with self._cond:
+            lost = [self._lost_event(p) for p in self._partial.values()]
+            self._partial.clear()
+            return lost
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for key, partial in list(self._partial.items()):
+            if now - partial.first_seen > self._step_timeout:
+                del self._partial[key]
+                self._events.append(self._lost_event(partial))
+
+    @staticmethod
+    def _lost_event(partial: _Partial) -> dict[str, Any]:
+        return {
+            "kind": "step_lost",
+            "array": partial.array,
+            "step": partial.step,
+            "have": len(partial.blocks),
+            "expected": partial.n,
+            "ranks_seen": sorted(partial.ranks),
+        }

@@ -1,0 +1,259 @@
+"""The node actor: one per Ray node. It owns every block published on its node.
+
+Ranks are not Ray drivers (a Ray driver costs ~200 MB and ~2 s per rank). Each rank copies
+a wanted block into its shared memory ring and sends a few bytes on a Unix socket; the node
+actor's serving thread copies the slot into Ray's object store with ``ray.put`` (so the
+actor owns the object, and the data outlives the rank), frees the slot, and reports the
+reference to the head. :class:`NodeServer` is the plain logic (``put`` and ``report`` are
+injected, so it is tested without Ray); :class:`NodeActor` is the Ray actor around it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from doreisa.runtime import _names
+from doreisa.runtime._wire import MessageReader, ShmRing, encode
+
+log = logging.getLogger("doreisa.node")
+
+
+@dataclass
+class _Ring:
+    ring: ShmRing
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    chunks: list[list[int]]
+    n: int
+
+
+@dataclass
+class _Conn:
+    sock: socket.socket
+    reader: MessageReader = field(default_factory=MessageReader)
+    rank: int | None = None
+    rings: dict[str, _Ring] = field(default_factory=dict[str, _Ring])
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    closed: bool = False
+
+    def send(self, message: dict[str, Any]) -> None:
+        with self.lock:
+            self.sock.sendall(encode(message))
+
+
+class NodeServer:
+    """Accepts ranks on a Unix socket and ingests their blocks."""
+
+    def __init__(
+        self,
+        *,
+        run_dir: str,
+        node_id: str,
+        host: str,
+        contract_text: str,
+        put: Callable[[np.ndarray[Any, Any]], Any],
+        report: Callable[[list[dict[str, Any]]], None],
+        ingest: bool = True,
+    ) -> None:
+        self.node_id = node_id
+        self._contract_text = contract_text
+        self._put = put
+        self._report = report
+        nodes = Path(run_dir) / _names.NODES_SUBDIR
+        nodes.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(run_dir, 0o700)
+        self.socket_path = str(nodes / f"{node_id[:16]}.sock")
+        self._info_path = nodes / f"{node_id[:16]}.json"
+        self._info = {"node_id": node_id, "host": host, "socket": self.socket_path, "ingest": ingest}
+        self._selector = selectors.DefaultSelector()
+        self._conns: dict[int, _Conn] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._listener: socket.socket | None = None
+        self.counts = {"blocks": 0, "bytes": 0, "ranks": 0, "put_seconds": 0.0}
+
+    def start(self) -> None:
+        """Listen, publish the socket in the run folder, and serve in a background thread."""
+        if os.path.exists(self.socket_path):
+            os.unlink(self.socket_path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(self.socket_path)
+        os.chmod(self.socket_path, 0o600)
+        listener.listen(256)
+        listener.setblocking(False)
+        self._listener = listener
+        self._selector.register(listener, selectors.EVENT_READ, None)
+        tmp = self._info_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._info))
+        tmp.rename(self._info_path)
+        self._thread = threading.Thread(target=self._serve, name="doreisa-node", daemon=True)
+        self._thread.start()
+
+    def progress(self, items: list[tuple[str, int]]) -> None:
+        """Tell every rank of this node that these (array, step) have been analysed."""
+        for conn in list(self._conns.values()):
+            if not conn.closed:
+                try:
+                    conn.send({"t": "done", "items": items})
+                except OSError:
+                    conn.closed = True
+
+    def stop(self) -> None:
+        """Stop serving, close every connection and unmap every ring."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        for conn in list(self._conns.values()):
+            self._close_conn(conn)
+        if self._listener is not None:
+            self._listener.close()
+        for path in (self.socket_path, self._info_path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            batch: list[dict[str, Any]] = []
+            for key, _ in self._selector.select(timeout=0.1):
+                if key.data is None:
+                    self._accept()
+                else:
+                    self._read(key.data, batch)
+            if batch:
+                try:
+                    self._report(batch)
+                except Exception:  # the head is gone: keep the simulation side alive
+                    log.exception("node %s: cannot report %d items to the head", self.node_id[:8], len(batch))
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        try:
+            sock, _ = self._listener.accept()
+        except BlockingIOError:
+            return
+        sock.setblocking(True)
+        conn = _Conn(sock)
+        self._conns[sock.fileno()] = conn
+        self._selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _read(self, conn: _Conn, batch: list[dict[str, Any]]) -> None:
+        try:
+            data = conn.sock.recv(1 << 20)
+        except OSError:
+            data = b""
+        if not data:
+            if conn.rank is not None and not conn.closed:
+                batch.append({"kind": "lost", "rank": conn.rank, "node": self.node_id})
+            self._close_conn(conn)
+            return
+        try:
+            for message in conn.reader.feed(data):
+                self._handle(conn, message, batch)
+        except Exception as exc:  # a bad message must not stop the node for the other ranks
+            log.exception("node %s: bad message from rank %s", self.node_id[:8], conn.rank)
+            batch.append({"kind": "error", "rank": conn.rank, "error": f"{type(exc).__name__}: {exc}"})
+
+    def _handle(self, conn: _Conn, message: dict[str, Any], batch: list[dict[str, Any]]) -> None:
+        kind = message["t"]
+        if kind == "put":
+            self._ingest(conn, message, batch)
+        elif kind == "ring":
+            ring = ShmRing(message["path"], message["slots"], message["slot_size"], create=False)
+            conn.rings[message["a"]] = _Ring(
+                ring, tuple(message["shape"]), np.dtype(message["dtype"]), message["chunks"], message["n"]
+            )
+        elif kind == "hello":
+            conn.rank = message["rank"]
+            self.counts["ranks"] += 1
+            conn.send({"t": "welcome", "node_id": self.node_id, "contract": self._contract_text})
+            batch.append({"kind": "hello", "rank": conn.rank, "size": message["size"], "node": self.node_id})
+        elif kind == "close":
+            conn.closed = True
+            batch.append({"kind": "closed", "rank": conn.rank, "stats": message["stats"], "node": self.node_id})
+
+    def _ingest(self, conn: _Conn, message: dict[str, Any], batch: list[dict[str, Any]]) -> None:
+        entry = conn.rings[message["a"]]
+        view = entry.ring.view(message["slot"], entry.shape, entry.dtype)
+        start = time.perf_counter()
+        ref = self._put(view)  # copies the slot into the object store: this actor owns the block
+        self.counts["put_seconds"] += time.perf_counter() - start
+        del view
+        conn.send({"t": "free", "a": message["a"], "slot": message["slot"]})
+        self.counts["blocks"] += 1
+        self.counts["bytes"] += entry.ring.slot_size
+        batch.append(
+            {
+                "kind": "block",
+                "array": message["a"],
+                "step": message["s"],
+                "time": message["tm"],
+                "index": tuple(message["i"]),
+                "chunks": entry.chunks,
+                "n": entry.n,
+                "dtype": entry.dtype.str,
+                "rank": conn.rank,
+                "node": self.node_id,
+                "ref": ref,
+            }
+        )
+
+    def _close_conn(self, conn: _Conn) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(conn.sock)
+        self._conns.pop(conn.sock.fileno(), None)
+        conn.sock.close()
+        for entry in conn.rings.values():
+            entry.ring.close()
+        conn.rings.clear()
+
+
+class NodeActor:
+    """Ray actor around :class:`NodeServer`; created by the runtime, one per node."""
+
+    def __init__(self, *, run_dir: str, contract_text: str, head: Any, ingest: bool = True) -> None:
+        import ray
+
+        self._head = head
+        node_id = ray.get_runtime_context().get_node_id()
+        self._server = NodeServer(
+            run_dir=run_dir,
+            node_id=node_id,
+            host=socket.gethostname(),
+            contract_text=contract_text,
+            put=ray.put,
+            report=self._report,
+            ingest=ingest,
+        )
+        self._server.start()
+
+    def _report(self, batch: list[dict[str, Any]]) -> None:
+        self._head.add.remote(batch)
+
+    def node_id(self) -> str:
+        """The Ray node this actor serves."""
+        return self._server.node_id
+
+    def progress(self, items: list[tuple[str, int]]) -> None:
+        """Forward analysed (array, step) pairs to the ranks (backpressure)."""
+        self._server.progress(items)
+
+    def counts(self) -> dict[str, Any]:
+        """Blocks and bytes ingested, ranks seen, seconds spent in ``ray.put``."""
+        return dict(self._server.counts)
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self._server.stop()

@@ -1,0 +1,47 @@
+"""Which steps of an array are wanted: the cadence, evaluated the same way on every rank.
+
+Pure logic, no Ray, no MPI. Every rank sees the same steps and simulation times, so every
+rank takes the same decisions without talking to the others.
+"""
+
+from __future__ import annotations
+
+import math
+
+from doreisa.contract import Cadence
+
+_TIME_EPS = 1e-9
+
+
+class ArraySchedule:
+    """The cadence of one array. ``wanted(step, time)`` is idempotent for a given step."""
+
+    def __init__(self, cadence: Cadence) -> None:
+        self.cadence = cadence
+        self._next_time: float | None = None
+        self._last: tuple[int, bool] | None = None
+
+    def wanted(self, step: int, time: float | None) -> bool:
+        """Is ``step`` (at simulation ``time``) on the cadence?"""
+        last = self._last
+        if last is not None and last[0] == step:
+            return last[1]
+        decision = self._decide(step, time)
+        self._last = (step, decision)
+        return decision
+
+    def _decide(self, step: int, time: float | None) -> bool:
+        c = self.cadence
+        if c.every is not None:
+            return step >= c.start and (c.stop is None or step <= c.stop) and (step - int(c.start)) % c.every == 0
+        if time is None:
+            return False
+        period = c.every_time
+        assert period is not None, "Cadence validates one of every/every_time"
+        tol = _TIME_EPS * max(1.0, abs(period))
+        if time < c.start - tol or (c.stop is not None and time > c.stop + tol):
+            return False
+        if self._next_time is not None and time < self._next_time - tol:
+            return False
+        self._next_time = c.start + (math.floor((time - c.start + tol) / period) + 1) * period
+        return True

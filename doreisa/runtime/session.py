@@ -1,0 +1,252 @@
+"""A run's analytics side on a Ray cluster: the head, one node actor per node, and the driver loop.
+
+:class:`Session` needs a connected Ray (``ray.init`` done, see :func:`start_ray`). It is what
+``doreisa run`` uses, and what tests use with a session-wide Ray instance.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.util.dask import ray_dask_get
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from doreisa.analytics import Registry, bind_analytics, default_registry
+from doreisa.contract import Contract
+from doreisa.errors import RuntimeUnavailableError
+from doreisa.runtime import _names
+from doreisa.runtime._head import HeadState
+from doreisa.runtime._node import NodeActor
+from doreisa.runtime.driver import AnalyticsDriver, ResultSink
+
+log = logging.getLogger("doreisa.session")
+
+
+def start_ray(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    object_store_memory: int | None = None,
+    temp_dir: str | None = None,
+    dashboard: bool = False,
+) -> None:
+    """Connect to the Ray cluster at ``address``, or start a private one bound to 127.0.0.1.
+
+    A local start keeps Ray's token authentication (on by default since Ray 2.59) and runs
+    no dashboard unless asked, and then only on 127.0.0.1. Never uses ``address="auto"``.
+    """
+    if address:
+        ray.init(address=address, namespace=_names.NAMESPACE, logging_level=logging.WARNING)
+        return
+    ray.init(
+        address="local",
+        namespace=_names.NAMESPACE,
+        num_cpus=num_cpus,
+        object_store_memory=object_store_memory,
+        include_dashboard=dashboard,
+        dashboard_host="127.0.0.1",
+        _node_ip_address="127.0.0.1",
+        _temp_dir=temp_dir,
+        logging_level=logging.WARNING,
+    )
+
+
+@dataclass
+class RunState:
+    """What the session has seen of the ranks."""
+
+    hello: dict[int, str] = field(default_factory=dict[int, str])  # rank -> node
+    closed: dict[int, dict[str, Any]] = field(default_factory=dict[int, dict[str, Any]])
+    lost_ranks: set[int] = field(default_factory=set[int])
+    lost_steps: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
+    errors: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
+    blocks: int = 0  # blocks delivered to the driver or reported lost
+    last_step: int = -1
+    partial: int = 0
+
+
+class Session:
+    """The analytics side of one run.
+
+    Parameters
+    ----------
+    contract : Contract
+    contract_text : str
+        The contract as YAML; the ranks receive it from their node actor.
+    registry : Registry
+        Where the contract's analytics are looked up (bound before anything starts).
+    output : path, optional
+        Results folder (``results.csv``); ``None`` keeps results in memory only.
+    run_dir : path, optional
+        Rendezvous folder for the ranks (node-local path, same on every node). Default: new.
+    """
+
+    def __init__(
+        self,
+        contract: Contract,
+        contract_text: str,
+        *,
+        registry: Registry = default_registry,
+        output: str | os.PathLike[str] | None = None,
+        run_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.contract = contract
+        self.bound = bind_analytics(contract, registry)  # fail before starting anything
+        self.run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="doreisa-", dir="/tmp"))
+        self._own_run_dir = run_dir is None
+        self._text = contract_text
+        self.state = RunState()
+        self.sink = ResultSink(Path(output) if output is not None else None)
+        self._head: Any = None
+        self._nodes: list[Any] = []
+        self.driver = AnalyticsDriver(
+            contract, self.bound, sink=self.sink, scheduler=ray_dask_get, on_done=self._notify_done
+        )
+        self.started_at = time.monotonic()
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment variables a rank needs to find this session."""
+        return {_names.ENV_RUN_DIR: str(self.run_dir), _names.ENV_CONNECT_TIMEOUT: str(self.contract.timeouts.connect)}
+
+    def start(self) -> None:
+        """Start the head and a node actor on every alive Ray node; return once ranks can connect."""
+        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (self.run_dir / "contract.yaml").write_text(self._text)
+        head_cls = ray.remote(HeadState)
+        self._head = head_cls.options(
+            name=f"{_names.HEAD_ACTOR}-{uuid.uuid4().hex[:8]}", num_cpus=0, max_concurrency=8
+        ).remote(step_timeout=self.contract.timeouts.step)
+        node_cls = ray.remote(NodeActor)
+        for node in ray.nodes():
+            if not node["Alive"]:
+                continue
+            strategy = NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
+            self._nodes.append(
+                node_cls.options(num_cpus=0, scheduling_strategy=strategy, max_concurrency=4).remote(
+                    run_dir=str(self.run_dir), contract_text=self._text, head=self._head
+                )
+            )
+        ray.get([n.node_id.remote() for n in self._nodes], timeout=self.contract.timeouts.connect)
+
+    def _notify_done(self, items: list[tuple[str, int]]) -> None:
+        for node in self._nodes:
+            node.progress.remote(items)
+
+    def poll(self, timeout: float = 0.2) -> None:
+        """Take what the head has (complete steps, events) and run the analytics on it."""
+        out = ray.get(self._head.take.remote(timeout))
+        self.state.partial = out["partial"]
+        for event in out["events"]:
+            self._event(event)
+        for step in out["steps"]:
+            self.state.blocks += len(step["blocks"])
+            self.state.last_step = max(self.state.last_step, step["step"])
+            self.driver.deliver(step)
+
+    def _event(self, event: dict[str, Any]) -> None:
+        kind = event["kind"]
+        if kind == "hello":
+            self.state.hello[event["rank"]] = event["node"]
+        elif kind == "closed":
+            self.state.closed[event["rank"]] = event["stats"]
+        elif kind == "lost":
+            self.state.lost_ranks.add(event["rank"])
+            log.error("rank %s disconnected without close()", event["rank"])
+        elif kind == "step_lost":
+            self.state.lost_steps.append(event)
+            self.state.blocks += event["have"]
+            log.error(
+                "step %s of %s lost: %s of %s blocks arrived (ranks %s)",
+                event["step"],
+                event["array"],
+                event["have"],
+                event["expected"],
+                event["ranks_seen"],
+            )
+        else:
+            self.state.errors.append(event)
+
+    def serve(
+        self,
+        nranks: int,
+        *,
+        alive: Callable[[], bool] = lambda: True,
+        tick: Callable[[Session], None] = lambda s: None,
+    ) -> None:
+        """Run the analytics until ``nranks`` ranks have closed (or died) and their steps are analysed.
+
+        Parameters
+        ----------
+        nranks : int
+            Number of ranks expected.
+        alive : callable
+            False once the simulation's processes have exited (then remaining data is drained).
+        tick : callable
+            Called about once per loop (progress display).
+
+        Raises
+        ------
+        RuntimeUnavailableError
+            If fewer than ``nranks`` ranks connected within ``timeouts.connect``.
+        """
+        deadline = time.monotonic() + self.contract.timeouts.connect
+        exited_at: float | None = None
+        while True:
+            self.poll()
+            tick(self)
+            done = set(self.state.closed) | self.state.lost_ranks
+            if len(done) >= nranks and self._drained():
+                return
+            if len(self.state.hello) < nranks and time.monotonic() > deadline:
+                raise RuntimeUnavailableError(
+                    f"{len(self.state.hello)} of {nranks} ranks connected within timeouts.connect = "
+                    f"{self.contract.timeouts.connect:g} s (run folder {self.run_dir}); did the simulation create "
+                    "a doreisa.Bridge, and was it started with DOREISA_RUN_DIR?"
+                )
+            if not alive():
+                if len(self.state.hello) < nranks:
+                    raise RuntimeUnavailableError(
+                        f"the simulation exited after {len(self.state.hello)} of {nranks} ranks connected; "
+                        "see its output above"
+                    )
+                exited_at = exited_at or time.monotonic()
+                if self._drained() or time.monotonic() - exited_at > 5.0:
+                    return
+
+    def _drained(self) -> bool:
+        """Every block the closed ranks published has reached the driver (or was reported lost)."""
+        published = sum(s.get("published", 0) for s in self.state.closed.values())
+        return self.state.partial == 0 and self.state.blocks >= published
+
+    def node_counts(self) -> list[dict[str, Any]]:
+        """Per node actor: blocks and bytes ingested, ranks, time spent in ray.put."""
+        return ray.get([n.counts.remote() for n in self._nodes])
+
+    def stop(self) -> None:
+        """Report incomplete steps as lost, stop the actors and remove the run folder."""
+        if self._head is not None:
+            for event in ray.get(self._head.flush.remote()):
+                self._event(event)
+        for node in self._nodes:
+            try:
+                ray.get(node.stop.remote(), timeout=10)
+            except Exception as exc:  # a dead node cannot be stopped; it is gone anyway
+                log.warning("could not stop a node actor: %s", exc)
+            ray.kill(node)
+        if self._head is not None:
+            ray.kill(self._head)
+        self._nodes, self._head = [], None
+        self.sink.close()
+        if self._own_run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
