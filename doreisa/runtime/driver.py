@@ -158,6 +158,11 @@ class AnalyticsDriver:
                 self._run(b, step)
         self.on_done([(name, step)])
 
+    def release(self) -> None:
+        """Drop every step still held in a window (end of run)."""
+        for window in self.windows.values():
+            window.clear()
+
     def _ready(self, b: BoundAnalytic, step: int) -> bool:
         for name in set(b.arrays):
             window = self.windows[name]

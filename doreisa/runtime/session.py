@@ -31,6 +31,9 @@ from doreisa.runtime.driver import AnalyticsDriver, ResultSink
 
 log = logging.getLogger("doreisa.session")
 
+#: Seconds to wait for the head and node actors to start (Ray starts a worker process for each).
+ACTOR_START_TIMEOUT = 120
+
 
 def start_ray(
     address: str | None = None,
@@ -113,6 +116,7 @@ class Session:
             contract, self.bound, sink=self.sink, scheduler=ray_dask_get, on_done=self._notify_done
         )
         self.started_at = time.monotonic()
+        self.last_node_counts: list[dict[str, Any]] = []
 
     @property
     def env(self) -> dict[str, str]:
@@ -137,7 +141,12 @@ class Session:
                     run_dir=str(self.run_dir), contract_text=self._text, head=self._head
                 )
             )
-        ray.get([n.node_id.remote() for n in self._nodes], timeout=self.contract.timeouts.connect)
+        try:
+            ray.get([n.node_id.remote() for n in self._nodes], timeout=ACTOR_START_TIMEOUT)
+        except ray.exceptions.GetTimeoutError:
+            raise RuntimeUnavailableError(
+                f"the node actors did not start within {ACTOR_START_TIMEOUT} s; is the Ray cluster overloaded?"
+            ) from None
 
     def _notify_done(self, items: list[tuple[str, int]]) -> None:
         for node in self._nodes:
@@ -202,27 +211,37 @@ class Session:
         """
         deadline = time.monotonic() + self.contract.timeouts.connect
         exited_at: float | None = None
+        progress = (-1, time.monotonic())
         while True:
             self.poll()
             tick(self)
             done = set(self.state.closed) | self.state.lost_ranks
             if len(done) >= nranks and self._drained():
                 return
-            if len(self.state.hello) < nranks and time.monotonic() > deadline:
+            now = time.monotonic()
+            if len(self.state.hello) < nranks and now > deadline:
                 raise RuntimeUnavailableError(
                     f"{len(self.state.hello)} of {nranks} ranks connected within timeouts.connect = "
                     f"{self.contract.timeouts.connect:g} s (run folder {self.run_dir}); did the simulation create "
                     "a doreisa.Bridge, and was it started with DOREISA_RUN_DIR?"
                 )
+            if self.state.blocks != progress[0]:
+                progress = (self.state.blocks, now)
+            elif len(done) >= nranks and now - progress[1] > self.contract.timeouts.step:
+                log.error(
+                    "no block arrived for timeouts.step = %g s after every rank closed", self.contract.timeouts.step
+                )
+                return
             if not alive():
                 if len(self.state.hello) < nranks:
                     raise RuntimeUnavailableError(
                         f"the simulation exited after {len(self.state.hello)} of {nranks} ranks connected; "
                         "see its output above"
                     )
-                exited_at = exited_at or time.monotonic()
-                if self._drained() or time.monotonic() - exited_at > 5.0:
-                    return
+                exited_at = exited_at or now
+                if len(done) < nranks and now - exited_at > 10.0:
+                    # processes are gone but their sockets did not say so: count them lost
+                    self.state.lost_ranks |= set(self.state.hello) - done
 
     def _drained(self) -> bool:
         """Every block the closed ranks published has reached the driver (or was reported lost)."""
@@ -235,6 +254,8 @@ class Session:
 
     def stop(self) -> None:
         """Report incomplete steps as lost, stop the actors and remove the run folder."""
+        if self._nodes:
+            self.last_node_counts = self.node_counts()
         if self._head is not None:
             for event in ray.get(self._head.flush.remote()):
                 self._event(event)
@@ -247,6 +268,7 @@ class Session:
         if self._head is not None:
             ray.kill(self._head)
         self._nodes, self._head = [], None
+        self.driver.release()
         self.sink.close()
         if self._own_run_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)

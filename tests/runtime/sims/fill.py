@@ -1,0 +1,83 @@
+"""Test simulation: each rank fills its block with known values and publishes it.
+
+Global value at (i, j) and step s: ``s + 1000 * i + j`` (1-D arrays: ``s + i``), so every
+analytic result can be checked exactly against numpy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+from mpi4py import MPI
+
+import doreisa
+
+
+def split(n: int, parts: int, index: int) -> tuple[int, int]:
+    base, extra = divmod(n, parts)
+    return index * base + min(index, extra), base + (1 if index < extra else 0)
+
+
+def expected(shape: tuple[int, ...], step: int) -> np.ndarray:
+    """The whole array at ``step``."""
+    if len(shape) == 1:
+        return step + np.arange(shape[0], dtype=np.float64)
+    i, j = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    return step + 1000.0 * i + j
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--shape", default="16,16")
+    p.add_argument("--grid", default="", help="rank grid, e.g. 2,2 (default: MPI.Compute_dims)")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--first-step", type=int, default=0)
+    p.add_argument("--array", default="field")
+    p.add_argument("--dtype", default="float64")
+    p.add_argument("--sleep", type=float, default=0.0, help="seconds per step")
+    p.add_argument("--dt", default="", help="comma list of dt values cycled (simulation time)")
+    p.add_argument("--die-at", type=int, default=-1, help="rank 1 exits abruptly at this step")
+    p.add_argument("--bad", default="", help="dtype|shape|overlap|order: publish a bad block on rank 0")
+    p.add_argument("--stats", default="", help="write each rank's close() summary to this folder")
+    a = p.parse_args()
+
+    comm = MPI.COMM_WORLD
+    rank, size = comm.Get_rank(), comm.Get_size()
+    shape = tuple(int(x) for x in a.shape.split(","))
+    grid = [int(x) for x in a.grid.split(",")] if a.grid else MPI.Compute_dims(size, len(shape))
+    coords = np.unravel_index(rank, grid)
+    bounds = [split(n, g, c) for n, g, c in zip(shape, grid, coords, strict=True)]
+    offset = tuple(o for o, _ in bounds)
+    local = tuple(slice(o, o + n) for o, n in bounds)
+    if a.bad == "overlap" and rank == 1:
+        offset = tuple(0 for _ in offset)
+    bridge = doreisa.Bridge(comm)
+    dts = [float(x) for x in a.dt.split(",")] if a.dt else [0.1]
+    t = 0.0
+    for k, step in enumerate(range(a.first_step, a.first_step + a.steps)):
+        if step == a.die_at and rank == 1:
+            os._exit(3)
+        block = expected(shape, step)[local].astype(a.dtype)
+        if a.bad == "dtype" and rank == 0 and k == 1:
+            block = block.astype(np.float32)
+        if a.bad == "order" and rank == 0 and k == 1:
+            step = 0
+        bridge.publish(a.array, block, step=step, time=t, offset=offset)
+        t += dts[k % len(dts)]
+        if a.sleep:
+            time.sleep(a.sleep)
+    stats = bridge.close()
+    if a.stats:
+        with open(os.path.join(a.stats, f"rank{rank}.json"), "w") as f:
+            json.dump(stats, f)
+    print(f"rank {rank} done {json.dumps(stats)}", flush=True)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
