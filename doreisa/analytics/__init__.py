@@ -1,6 +1,7 @@
 """The analytics layer: registration and binding. May import dask; never ray or mpi4py."""
 
-from doreisa.analytics import builtins as _builtins  # noqa: F401  (registers the built-ins)
+# Imported for its side effect: it registers the built-in analytics on default_registry.
+from doreisa.analytics import builtins as _builtins  # noqa: F401  # pyright: ignore[reportUnusedImport]
 from doreisa.analytics.binding import BoundAnalytic, bind_analytics, windows_needed
 from doreisa.analytics.registry import Analytic, Registry, analytic, default_registry
 

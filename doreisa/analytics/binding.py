@@ -56,35 +56,40 @@ def bind_analytics(contract: Contract, registry: Registry) -> list[BoundAnalytic
 
 def _bind_one(spec: AnalyticSpec, registry: Registry, contract: Contract) -> BoundAnalytic:
     entry = registry.get(spec.function)
-    if isinstance(spec.arrays, dict):
-        unknown = sorted(set(spec.arrays) - set(entry.inputs))
-        missing = sorted(set(entry.inputs) - set(spec.arrays))
-        if unknown or missing:
-            raise AnalyticsError(
-                f"arrays maps parameters {sorted(spec.arrays)} but {entry.name} takes {list(entry.inputs)}"
-            )
-        inputs = {p: spec.arrays[p] for p in entry.inputs}
-    else:
-        if len(spec.arrays) != len(entry.inputs):
-            raise AnalyticsError(
-                f"{len(spec.arrays)} arrays {list(spec.arrays)} given but {entry.name} takes "
-                f"{len(entry.inputs)} array parameters {list(entry.inputs)}"
-            )
-        inputs = dict(zip(entry.inputs, spec.arrays, strict=True))
+    problems: list[str] = []
+    inputs = _inputs(spec, entry, problems)
     unknown_params = sorted(set(spec.params) - set(entry.options))
     if unknown_params:
-        raise AnalyticsError(
-            f"params {unknown_params} are not options of {entry.name}; options: {sorted(entry.options)}"
-        )
+        problems.append(f"params {unknown_params} are not options of {entry.name}; options: {sorted(entry.options)}")
     missing_params = sorted(p for p, has_default in entry.options.items() if not has_default and p not in spec.params)
     if missing_params:
-        raise AnalyticsError(f"{entry.name} needs params {missing_params}; add them under params:")
+        problems.append(f"{entry.name} needs params {missing_params}; add them under params:")
     window = spec.window or entry.window
-    for array in inputs.values():
+    for array in spec.array_names:
         limit = contract.arrays[array].window
         if limit is not None and window > limit:
-            raise AnalyticsError(f"window {window} is larger than arrays.{array}.window = {limit}")
+            problems.append(
+                f"window {window} is larger than arrays.{array}.window = {limit}; "
+                f"raise arrays.{array}.window or set this analytic's window"
+            )
+    if problems:
+        raise AnalyticsError("; ".join(problems))
     return BoundAnalytic(spec.label, entry, inputs, window, dict(spec.params))
+
+
+def _inputs(spec: AnalyticSpec, entry: Analytic, problems: list[str]) -> dict[str, str]:
+    if isinstance(spec.arrays, dict):
+        if set(spec.arrays) != set(entry.inputs):
+            problems.append(f"arrays maps parameters {sorted(spec.arrays)} but {entry.name} takes {list(entry.inputs)}")
+            return {}
+        return {p: spec.arrays[p] for p in entry.inputs}
+    if len(spec.arrays) != len(entry.inputs):
+        problems.append(
+            f"{len(spec.arrays)} arrays {list(spec.arrays)} given but {entry.name} takes "
+            f"{len(entry.inputs)} array parameters {list(entry.inputs)}"
+        )
+        return {}
+    return dict(zip(entry.inputs, spec.arrays, strict=True))
 
 
 def windows_needed(contract: Contract, bound: list[BoundAnalytic]) -> dict[str, int]:

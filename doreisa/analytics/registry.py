@@ -145,8 +145,10 @@ class Registry:
         module_name, _, attr = reference.partition(":")
         try:
             module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise AnalyticsError(f"analytic {reference!r}: cannot import {module_name!r}: {exc}") from exc
+        except Exception as exc:  # user code: a failing import is reported like any binding problem
+            raise AnalyticsError(
+                f"analytic {reference!r}: cannot import {module_name!r}: {type(exc).__name__}: {exc}"
+            ) from exc
         fn = getattr(module, attr, None)
         if fn is None:
             raise AnalyticsError(f"analytic {reference!r}: module {module_name!r} has no attribute {attr!r}")

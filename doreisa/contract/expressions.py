@@ -37,14 +37,24 @@ CONSTANTS: dict[str, float] = {"inf": math.inf, "pi": math.pi}
 MAX_LENGTH = 1000
 MAX_DEPTH = 32
 
+
+def _div(a: float, b: float) -> float:
+    return a / b
+
+
+def _floordiv(a: float, b: float) -> float:
+    return a // b
+
+
 _BINOPS: dict[type[ast.operator], Callable[[float, float], float]] = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
     ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
+    ast.Div: _div,
+    ast.FloorDiv: _floordiv,
     ast.Mod: operator.mod,
-    ast.Pow: operator.pow,
+    # math.pow, not **: integer `9 ** 9 ** 9` would run for hours; a float overflows at once.
+    ast.Pow: math.pow,
 }
 _CMPOPS: dict[type[ast.cmpop], Callable[[float, float], bool]] = {
     ast.Lt: operator.lt,
@@ -81,9 +91,17 @@ class Expression:
         Raises
         ------
         ExpressionError
-            If a needed reduction is missing from ``values``, or ``time`` is needed but unknown.
+            If a needed reduction is missing from ``values``, ``time`` is needed but unknown, or
+            the arithmetic fails (division by zero, overflow, ``sqrt`` or ``log`` of a negative).
         """
-        return _Evaluator(values, step, time, self.source).visit(self._tree)
+        try:
+            return _Evaluator(values, step, time, self.source).visit(self._tree)
+        except (ArithmeticError, ValueError, TypeError) as exc:
+            if isinstance(exc, ExpressionError):
+                raise
+            raise ExpressionError(
+                f"evaluating {self.source!r} at step {step} failed: {exc} ({type(exc).__name__})"
+            ) from exc
 
 
 def parse_expression(source: str, *, arrays: Iterable[str]) -> Expression:
@@ -216,7 +234,7 @@ class _Checker:
 
 
 def _describe(node: ast.AST) -> str:
-    names = {
+    names: dict[type[ast.AST], str] = {
         ast.Attribute: "attribute access",
         ast.Subscript: "subscripting",
         ast.Lambda: "lambda",

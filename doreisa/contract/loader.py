@@ -1,28 +1,31 @@
 """YAML file -> :class:`Contract`, with errors that name the file, line, column and key.
 
-The text is read twice: :func:`yaml.compose` builds the node tree (which knows where every
-key is and lets us reject duplicate keys), and :func:`yaml.safe_load` builds the data. No
-other YAML loader is ever used, so tags such as ``!!python/object/apply`` are refused.
+A safe YAML loader (libyaml's ``CSafeLoader`` when installed, else ``SafeLoader``) first
+builds the node tree, which knows where every key is. The tree is checked (duplicate keys,
+tags other than plain data, alias bombs) and only then turned into data by the same safe
+loader, so tags such as ``!!python/object/apply`` are refused, never executed.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from pydantic import ValidationError
 
-from doreisa.contract.models import Contract
+from doreisa.contract.models import Contract, LocatedError
+from doreisa.contract.schema import keys_at, user_loc
 from doreisa.errors import ContractError
 
 Loc = tuple[str | int, ...]
 Marks = dict[Loc, tuple[int, int]]
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
+# libyaml parses a large file a hundred times faster than the pure-Python loader.
+_SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def load_contract(path: str | os.PathLike[str]) -> Contract:
@@ -71,81 +74,115 @@ def parse_contract(text: str, *, source: str = "<contract>") -> Contract:
 
 
 def _load_yaml(text: str, source: str) -> tuple[Marks, Any]:
+    marks: Marks = {}
+    loader = _SafeLoader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        marks: Marks = {}
-        if node is not None:
-            _walk(node, (), marks, source)
-        data = yaml.safe_load(text)
+        node = cast("yaml.Node | None", loader.get_single_node())
+        if node is None:
+            return marks, None
+        _Walker(source, marks).walk(node, ())
+        return marks, _construct(loader, node, source)
     except yaml.MarkedYAMLError as exc:
-        raise ContractError(_yaml_message(exc, source)) from None
+        raise ContractError(_yaml_message(exc, source, text)) from None
     except yaml.YAMLError as exc:
         raise ContractError(f"{source}: not valid YAML: {exc}") from None
     except RecursionError:
         raise ContractError(f"{source}: the YAML is nested too deeply") from None
-    return marks, data
+    finally:
+        loader.dispose()
 
 
-def _yaml_message(exc: yaml.MarkedYAMLError, source: str) -> str:
+def _construct(loader: Any, node: yaml.Node, source: str) -> Any:
+    try:
+        return loader.construct_document(node)
+    except (yaml.YAMLError, RecursionError):
+        raise
+    except Exception as exc:  # PyYAML raises ValueError, KeyError, ... for explicit `!!int abc`, `!!bool maybe`
+        raise ContractError(
+            f"{source}: a value cannot be read ({type(exc).__name__}: {exc}); write plain values, without !! tags"
+        ) from None
+
+
+def _yaml_message(exc: yaml.MarkedYAMLError, source: str, text: str) -> str:
     mark = exc.problem_mark or exc.context_mark
-    where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+    if mark is None:
+        return f"{source}: not valid YAML: {exc}"
     problem = exc.problem or exc.context or "invalid YAML"
-    hint = ""
-    if "\t" in problem or "'\\t'" in problem:
-        hint = " (YAML does not allow tabs for indentation: use spaces)"
-    elif "tag" in problem:
-        hint = " (contracts are plain data: tags such as !!python/... are never executed or allowed)"
-    return f"{where}: not valid YAML: {problem}{hint}"
+    lines = text.splitlines()
+    line = lines[mark.line] if mark.line < len(lines) else ""
+    hint = " (YAML does not allow tabs for indentation: use spaces)" if "\t" in line else ""
+    return f"{source}:{mark.line + 1}:{mark.column + 1}: not valid YAML: {problem}{hint}"
 
 
-def _walk(node: yaml.Node, loc: Loc, marks: Marks, source: str) -> None:
-    marks[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
+# Plain data only; timestamps, binary, sets and ordered maps have no place in a contract.
+_PLAIN_TAGS = frozenset(
+    f"tag:yaml.org,2002:{kind}" for kind in ("str", "int", "float", "bool", "null", "map", "seq", "merge")
+)
+# Aliases make the node graph a DAG: a few hundred bytes can stand for billions of nodes.
+MAX_NODES = 100_000
+
+
+class _Walker:
+    """Records the line and column of every key path; rejects duplicate keys, tags and alias bombs."""
+
+    def __init__(self, source: str, marks: Marks) -> None:
+        self.source = source
+        self.marks = marks
+        self.count = 0
+
+    def walk(self, node: yaml.Node, loc: Loc) -> None:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise ContractError(
+                f"{self.source}: the YAML expands to more than {MAX_NODES} values (through aliases?); "
+                "a contract is small: write it out without '*alias' references to large blocks"
+            )
+        line, col = node.start_mark.line + 1, node.start_mark.column + 1
+        if node.tag not in _PLAIN_TAGS:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!", 1)
+            raise ContractError(
+                f"{self.source}:{line}:{col}: {_dotted(loc) or '(top level)'}: the tag {tag!r} is not allowed; "
+                "contracts are plain data (strings, numbers, booleans, null, lists, mappings; quote a value "
+                "to make it a string): tags such as !!python/... are never executed"
+            )
+        self.marks[loc] = (line, col)
+        if isinstance(node, yaml.MappingNode):
+            self._mapping(node, loc)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(cast("list[yaml.Node]", node.value)):
+                self.walk(item, (*loc, i))
+
+    def _mapping(self, node: yaml.MappingNode, loc: Loc) -> None:
         seen: dict[object, int] = {}
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else repr(key_node)
-            line = key_node.start_mark.line + 1
+        for key_node, value_node in cast("list[tuple[yaml.Node, yaml.Node]]", node.value):
+            key = cast(str, key_node.value) if isinstance(key_node, yaml.ScalarNode) else repr(key_node)
+            line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
             if key in seen:
                 raise ContractError(
-                    f"{source}:{line}:{key_node.start_mark.column + 1}: {_dotted((*loc, key))}: duplicate key "
+                    f"{self.source}:{line}:{col}: {_dotted((*loc, key))}: duplicate key "
                     f"(first given on line {seen[key]}); keep one"
                 )
             seen[key] = line
-            marks[(*loc, key)] = (line, key_node.start_mark.column + 1)
-            _walk_value(value_node, (*loc, key), marks, source)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _walk(item, (*loc, i), marks, source)
-
-
-def _walk_value(node: yaml.Node, loc: Loc, marks: Marks, source: str) -> None:
-    key_mark = marks[loc]
-    _walk(node, loc, marks, source)
-    if not isinstance(node, yaml.ScalarNode):
-        marks[loc] = key_mark  # point at the key, not at the first child
+            self.walk(value_node, (*loc, key))
+            self.marks[(*loc, key)] = (line, col)  # errors point at the key, not at its value
 
 
 def format_validation_error(exc: ValidationError, marks: Marks, source: str) -> str:
     """One line per pydantic error: ``file:line:col: key.path: message``."""
     lines = [f"{source}: invalid contract ({exc.error_count()} error{'s' if exc.error_count() > 1 else ''})"]
     for err in exc.errors(include_url=False):
-        loc = _user_loc(err["loc"])
+        loc = user_loc(err["loc"])
+        message = err["msg"].removeprefix("Value error, ").replace("a valid tuple", "a list")
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, LocatedError):
+            loc, message = (*loc, *cause.loc), cause.message
         line, col = _nearest_mark(loc, marks)
-        message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = f"unknown key {loc[-1]!r}{_valid_keys(loc)}"
         elif err["type"] == "missing":
-            message = "required key is missing"
+            message = f"required key {loc[-1]!r} is missing"
         lines.append(f"  {source}:{line}:{col}: {_dotted(loc) or '(top level)'}: {message}")
     return "\n".join(lines)
-
-
-def _user_loc(loc: Sequence[str | int]) -> Loc:
-    # pydantic adds union-member and validator names ("tuple[...]", "function-after[...]") to locations
-    return tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in _UNION_TAGS)))
-
-
-_UNION_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "tuple"})
 
 
 def _nearest_mark(loc: Loc, marks: Marks) -> tuple[int, int]:
@@ -163,8 +200,6 @@ def _dotted(loc: Loc) -> str:
 
 
 def _valid_keys(loc: Loc) -> str:
-    from doreisa.contract.schema import keys_at
-
     keys = keys_at(loc[:-1])
     if not keys:
         return ""

@@ -8,14 +8,24 @@ location into ``file:line:column`` and a key path.
 
 from __future__ import annotations
 
+import keyword
 import math
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field_validator, model_validator
 
-from doreisa.contract.expressions import CONSTANTS, REDUCTIONS, SCALAR_FUNCTIONS, VARIABLES, Expression
+from doreisa.contract.expressions import (
+    CONSTANTS,
+    MAX_LENGTH,
+    REDUCTIONS,
+    SCALAR_FUNCTIONS,
+    VARIABLES,
+    Expression,
+)
 from doreisa.contract.expressions import parse_expression as _parse
+from doreisa.errors import ExpressionError
 
 DTYPES = (
     "bool",
@@ -47,10 +57,33 @@ DType = Literal[
     "complex64",
     "complex128",
 ]
-_RESERVED = frozenset([*VARIABLES, *CONSTANTS, *REDUCTIONS, *SCALAR_FUNCTIONS, "and", "or", "not"])
+# Python keywords too: an array named `if` or `None` could never appear in an expression.
+_RESERVED = frozenset([*VARIABLES, *CONSTANTS, *REDUCTIONS, *SCALAR_FUNCTIONS, *keyword.kwlist])
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
+# Strict numbers: YAML `true`, "16" or 2.5 is a mistake, not a count (floats still accept ints).
+Int = Annotated[int, Strict()]
+PositiveInt = Annotated[int, Strict(), Field(gt=0)]
+NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
+PositiveFloat = Annotated[float, Strict(), Field(gt=0)]
+NonNegativeFloat = Annotated[float, Strict(), Field(ge=0)]
+ExpressionText = Annotated[str, Field(min_length=1, max_length=MAX_LENGTH)]
 Scalar = str | int | float | bool
 ParamValue = Scalar | list[Scalar]
+Loc = tuple[str | int, ...]
+
+
+class LocatedError(ValueError):
+    """A check across fields that failed at ``loc``, a key path below the model that raises it.
+
+    pydantic keeps the exception in the error's ``ctx``; the loader appends ``loc`` to the
+    location so the message points at the offending key and line, not at the enclosing mapping.
+    """
+
+    def __init__(self, loc: Loc, message: str) -> None:
+        self.loc = loc
+        self.message = message
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+        super().__init__(f"{where}: {message}" if where else message)
 
 
 class _Model(BaseModel):
@@ -60,7 +93,7 @@ class _Model(BaseModel):
 class Slice(_Model):
     """A region along one dimension: indices ``start, start+step, ...`` below ``stop``."""
 
-    start: Annotated[int, Field(ge=0)] = 0
+    start: NonNegativeInt = 0
     stop: PositiveInt | None = Field(default=None, description="exclusive; null means the end of the dimension")
     step: PositiveInt = 1
 
@@ -78,17 +111,19 @@ class Cadence(_Model):
 
     every: PositiveInt | None = Field(default=None, description="copy every N steps")
     every_time: PositiveFloat | None = Field(default=None, description="copy every T units of simulation time")
-    start: Annotated[float, Field(ge=0)] = 0
-    stop: Annotated[float, Field(ge=0)] | None = None
+    start: NonNegativeFloat = 0
+    stop: NonNegativeFloat | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Self:
-        if (self.every is None) == (self.every_time is None):
+        if self.every is not None and self.every_time is not None:
+            raise LocatedError(("every_time",), "give only one of 'every' (steps) or 'every_time' (simulation time)")
+        if self.every is None and self.every_time is None:
             raise ValueError("give exactly one of 'every' (steps) or 'every_time' (simulation time)")
         if self.stop is not None and self.stop < self.start:
-            raise ValueError(f"stop ({self.stop}) is before start ({self.start})")
-        if self.every is not None and not (float(self.start).is_integer()):
-            raise ValueError(f"start must be a whole step with 'every', got {self.start}")
+            raise LocatedError(("stop",), f"stop ({self.stop}) is before start ({self.start}); use stop >= start")
+        if self.every is not None and not float(self.start).is_integer():
+            raise LocatedError(("start",), f"start must be a whole step with 'every', got {self.start}")
         return self
 
     @property
@@ -100,7 +135,7 @@ class Cadence(_Model):
 class Preprocess(_Model):
     """A chunk-local function applied to each block in the simulation process before the copy."""
 
-    function: str = Field(description="a built-in (see docs/contract.md) or 'module:function'")
+    function: Annotated[str, Field(min_length=1, description="a built-in (see docs/contract.md) or 'module:function'")]
     params: dict[Identifier, ParamValue] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -128,52 +163,65 @@ class ArraySpec(_Model):
         default=None, description="uniform block shape of each rank; null: each rank gives its offset"
     )
     dims: tuple[Identifier, ...] | None = None
-    select: tuple[Slice, ...] | None = None
-    preprocess: Preprocess | None = None
+    select: tuple[Slice, ...] | None = Field(
+        default=None, description="region to copy: one slice per dimension, or {dim name: slice} with 'dims'"
+    )
+    preprocess: Preprocess | None = Field(
+        default=None, description="function applied to each block before the copy; a string is the function"
+    )
     window: PositiveInt | None = Field(
         default=None, description="how many steps the analytics may see at once; default: what they ask for"
     )
     cadence: Cadence | None = Field(default=None, description="overrides the contract's cadence for this array")
     placement: Placement | None = Field(default=None, description="overrides the contract's placement")
 
-    @model_validator(mode="before")
+    # json_schema_input_type: the schema must admit the shorthand forms, or editors flag valid contracts.
+    @field_validator("preprocess", mode="before", json_schema_input_type=str | Preprocess | None)
     @classmethod
-    def _select_by_dim_name(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or not isinstance(data.get("select"), dict):
-            return data
-        select: dict[str, Any] = data["select"]  # pyright: ignore[reportUnknownVariableType]
-        dims = data.get("dims")
-        if not isinstance(dims, list | tuple):
-            raise ValueError("select given by dimension name needs 'dims'; or give select as a list, one per dim")
-        unknown = sorted(set(select) - set(dims))  # pyright: ignore[reportUnknownArgumentType]
-        if unknown:
-            raise ValueError(f"select names unknown dims {unknown}; dims are {list(dims)}")  # pyright: ignore
-        return {**data, "select": [select.get(d, {}) for d in dims]}  # pyright: ignore[reportUnknownVariableType]
+    def _preprocess_shorthand(cls, value: Any) -> Any:
+        return {"function": value} if isinstance(value, str) else value
+
+    @field_validator("select", mode="before", json_schema_input_type=tuple[Slice, ...] | dict[str, Slice] | None)
+    @classmethod
+    def _select_by_dim_name(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        select: Mapping[Any, Any] = value  # pyright: ignore[reportUnknownVariableType]
+        dims: tuple[str, ...] | None = info.data.get("dims")
+        if dims is None:
+            raise ValueError("select given by dimension name needs valid 'dims'; or give select as a list, one per dim")
+        for name in select:
+            if name not in dims:
+                raise LocatedError((str(name),), f"select names unknown dim {name!r}; dims are {list(dims)}")
+        return [select.get(d, {}) for d in dims]
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         ndim = len(self.shape)
         for key, value in (("block", self.block), ("dims", self.dims), ("select", self.select)):
             if value is not None and len(value) != ndim:
-                raise ValueError(f"{key} has {len(value)} dims but shape {list(self.shape)} has {ndim}")
+                raise LocatedError((key,), f"{key} has {len(value)} dims but shape {list(self.shape)} has {ndim}")
         if self.block is not None:
             bad = [i for i, (s, b) in enumerate(zip(self.shape, self.block, strict=True)) if s % b]
             if bad:
-                raise ValueError(
+                raise LocatedError(
+                    ("block",),
                     f"block {list(self.block)} does not tile shape {list(self.shape)} along dims {bad}: each shape "
-                    "must be a multiple of the block; for uneven tilings leave out 'block' and pass offsets"
+                    "must be a multiple of the block; for uneven tilings leave out 'block' and pass offsets",
                 )
         if self.dims is not None and len(set(self.dims)) != ndim:
-            raise ValueError(f"dims {list(self.dims)} repeat a name")
-        if self.select is not None:
-            for i, (sl, size) in enumerate(zip(self.select, self.shape, strict=True)):
-                start, stop, _ = sl.bounds(size)
-                if stop > size or start >= stop:
-                    raise ValueError(
-                        f"select[{i}] = {start}:{stop} is outside dimension {i} of size {size} or empty; "
-                        f"use 0 <= start < stop <= {size}"
-                    )
+            raise LocatedError(("dims",), f"dims {list(self.dims)} repeat a name; give each dimension its own")
+        self._check_select()
         return self
+
+    def _check_select(self) -> None:
+        for i, (sl, size) in enumerate(zip(self.select or (), self.shape, strict=False)):
+            start, stop, _ = sl.bounds(size)
+            if stop > size or start >= stop:
+                raise LocatedError(
+                    ("select", i),
+                    f"{start}:{stop} is outside dimension {i} of size {size} or empty; use 0 <= start < stop <= {size}",
+                )
 
     @property
     def ndim(self) -> int:
@@ -204,12 +252,12 @@ class Trigger(_Model):
     """Change the cadence while ``when`` holds, until ``until`` holds (hysteresis)."""
 
     name: Identifier
-    when: Annotated[str, Field(max_length=100_000)]
-    until: Annotated[str, Field(max_length=100_000)] | None = Field(
+    when: ExpressionText
+    until: ExpressionText | None = Field(
         default=None, description="release condition; default: as soon as 'when' no longer holds"
     )
     action: TriggerAction
-    priority: int = Field(default=0, description="the active trigger with the highest priority wins")
+    priority: Int = Field(default=0, description="the active trigger with the highest priority wins")
 
 
 class AnalyticSpec(_Model):
@@ -279,45 +327,65 @@ class Contract(_Model):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     outputs: Outputs = Field(default_factory=Outputs)
 
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_is_an_integer(cls, value: Any) -> Any:
+        if type(value) is not int:  # Literal[1] alone would take `true` and 1.0
+            raise ValueError(f"version must be the integer 1, got {value!r}")
+        return value
+
     @field_validator("arrays")
     @classmethod
     def _names_not_reserved(cls, arrays: dict[str, ArraySpec]) -> dict[str, ArraySpec]:
-        clash = sorted(set(arrays) & _RESERVED)
-        if clash:
-            raise ValueError(f"array names {clash} are reserved words of the expression language; rename them")
+        for name in arrays:
+            if name in _RESERVED:
+                raise LocatedError(
+                    (name,),
+                    f"{name!r} is a reserved word of the expression language (reserved: "
+                    f"{', '.join(sorted(_RESERVED - set(keyword.kwlist)))} and Python keywords); rename the array",
+                )
         return arrays
 
     @model_validator(mode="after")
     def _references(self) -> Self:
-        self._check_names("triggers", [t.name for t in self.triggers])
-        self._check_names("analytics", [a.label for a in self.analytics])
+        _check_unique("triggers", [t.name for t in self.triggers], lambda i: "name")
+        _check_unique(
+            "analytics",
+            [a.label for a in self.analytics],
+            lambda i: "name" if self.analytics[i].name is not None else "function",
+        )
         for i, trig in enumerate(self.triggers):
-            for field_name in ("when", "until"):
-                text = getattr(trig, field_name)
-                if text is not None:
-                    _parse(text, arrays=self.arrays)
-            self._check_known(f"triggers[{i}].action.arrays", trig.action.arrays or ())
+            self._check_trigger(i, trig)
         for i, spec in enumerate(self.analytics):
-            self._check_known(f"analytics[{i}].arrays", spec.array_names)
-            for name in spec.array_names:
-                limit = self.arrays[name].window
-                if spec.window is not None and limit is not None and spec.window > limit:
-                    raise ValueError(
-                        f"analytics[{i}] ({spec.label}) asks for window {spec.window} on {name!r}, "
-                        f"which keeps {limit}; raise arrays.{name}.window or lower the analytic's window"
-                    )
+            self._check_analytic(i, spec)
         return self
 
-    def _check_known(self, where: str, names: tuple[str, ...]) -> None:
-        unknown = [n for n in names if n not in self.arrays]
-        if unknown:
-            raise ValueError(f"{where} names unknown arrays {unknown}; known arrays: {sorted(self.arrays)}")
+    def _check_trigger(self, i: int, trig: Trigger) -> None:
+        for key, text in (("when", trig.when), ("until", trig.until)):
+            if text is not None:
+                try:
+                    _parse(text, arrays=self.arrays)
+                except ExpressionError as exc:
+                    raise LocatedError(("triggers", i, key), str(exc)) from exc
+        for k, name in enumerate(trig.action.arrays or ()):
+            self._check_known(("triggers", i, "action", "arrays", k), name)
 
-    @staticmethod
-    def _check_names(section: str, names: list[str]) -> None:
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"{section}: names {dup} are used more than once; give each a unique 'name'")
+    def _check_analytic(self, i: int, spec: AnalyticSpec) -> None:
+        keys = list(spec.arrays) if isinstance(spec.arrays, dict) else range(len(spec.arrays))
+        for key, name in zip(keys, spec.array_names, strict=True):
+            self._check_known(("analytics", i, "arrays", key), name)
+        for name in spec.array_names:
+            limit = self.arrays[name].window
+            if spec.window is not None and limit is not None and spec.window > limit:
+                raise LocatedError(
+                    ("analytics", i, "window"),
+                    f"{spec.label} asks for window {spec.window} on {name!r}, which keeps {limit}; "
+                    f"raise arrays.{name}.window or lower the analytic's window",
+                )
+
+    def _check_known(self, loc: Loc, name: str) -> None:
+        if name not in self.arrays:
+            raise LocatedError(loc, f"unknown array {name!r}; known arrays: {', '.join(sorted(self.arrays))}")
 
     def cadence_of(self, array: str) -> Cadence:
         """The base cadence of ``array`` (its own override, else the contract's)."""
@@ -337,3 +405,14 @@ class Contract(_Model):
             )
             for t in self.triggers
         }
+
+
+def _check_unique(section: str, names: list[str], key_of: Callable[[int], str]) -> None:
+    first: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in first:
+            raise LocatedError(
+                (section, i, key_of(i)),
+                f"{name!r} is already used by {section}[{first[name]}]; give each entry a unique 'name'",
+            )
+        first[name] = i

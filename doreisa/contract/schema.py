@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import types
 import typing
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -31,6 +32,27 @@ def keys_at(loc: tuple[str | int, ...]) -> list[str]:
     return list(model.model_fields) if model is not None else []
 
 
+def user_loc(loc: Sequence[str | int]) -> tuple[str | int, ...]:
+    """A pydantic error location as the user's key path, without the tags pydantic inserts.
+
+    pydantic names union members and validators in locations (``'tuple[str, ...]'``,
+    ``'function-after[...]'``, ``'int'``); they are dropped unless the contract really has a key
+    of that name there (an array called ``int`` stays).
+    """
+    out: list[str | int] = []
+    annotation: Any = Contract
+    for part in loc:
+        following = _step(annotation, part)
+        if following is None and isinstance(part, str) and ("[" in part or part in _UNION_TAGS):
+            continue
+        out.append(part)
+        annotation = following
+    return tuple(out)
+
+
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "tuple"})
+
+
 def _model_at(annotation: Any, loc: tuple[str | int, ...]) -> type[BaseModel] | None:
     for part in loc:
         annotation = _step(annotation, part)
@@ -40,6 +62,8 @@ def _model_at(annotation: Any, loc: tuple[str | int, ...]) -> type[BaseModel] | 
 
 
 def _step(annotation: Any, part: str | int) -> Any:
+    if isinstance(part, str) and "[" in part:
+        return None  # a tag such as 'tuple[str, ...]', never a key: keys are identifiers
     for candidate in _members(annotation):
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
             if isinstance(part, str) and part in candidate.model_fields:
