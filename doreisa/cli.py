@@ -42,7 +42,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="doreisa", description="Contract-driven in situ analytics on Ray and Dask.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="subcommand", required=True)
 
     p = sub.add_parser("validate", help="check contract files; exit 1 if any is invalid")
     p.add_argument("files", nargs="+", metavar="FILE")
@@ -52,7 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="print the contract's JSON Schema")
     p.set_defaults(func=_schema)
 
-    p = sub.add_parser("run", help="run the analytics of CONTRACT and, after --, the simulation under mpiexec")
+    p = sub.add_parser(
+        "run",
+        help="run the analytics of CONTRACT and, after --, the simulation under mpiexec",
+        usage="doreisa run CONTRACT --output DIR [--np N] [options] [-- COMMAND ...]",
+        epilog="Without '-- COMMAND', waits for ranks started elsewhere with DOREISA_RUN_DIR set to --run-dir.",
+    )
     p.add_argument("contract", metavar="CONTRACT")
     p.add_argument("--np", type=int, default=1, help="number of MPI ranks (default 1)")
     p.add_argument("--output", required=True, metavar="DIR", help="where results.csv and summary.json go")
@@ -67,19 +72,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--mpiexec", default=None, help="MPI launcher (default: the one beside this Python, else PATH)")
     p.add_argument("--quiet", action="store_true", help="no live progress line")
-    p.add_argument(
-        "command",
-        nargs=argparse.REMAINDER,
-        metavar="-- COMMAND",
-        help="the simulation; omitted: wait for ranks started elsewhere with DOREISA_RUN_DIR",
-    )
     p.set_defaults(func=_run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``doreisa`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] = []
+    if "--" in argv:  # everything after -- is the simulation's command line, untouched
+        cut = argv.index("--")
+        argv, command = argv[:cut], argv[cut + 1 :]
     args = _parser().parse_args(argv)
+    args.command = command
     try:
         return int(args.func(args))
     except DoreisaError as exc:

@@ -44,6 +44,7 @@ class BridgeStats:
     skipped: int = 0
     dropped: int = 0
     not_selected: int = 0
+    max_in_flight: int = 0
     skipped_steps: list[tuple[str, int]] = field(default_factory=list[tuple[str, int]])
 
     def as_dict(self) -> dict[str, Any]:
@@ -55,6 +56,7 @@ class BridgeStats:
             "skipped": self.skipped,
             "dropped": self.dropped,
             "not_selected": self.not_selected,
+            "max_in_flight": self.max_in_flight,
             "skipped_steps": [list(s) for s in self.skipped_steps],
         }
 
@@ -355,6 +357,7 @@ class Bridge:
             self.stats.dropped += 1
             return
         self._in_flight.setdefault(step, set()).add(state.name)
+        self.stats.max_in_flight = max(self.stats.max_in_flight, len(self._in_flight))
         self.stats.published += 1
         self.stats.bytes_copied += dst.nbytes
 

@@ -217,8 +217,6 @@ def format_summary(summary: dict[str, Any]) -> str:
 def run_from_cli(args: argparse.Namespace) -> int:
     """``doreisa run`` entry point; exit status 0 only if nothing failed."""
     command = list(args.command)
-    if command and command[0] == "--":
-        command = command[1:]
     if args.np < 1:
         raise DoreisaError(f"--np must be at least 1, got {args.np}")
     summary = run(

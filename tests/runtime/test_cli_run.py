@@ -1,0 +1,117 @@
+"""`doreisa run` as a user runs it: its own local Ray, mpiexec, files in --output."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.ray, pytest.mark.mpi, pytest.mark.slow]
+
+SIM = Path(__file__).parent / "sims" / "fill.py"
+
+CONTRACT = """
+arrays:
+  field: {dtype: float64, shape: [12, 12], window: 2}
+cadence: {every: 4}
+timeouts: {connect: 60, step: 60}
+analytics:
+  - function: mean
+    arrays: [field]
+  - function: doubled_max
+    arrays: [field]
+  - function: histogram
+    arrays: [field]
+    params: {bins: 4, lo: 0.0, hi: 12000.0}
+"""
+
+ANALYTICS = """
+import doreisa
+
+@doreisa.analytic("doubled_max")
+def doubled_max(x, *, step):
+    if step == FAIL_AT:
+        raise RuntimeError("failing on purpose")
+    return 2 * x.max()
+"""
+
+
+def doreisa_run(tmp_path: Path, fail_at: int) -> tuple[subprocess.CompletedProcess[str], Path]:
+    contract = tmp_path / "contract.yaml"
+    contract.write_text(CONTRACT)
+    analytics = tmp_path / "my_analytics.py"
+    analytics.write_text(ANALYTICS.replace("FAIL_AT", str(fail_at)))
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        "-m",
+        "doreisa.cli",
+        "run",
+        str(contract),
+        "--np",
+        "2",
+        "--output",
+        str(out),
+        "--analytics",
+        str(analytics),
+        "--",
+        sys.executable,
+        str(SIM),
+        "--steps",
+        "10",
+        "--shape",
+        "12,12",
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300), out
+
+
+def test_doreisa_run_writes_results_summary_and_contract(tmp_path: Path) -> None:
+    proc, out = doreisa_run(tmp_path, fail_at=-1)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    by = {(r["analytic"], int(r["step"])): r for r in rows}
+    assert {k[1] for k in by} == {0, 4, 8}
+    assert float(by[("doubled_max", 8)]["value"]) == 2 * (8 + 11 * 1000 + 11)
+    hist = by[("histogram", 4)]
+    assert hist["value"] == "" and hist["file"] == "arrays/histogram/step_00000004.npy"
+    import numpy as np
+
+    assert np.load(out / hist["file"]).sum() == 144
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ok"] is True
+    assert summary["steps_analysed"] == {"field": 3}
+    assert summary["blocks_published"] == 6
+    assert (out / "contract.yaml").read_text() == CONTRACT
+    assert "doreisa run summary" in proc.stderr
+    assert "Token authentication is enabled" in proc.stderr, "a local run keeps Ray's token auth on"
+
+
+def test_failing_analytic_makes_the_run_fail_with_a_summary(tmp_path: Path) -> None:
+    proc, out = doreisa_run(tmp_path, fail_at=4)
+    assert proc.returncode == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ok"] is False
+    (failure,) = summary["analytic_failures"]
+    assert failure["analytic"] == "doubled_max" and failure["step"] == 4
+    assert "RuntimeError: failing on purpose" in failure["error"]
+    assert "doubled_max at step 4: RuntimeError: failing on purpose" in proc.stderr
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert sorted(int(r["step"]) for r in rows if r["analytic"] == "doubled_max") == [0, 8]
+
+
+def test_bad_contract_fails_before_anything_starts(tmp_path: Path) -> None:
+    contract = tmp_path / "bad.yaml"
+    contract.write_text("arrays:\n  field: {dtype: float64, shape: [4], windw: 2}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "doreisa.cli", "run", str(contract), "--output", str(tmp_path / "o"), "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert f"{contract}:2:" in proc.stderr and "windw" in proc.stderr
+    assert "Traceback" not in proc.stderr
