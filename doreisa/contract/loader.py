@@ -87,7 +87,7 @@ def _load_yaml(text: str, source: str) -> tuple[Marks, Any]:
     except yaml.YAMLError as exc:
         raise ContractError(f"{source}: not valid YAML: {exc}") from None
     except RecursionError:
-        raise ContractError(f"{source}: the YAML is nested too deeply") from None
+        raise ContractError(f"{source}: the YAML is nested too deeply, or an alias contains itself") from None
     finally:
         loader.dispose()
 

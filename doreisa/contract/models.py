@@ -135,7 +135,9 @@ class Cadence(_Model):
 class Preprocess(_Model):
     """A chunk-local function applied to each block in the simulation process before the copy."""
 
-    function: Annotated[str, Field(min_length=1, description="a built-in (see docs/contract.md) or 'module:function'")]
+    function: Annotated[
+        str, Field(min_length=1, description="a built-in preprocess: downsample, cast or stats (see docs/contract.md)")
+    ]
     params: dict[Identifier, ParamValue] = Field(default_factory=dict)
 
     @model_validator(mode="before")

@@ -1,0 +1,67 @@
+"""Every example contract loads, and ``doreisa validate`` accepts it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from doreisa.cli import main
+from doreisa.contract import Contract, load_contract
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted(
+    {*ROOT.glob("examples/contracts/*.yaml"), *ROOT.glob("examples/**/contract*.yaml")},
+)
+
+
+def _id(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+def test_examples_exist() -> None:
+    names = {p.name for p in EXAMPLES}
+    assert {"minimal.yaml", "windowed.yaml", "multi_array.yaml", "triggers.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=_id)
+def test_example_loads(path: Path) -> None:
+    contract = load_contract(path)
+    assert isinstance(contract, Contract)
+    assert contract.arrays
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=_id)
+def test_example_validates(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{path}: ok (")
+    assert err == ""
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=_id)
+def test_example_trigger_expressions_parse(path: Path) -> None:
+    contract = load_contract(path)
+    assert set(contract.trigger_expressions) == {t.name for t in contract.triggers}
+
+
+def test_validate_all_examples_in_a_subprocess() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "doreisa.cli", "validate", *map(str, EXAMPLES)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert len(result.stdout.splitlines()) == len(EXAMPLES)
+
+
+@pytest.mark.parametrize("path", sorted(ROOT.glob("examples/contracts/*.yaml")), ids=_id)
+def test_feature_examples_bind_to_the_builtin_analytics(path: Path) -> None:
+    # The feature examples use built-ins only; examples/heat registers its own (--analytics).
+    from doreisa.analytics import bind_analytics, default_registry
+
+    bind_analytics(load_contract(path), default_registry)

@@ -1,0 +1,85 @@
+"""The public API is ``doreisa.__all__``; adding or removing a name is a visible diff here."""
+
+from __future__ import annotations
+
+import doreisa
+import doreisa.contract
+import doreisa.errors
+
+PUBLIC = [
+    "AnalyticsError",
+    "BlockMismatchError",
+    "Bridge",
+    "BridgeError",
+    "Contract",
+    "ContractError",
+    "DoreisaError",
+    "ExpressionError",
+    "LayoutError",
+    "Registry",
+    "RuntimeUnavailableError",
+    "__version__",
+    "analytic",
+    "load_contract",
+]
+
+
+def test_all_is_pinned() -> None:
+    assert sorted(doreisa.__all__) == PUBLIC
+    assert len(set(doreisa.__all__)) == len(doreisa.__all__)
+
+
+def test_every_eager_name_resolves() -> None:
+    lazy = {"Bridge", "Registry", "analytic"}  # loaded on first use; see test_layers.py
+    for name in set(doreisa.__all__) - lazy:
+        assert getattr(doreisa, name) is not None
+
+
+def test_lazy_names_resolve() -> None:
+    from doreisa.analytics import Registry, analytic
+
+    assert doreisa.Registry is Registry
+    assert doreisa.analytic == analytic
+
+
+def test_unknown_attribute() -> None:
+    try:
+        doreisa.no_such_name  # noqa: B018
+    except AttributeError as exc:
+        assert "module 'doreisa' has no attribute 'no_such_name'" in str(exc)
+    else:
+        raise AssertionError("doreisa.no_such_name did not raise")
+
+
+def test_version() -> None:
+    assert doreisa.__version__ == "0.4.0.dev0"
+
+
+def test_errors_module_exports_the_tree() -> None:
+    assert sorted(doreisa.errors.__all__) == sorted(name for name in PUBLIC if name.endswith("Error"))
+    for name in doreisa.errors.__all__:
+        assert issubclass(getattr(doreisa.errors, name), doreisa.DoreisaError)
+    assert issubclass(doreisa.ContractError, ValueError)
+    assert issubclass(doreisa.ExpressionError, doreisa.ContractError)
+    assert issubclass(doreisa.BridgeError, RuntimeError)
+
+
+def test_contract_package_exports() -> None:
+    assert sorted(doreisa.contract.__all__) == [
+        "AnalyticSpec",
+        "ArraySpec",
+        "Backpressure",
+        "Cadence",
+        "Contract",
+        "Expression",
+        "Outputs",
+        "Placement",
+        "Preprocess",
+        "Slice",
+        "Timeouts",
+        "Trigger",
+        "TriggerAction",
+        "load_contract",
+        "parse_contract",
+        "parse_expression",
+    ]
