@@ -3,6 +3,16 @@
 # Imported for its side effect: it registers the built-in analytics on default_registry.
 from doreisa.analytics import builtins as _builtins  # noqa: F401  # pyright: ignore[reportUnusedImport]
 from doreisa.analytics.binding import BoundAnalytic, bind_analytics, windows_needed
+from doreisa.analytics.feedback import Feedback
 from doreisa.analytics.registry import Analytic, Registry, analytic, default_registry
 
-__all__ = ["Analytic", "BoundAnalytic", "Registry", "analytic", "bind_analytics", "default_registry", "windows_needed"]
+__all__ = [
+    "Analytic",
+    "BoundAnalytic",
+    "Feedback",
+    "Registry",
+    "analytic",
+    "bind_analytics",
+    "default_registry",
+    "windows_needed",
+]

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from doreisa.analytics.feedback import Feedback
 from doreisa.analytics.registry import Analytic, Registry
 from doreisa.contract import AnalyticSpec, Contract
 from doreisa.errors import AnalyticsError
@@ -26,9 +27,16 @@ class BoundAnalytic:
         """Contract arrays read, in parameter order."""
         return tuple(self.inputs.values())
 
-    def call(self, arrays: Mapping[str, Any], *, steps: list[int], times: list[float | None]) -> Any:
+    def call(
+        self,
+        arrays: Mapping[str, Any],
+        *,
+        steps: list[int],
+        times: list[float | None],
+        feedback: Feedback | None = None,
+    ) -> Any:
         """Call the function; ``arrays`` maps each array to one value (window 1) or a list."""
-        context = {"step": steps[-1], "time": times[-1], "steps": steps, "times": times}
+        context = {"step": steps[-1], "time": times[-1], "steps": steps, "times": times, "feedback": feedback}
         kwargs = {k: v for k, v in context.items() if k in self.analytic.context}
         args = [arrays[name] for name in self.inputs.values()]
         return self.analytic.fn(*args, **kwargs, **self.params)
@@ -64,6 +72,11 @@ def _bind_one(spec: AnalyticSpec, registry: Registry, contract: Contract) -> Bou
     missing_params = sorted(p for p, has_default in entry.options.items() if not has_default and p not in spec.params)
     if missing_params:
         problems.append(f"{entry.name} needs params {missing_params}; add them under params:")
+    if "feedback" in entry.context and not contract.uses_feedback:
+        raise AnalyticsError(
+            f"{entry.name} takes 'feedback' but the contract's feedback channel is off; "
+            "add `feedback: {enabled: true}`"
+        )
     window = spec.window or entry.window
     for array in spec.array_names:
         limit = contract.arrays[array].window

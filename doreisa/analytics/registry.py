@@ -17,7 +17,7 @@ from doreisa.errors import AnalyticsError
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Keyword-only parameters the runtime fills in when an analytic asks for them.
-CONTEXT_PARAMETERS = ("step", "time", "steps", "times")
+CONTEXT_PARAMETERS = ("step", "time", "steps", "times", "feedback")
 
 
 @dataclass(frozen=True)

@@ -316,6 +316,36 @@ class Outputs(_Model):
     formats: tuple[Literal["csv", "npy"], ...] = ("csv", "npy")
 
 
+class Monitor(_Model):
+    """Scalar reductions of an array computed in the simulation on every ``every``-th step, copied or not.
+
+    Each rank reduces its own block (or the part inside ``select``) and the ranks combine the
+    results with one small ``allgather``. A trigger whose reductions are all monitored is
+    evaluated in the simulation itself, at the step the event happens.
+    """
+
+    array: Identifier
+    reductions: Annotated[tuple[Literal["max", "min", "sum", "mean"], ...], Field(min_length=1)]
+    every: PositiveInt = Field(default=1, description="compute on every N-th step")
+    select: tuple[Slice, ...] | None = Field(default=None, description="region to reduce; default: the whole array")
+
+
+class Feedback(_Model):
+    """How decisions of the analytics (trigger changes, steering values) reach the ranks."""
+
+    mode: Literal["async", "deterministic"] = Field(
+        default="async",
+        description="async: applied as soon as the ranks agree, never waiting; deterministic: at step t + lag",
+    )
+    lag: PositiveInt = Field(default=2, description="deterministic: a decision taken on step t applies at t + lag")
+    sync_every: PositiveInt = Field(
+        default=1, description="async: the ranks agree on pending decisions every N steps (one small broadcast)"
+    )
+    enabled: bool = Field(
+        default=False, description="let analytics send steering values and cadence changes (implied by triggers)"
+    )
+
+
 class Contract(_Model):
     """A doreisa contract: what the analytics want from the simulation, and when."""
 
@@ -323,6 +353,8 @@ class Contract(_Model):
     arrays: Annotated[dict[Identifier, ArraySpec], Field(min_length=1)]
     cadence: Cadence = Field(default_factory=lambda: Cadence(every=1))
     triggers: tuple[Trigger, ...] = ()
+    monitors: tuple[Monitor, ...] = ()
+    feedback: Feedback = Field(default_factory=Feedback)
     analytics: tuple[AnalyticSpec, ...] = ()
     placement: Placement = Field(default_factory=Placement)
     backpressure: Backpressure = Field(default_factory=Backpressure)
@@ -360,7 +392,26 @@ class Contract(_Model):
             self._check_trigger(i, trig)
         for i, spec in enumerate(self.analytics):
             self._check_analytic(i, spec)
+        for i, mon in enumerate(self.monitors):
+            self._check_monitor(i, mon)
         return self
+
+    def _check_monitor(self, i: int, mon: Monitor) -> None:
+        self._check_known(("monitors", i, "array"), mon.array)
+        shape = self.arrays[mon.array].shape
+        if mon.select is None:
+            return
+        if len(mon.select) != len(shape):
+            raise LocatedError(
+                ("monitors", i, "select"), f"has {len(mon.select)} dims but {mon.array!r} has {len(shape)}"
+            )
+        for d, (sl, size) in enumerate(zip(mon.select, shape, strict=True)):
+            start, stop, _ = sl.bounds(size)
+            if stop > size or start >= stop:
+                raise LocatedError(
+                    ("monitors", i, "select", d),
+                    f"{start}:{stop} is outside dimension {d} of {mon.array!r} (size {size}) or empty",
+                )
 
     def _check_trigger(self, i: int, trig: Trigger) -> None:
         for key, text in (("when", trig.when), ("until", trig.until)):
@@ -396,6 +447,22 @@ class Contract(_Model):
     def placement_of(self, array: str) -> Placement:
         """The placement of ``array`` (its own override, else the contract's)."""
         return self.arrays[array].placement or self.placement
+
+    @property
+    def monitored(self) -> frozenset[tuple[str, str]]:
+        """The (reduction, array) pairs the simulation computes on its own."""
+        return frozenset((r, m.array) for m in self.monitors for r in m.reductions)
+
+    def trigger_in_simulation(self, name: str) -> bool:
+        """True if every reduction trigger ``name`` uses is monitored: it is evaluated by the ranks."""
+        when, until = self.trigger_expressions[name]
+        needed = when.reductions | (until.reductions if until is not None else frozenset())
+        return needed <= self.monitored
+
+    @property
+    def uses_feedback(self) -> bool:
+        """Whether decisions may flow from the analytics to the ranks during the run."""
+        return self.feedback.enabled or any(not self.trigger_in_simulation(t.name) for t in self.triggers)
 
     @cached_property
     def trigger_expressions(self) -> dict[str, tuple[Expression, Expression | None]]:

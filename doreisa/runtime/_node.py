@@ -102,12 +102,13 @@ class NodeServer:
         self._thread = threading.Thread(target=self._serve, name="doreisa-node", daemon=True)
         self._thread.start()
 
-    def progress(self, items: list[tuple[str, int]]) -> None:
-        """Tell every rank of this node that these (array, step) have been analysed."""
+    def progress(self, items: list[tuple[str, int]], decisions: list[dict[str, Any]] | None = None) -> None:
+        """Tell every rank of this node that these (array, step) have been analysed, and what was decided."""
+        message = {"t": "done", "items": items, "decisions": decisions or []}
         for conn in list(self._conns.values()):
             if not conn.closed:
                 try:
-                    conn.send({"t": "done", "items": items})
+                    conn.send(message)
                 except OSError:
                     conn.closed = True
 
@@ -180,6 +181,8 @@ class NodeServer:
             self.counts["ranks"] += 1
             conn.send({"t": "welcome", "node_id": self.node_id, "contract": self._contract_text})
             batch.append({"kind": "hello", "rank": conn.rank, "size": message["size"], "node": self.node_id})
+        elif kind == "event":
+            batch.append({**message["e"], "rank": conn.rank, "node": self.node_id})
         elif kind == "close":
             conn.closed = True
             batch.append({"kind": "closed", "rank": conn.rank, "stats": message["stats"], "node": self.node_id})
@@ -246,9 +249,9 @@ class NodeActor:
         """The Ray node this actor serves."""
         return self._server.node_id
 
-    def progress(self, items: list[tuple[str, int]]) -> None:
-        """Forward analysed (array, step) pairs to the ranks (backpressure)."""
-        self._server.progress(items)
+    def progress(self, items: list[tuple[str, int]], decisions: list[dict[str, Any]] | None = None) -> None:
+        """Forward analysed (array, step) pairs and decisions to the ranks (backpressure, feedback)."""
+        self._server.progress(items, decisions)
 
     def counts(self) -> dict[str, Any]:
         """Blocks and bytes ingested, ranks seen, seconds spent in ``ray.put``."""

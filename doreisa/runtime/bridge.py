@@ -13,7 +13,7 @@ import operator
 import os
 import socket
 import time as _time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import numpy as np
 from doreisa.contract import ArraySpec, Contract, parse_contract
 from doreisa.errors import BlockMismatchError, BridgeError, LayoutError, RuntimeUnavailableError
 from doreisa.runtime import _names
+from doreisa.runtime._steer import RankFeedback
 from doreisa.runtime._wire import MessageReader, ShmRing, encode, recv_one, slot_bytes
 from doreisa.runtime.comm import Communicator, world_comm
 from doreisa.runtime.layout import BlockPlan, Layout, check_block, default_offset, make_layout
@@ -134,13 +135,32 @@ class Bridge:
             name: _Array(name, spec, ArraySchedule(self.contract.cadence_of(name)), make_preprocessor(spec.preprocess))
             for name, spec in self.contract.arrays.items()
         }
+        self._steer = RankFeedback(
+            self.contract,
+            self._comm,
+            {name: state.schedule for name, state in self._arrays.items()},
+            report=self._report,
+            wait=self._wait,
+        )
+
+    @property
+    def feedback(self) -> Mapping[str, Any]:
+        """Steering values sent by the analytics (read-only); every rank sees the same at the same step.
+
+        Examples
+        --------
+        >>> dt = bridge.feedback.get("dt", dt)  # doctest: +SKIP
+        """
+        return self._steer.steering
 
     # -- the simulation's API -------------------------------------------------------------
 
     def wants(self, name: str, step: int, time: float | None = None) -> bool:
         """Will ``publish(name, ..., step=step)`` copy anything? Lets a simulation skip computing a field."""
         state = self._array(name)
-        return state.schedule.wanted(operator.index(step), time) and self._detached is None
+        step = operator.index(step)
+        self._begin_step(step)
+        return state.schedule.wanted(step, time) and self._detached is None
 
     def publish(
         self,
@@ -189,6 +209,9 @@ class Bridge:
         step = self._check_step(state, step)
         if state.layout is None:
             self._setup_layout(state, block, offset)
+        self._begin_step(step)
+        assert state.box is not None, "layout is set up at the first publish"
+        self._steer.monitor(name, block, state.box, step, time)
         if not state.schedule.wanted(step, time):
             if time is None and state.schedule.cadence.by_time:
                 raise BlockMismatchError(f"array {name!r} has a simulation-time cadence: publish() needs time=")
@@ -201,11 +224,11 @@ class Bridge:
             return False
         if not self._make_room(name, step):
             return False
+        self._steer.handed_over(name, step)
         if state.plan is None:
             self.stats.not_selected += 1
             return False
-        self._copy(state, block, step, time)
-        return True
+        return self._copy(state, block, step, time)
 
     def close(self) -> dict[str, Any]:
         """Wait until every published block is handed over to Ray, then disconnect.
@@ -331,7 +354,7 @@ class Bridge:
             return False
         return True
 
-    def _copy(self, state: _Array, block: np.ndarray[Any, Any], step: int, time: float | None) -> None:
+    def _copy(self, state: _Array, block: np.ndarray[Any, Any], step: int, time: float | None) -> bool:
         assert state.plan is not None and state.out_dtype is not None and state.layout is not None
         if state.ring is None:
             self._open_ring(state)
@@ -342,7 +365,7 @@ class Bridge:
             except BridgeError as exc:
                 self._detach(str(exc))
                 self.stats.dropped += 1
-                return
+                return False
         slot = state.free.pop()
         part = block[state.plan.local]
         if state.preprocess is not None:
@@ -355,11 +378,12 @@ class Bridge:
         except OSError as exc:
             self._detach(f"lost the node actor: {exc}")
             self.stats.dropped += 1
-            return
+            return False
         self._in_flight.setdefault(step, set()).add(state.name)
         self.stats.max_in_flight = max(self.stats.max_in_flight, len(self._in_flight))
         self.stats.published += 1
         self.stats.bytes_copied += dst.nbytes
+        return True
 
     def _open_ring(self, state: _Array) -> None:
         assert state.out_dtype is not None and state.layout is not None
@@ -405,6 +429,7 @@ class Bridge:
         if kind == "free":
             self._arrays[message["a"]].free.add(message["slot"])
         elif kind == "done":
+            self._steer.on_done(message["items"], message.get("decisions", []))
             for name, step in message["items"]:
                 pending = self._in_flight.get(step)
                 if pending is not None:
@@ -426,9 +451,23 @@ class Bridge:
                 raise BridgeError(f"rank {self.rank}: lost the node actor while waiting for {what}: {exc}") from exc
             self._drain()
 
+    def _begin_step(self, step: int) -> None:
+        try:
+            self._steer.begin_step(step)
+        except BridgeError as exc:
+            self._detach(str(exc))
+
+    def _report(self, event: dict[str, Any]) -> None:
+        if self._detached is None:
+            try:
+                self._sock.sendall(encode({"t": "event", "e": event}))
+            except OSError as exc:
+                self._detach(f"lost the node actor: {exc}")
+
     def _detach(self, reason: str) -> None:
         if self._detached is None:
             self._detached = reason
+            self._steer.give_up()
             log.warning(
                 "rank %d: analytics unavailable (%s); the simulation goes on and further steps are dropped and counted",
                 self.rank,

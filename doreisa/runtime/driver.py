@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import json
 import logging
 import math
 import threading
@@ -22,8 +23,10 @@ import dask
 import dask.array as da
 import numpy as np
 
-from doreisa.analytics import BoundAnalytic, windows_needed
+from doreisa.analytics import BoundAnalytic, Feedback, windows_needed
 from doreisa.contract import Contract
+from doreisa.errors import ExpressionError
+from doreisa.runtime.triggers import Transition, TriggerMachine, transitions_decision
 
 log = logging.getLogger("doreisa.driver")
 
@@ -84,6 +87,46 @@ class ResultSink:
             self._file.close()
 
 
+class Provenance:
+    """``provenance.jsonl``: one JSON object per cadence change, steering value or skipped step."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.records: list[dict[str, Any]] = []
+        self._file = (directory / "provenance.jsonl").open("w") if directory is not None else None
+
+    def write(self, event: Mapping[str, Any]) -> None:
+        """Record a decision the ranks applied (reported by rank 0)."""
+        record = {
+            "kind": "change",
+            "step": event["applied_at"],
+            "decided_at": event["step"],
+            "source": event["source"],
+            "arrays": [c["array"] for c in event["changes"]],
+            "changes": event["changes"],
+            "triggers": event.get("triggers", {}),
+            "steering": event.get("steering", {}),
+            "values": event.get("values", {}),
+        }
+        self._emit(record)
+
+    def skipped(self, closed: Mapping[int, Mapping[str, Any]]) -> None:
+        """Record the steps skipped by backpressure (every rank skips the same; rank 0's list)."""
+        stats = closed.get(0) or next(iter(closed.values()), None)
+        for array, step in (stats or {}).get("skipped_steps", []):
+            self._emit({"kind": "skipped", "step": step, "arrays": [array], "source": "backpressure"})
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        if self._file is not None:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        """Close the file."""
+        if self._file is not None:
+            self._file.close()
+
+
 def _scalar(value: Any) -> str | None:
     if isinstance(value, bool | int | float | str | np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
         item = np.asarray(value).item()
@@ -130,7 +173,7 @@ class AnalyticsDriver:
         *,
         sink: ResultSink,
         scheduler: Scheduler,
-        on_done: Callable[[list[tuple[str, int]]], None] = lambda items: None,
+        on_done: Callable[[list[tuple[str, int]], list[dict[str, Any]]], None] = lambda items, decisions: None,
     ) -> None:
         self.contract = contract
         self.bound = bound
@@ -147,16 +190,56 @@ class AnalyticsDriver:
         for b in bound:
             for name in set(b.arrays):
                 self._readers[name].append(b)
+        names = [t.name for t in contract.triggers if not contract.trigger_in_simulation(t.name)]
+        self.triggers = TriggerMachine(contract, names)
+        self.decisions: list[dict[str, Any]] = []
 
     def deliver(self, step_data: Mapping[str, Any]) -> None:
         """One complete step of one array: ``array, step, time, chunks, dtype, blocks{index: block}``."""
         name, step = step_data["array"], step_data["step"]
         self.windows[name].append(_Entry(step, step_data["time"], to_dask(step_data)))
         self.counts.steps[name] += 1
+        feedback = Feedback(frozenset(self.contract.arrays))
         for b in self._readers.get(name, []):
             if self._ready(b, step):
-                self._run(b, step)
-        self.on_done([(name, step)])
+                self._run(b, step, feedback)
+        transitions = self._evaluate_triggers(name, step, step_data["time"])
+        decision = self._decide(step, transitions, feedback)
+        self.on_done([(name, step)], [decision] if decision else [])
+
+    def _evaluate_triggers(self, name: str, step: int, time: float | None) -> list[Transition]:
+        arrays = {a for _, a in self.triggers.reductions}
+        if name not in arrays:
+            return []
+        present = {a for a in arrays if self.windows[a] and self.windows[a][-1].step == step}
+        wanted = {
+            (f, a): getattr(da, f)(self.windows[a][-1].array) for f, a in self.triggers.reductions if a in present
+        }
+        try:
+            with dask.config.set(scheduler=self.scheduler):
+                (values,) = dask.compute(wanted)
+        except Exception as exc:  # a trigger that cannot be evaluated must not stop the analytics
+            self.failures.append(Failure("triggers", step, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+            return []
+        try:
+            return self.triggers.update({k: float(v) for k, v in values.items()}, step=step, time=time)
+        except ExpressionError as exc:
+            self.failures.append(Failure("triggers", step, str(exc), ""))
+            return []
+
+    def _decide(self, step: int, transitions: list[Transition], feedback: Feedback) -> dict[str, Any] | None:
+        if not transitions and not feedback:
+            return None
+        decision = transitions_decision(transitions, seq=len(self.decisions) + 1, step=step, source="trigger")
+        if not transitions:
+            decision["source"] = "feedback"
+        elif feedback:
+            decision["source"] += "+feedback"
+        decision["cadence"], decision["steering"] = feedback.cadence, feedback.steering
+        if self.contract.feedback.mode == "deterministic":
+            decision["apply_at"] = step + self.contract.feedback.lag
+        self.decisions.append(decision)
+        return decision
 
     def release(self) -> None:
         """Drop every step still held in a window (end of run)."""
@@ -170,14 +253,14 @@ class AnalyticsDriver:
                 return False
         return True
 
-    def _run(self, b: BoundAnalytic, step: int) -> None:
+    def _run(self, b: BoundAnalytic, step: int, feedback: Feedback) -> None:
         first = self.windows[b.arrays[0]]
         entries = list(first)[-b.window :]
         args = {name: self._window_of(name, b.window) for name in set(b.arrays)}
         steps, times = [e.step for e in entries], [e.time for e in entries]
         self.counts.calls += 1
         try:
-            value = self._call(b, args, steps, times)
+            value = self._call(b, args, steps, times, feedback)
         except Exception as exc:  # an analytic's failure must not stop the others or the simulation
             self.counts.failed += 1
             failure = Failure(b.label, step, f"{type(exc).__name__}: {exc}", traceback.format_exc())
@@ -190,10 +273,12 @@ class AnalyticsDriver:
         arrays = [e.array for e in list(self.windows[name])[-size:]]
         return arrays if size > 1 else arrays[0]
 
-    def _call(self, b: BoundAnalytic, args: dict[str, Any], steps: list[int], times: list[float | None]) -> Any:
+    def _call(
+        self, b: BoundAnalytic, args: dict[str, Any], steps: list[int], times: list[float | None], feedback: Feedback
+    ) -> Any:
         def work() -> Any:
             with dask.config.set(scheduler=self.scheduler):
-                (value,) = dask.compute(b.call(args, steps=steps, times=times))
+                (value,) = dask.compute(b.call(args, steps=steps, times=times, feedback=feedback))
             return value
 
         limit = self.contract.timeouts.analytic

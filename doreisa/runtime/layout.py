@@ -157,3 +157,13 @@ def _count(lo: int, hi: int, region: tuple[int, int, int]) -> int:
 def _local_slice(lo: int, hi: int, region: tuple[int, int, int]) -> slice:
     first = _first_selected(lo, region)
     return slice(first - lo, min(hi, region[1]) - lo, region[2])
+
+
+def local_part(offset: tuple[int, ...], shape: tuple[int, ...], region: Region) -> tuple[slice, ...] | None:
+    """Slices of a block (at ``offset``, of ``shape``) inside ``region``; ``None`` if it has none."""
+    out = []
+    for o, n, reg in zip(offset, shape, region, strict=True):
+        if _count(o, o + n, reg) == 0:
+            return None
+        out.append(_local_slice(o, o + n, reg))
+    return tuple(out)

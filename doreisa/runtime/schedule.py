@@ -21,6 +21,13 @@ class ArraySchedule:
         self._next_time: float | None = None
         self._last: tuple[int, bool] | None = None
 
+    def set_cadence(self, cadence: Cadence) -> None:
+        """Follow ``cadence`` from the next decision on (feedback, triggers)."""
+        if cadence != self.cadence:
+            self.cadence = cadence
+            self._next_time = None
+            self._last = None
+
     def wanted(self, step: int, time: float | None) -> bool:
         """Is ``step`` (at simulation ``time``) on the cadence?"""
         last = self._last

@@ -27,7 +27,7 @@ from doreisa.errors import RuntimeUnavailableError
 from doreisa.runtime import _names
 from doreisa.runtime._head import HeadState
 from doreisa.runtime._node import NodeActor
-from doreisa.runtime.driver import AnalyticsDriver, ResultSink
+from doreisa.runtime.driver import AnalyticsDriver, Provenance, ResultSink
 
 log = logging.getLogger("doreisa.session")
 
@@ -110,6 +110,7 @@ class Session:
         self._text = contract_text
         self.state = RunState()
         self.sink = ResultSink(Path(output) if output is not None else None)
+        self.provenance = Provenance(Path(output) if output is not None else None)
         self._head: Any = None
         self._nodes: list[Any] = []
         self.driver = AnalyticsDriver(
@@ -148,9 +149,9 @@ class Session:
                 f"the node actors did not start within {ACTOR_START_TIMEOUT} s; is the Ray cluster overloaded?"
             ) from None
 
-    def _notify_done(self, items: list[tuple[str, int]]) -> None:
+    def _notify_done(self, items: list[tuple[str, int]], decisions: list[dict[str, Any]]) -> None:
         for node in self._nodes:
-            node.progress.remote(items)
+            node.progress.remote(items, decisions)
 
     def poll(self, timeout: float = 0.2) -> None:
         """Take what the head has (complete steps, events) and run the analytics on it."""
@@ -172,9 +173,15 @@ class Session:
         elif kind == "lost":
             self.state.lost_ranks.add(event["rank"])
             log.error("rank %s disconnected without close()", event["rank"])
+        elif kind == "applied":
+            self.provenance.write(event)
+        elif kind == "monitor":
+            for key, value in event["values"].items():
+                self.sink.record(f"monitor:{key}", event["step"], event["time"], value)
         elif kind == "step_lost":
             self.state.lost_steps.append(event)
             self.state.blocks += event["have"]
+            self._notify_done([(event["array"], event["step"])], [])  # deterministic ranks must not wait for it
             log.error(
                 "step %s of %s lost: %s of %s blocks arrived (ranks %s)",
                 event["step"],
@@ -269,6 +276,8 @@ class Session:
             ray.kill(self._head)
         self._nodes, self._head = [], None
         self.driver.release()
+        self.provenance.skipped(self.state.closed)
         self.sink.close()
+        self.provenance.close()
         if self._own_run_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)

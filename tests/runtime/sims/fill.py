@@ -44,6 +44,8 @@ def main() -> None:
     p.add_argument("--die-at", type=int, default=-1, help="rank 1 exits abruptly at this step")
     p.add_argument("--bad", default="", help="dtype|shape|overlap|order: publish a bad block on rank 0")
     p.add_argument("--stats", default="", help="write each rank's close() summary to this folder")
+    p.add_argument("--bump", action="append", default=[], help="START:STOP:AMOUNT added at steps [START, STOP)")
+    p.add_argument("--feedback-log", default="", help="folder: each rank writes bridge.feedback seen at each step")
     a = p.parse_args()
 
     comm = MPI.COMM_WORLD
@@ -58,20 +60,28 @@ def main() -> None:
         offset = tuple(0 for _ in offset)
     bridge = doreisa.Bridge(comm)
     dts = [float(x) for x in a.dt.split(",")] if a.dt else [0.1]
+    bumps = [b.split(":") for b in a.bump]
+    seen: list[list[object]] = []
     t = 0.0
     for k, step in enumerate(range(a.first_step, a.first_step + a.steps)):
         if step == a.die_at and rank == 1:
             os._exit(3)
         block = expected(shape, step)[local].astype(a.dtype)
+        block += sum(float(amount) for lo, hi, amount in bumps if int(lo) <= step < int(hi))
         if a.bad == "dtype" and rank == 0 and k == 1:
             block = block.astype(np.float32)
         if a.bad == "order" and rank == 0 and k == 1:
             step = 0
         bridge.publish(a.array, block, step=step, time=t, offset=offset)
+        if a.feedback_log:
+            seen.append([step, dict(bridge.feedback)])
         t += dts[k % len(dts)]
         if a.sleep:
             time.sleep(a.sleep)
     stats = bridge.close()
+    if a.feedback_log:
+        with open(os.path.join(a.feedback_log, f"rank{rank}.json"), "w") as f:
+            json.dump(seen, f)
     if a.stats:
         with open(os.path.join(a.stats, f"rank{rank}.json"), "w") as f:
             json.dump(stats, f)

@@ -1,0 +1,185 @@
+"""The rank side of the feedback channel: decisions applied by every rank at the same step.
+
+Asynchronous mode: rank 0 queues the decisions it receives and, every ``sync_every`` steps,
+broadcasts them; every rank applies them at that step. Deterministic mode: a decision taken
+on step t carries ``apply_at = t + lag``; before step s every rank waits until the analytics
+have finished every step t <= s - lag it handed over, then applies what is due. Monitors and
+the triggers that only read monitors run here, on every rank alike, with no round trip.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from doreisa.contract import Contract
+from doreisa.runtime.comm import Communicator
+from doreisa.runtime.layout import local_part
+from doreisa.runtime.schedule import ArraySchedule
+from doreisa.runtime.triggers import (
+    CadencePlan,
+    TriggerMachine,
+    combine_reductions,
+    local_reductions,
+    transitions_decision,
+)
+
+log = logging.getLogger("doreisa.bridge")
+
+
+class RankFeedback:
+    """Cadence state, decisions and monitors of one rank."""
+
+    def __init__(
+        self,
+        contract: Contract,
+        comm: Communicator,
+        schedules: Mapping[str, ArraySchedule],
+        *,
+        report: Callable[[dict[str, Any]], None],
+        wait: Callable[[Callable[[], bool], float, str], None],
+    ) -> None:
+        self.contract = contract
+        self._comm = comm
+        self._rank = comm.Get_rank()
+        self._schedules = schedules
+        self._report = report
+        self._wait = wait
+        self.plan = CadencePlan(contract)
+        self.steering: Mapping[str, Any] = MappingProxyType(self.plan.steering)
+        self.active = contract.uses_feedback
+        self.deterministic = contract.feedback.mode == "deterministic"
+        self._queue: list[dict[str, Any]] = []
+        self._awaiting: set[tuple[str, int]] = set()
+        self._step = -1
+        self._first_step: int | None = None
+        self._sim_triggers = TriggerMachine(
+            contract, [t.name for t in contract.triggers if contract.trigger_in_simulation(t.name)]
+        )
+        self._monitors = {name: [m for m in contract.monitors if m.array == name] for name in contract.arrays}
+        self._sim_seq = 0
+        self.values: dict[tuple[str, str], float] = {}
+        self.applied = 0
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def begin_step(self, step: int) -> None:
+        """Called once per step, before any decision about it, on every rank alike."""
+        if step <= self._step:
+            return
+        self._step = step
+        if self._first_step is None:
+            self._first_step = step
+        local = [d for d in self._queue if d.get("local")]
+        if local:
+            self._queue = [d for d in self._queue if not d.get("local")]
+            for decision in local:
+                self._apply(decision, step)
+        if not self.active:
+            return
+        if self.deterministic:
+            self._begin_deterministic(step)
+        elif (step - self._first_step) % self.contract.feedback.sync_every == 0:
+            batch = self._queue if self._rank == 0 else None
+            batch = self._comm.bcast(batch, root=0)
+            if self._rank == 0:
+                self._queue = []
+            for decision in batch or []:
+                self._apply(decision, step)
+
+    def _begin_deterministic(self, step: int) -> None:
+        lag = self.contract.feedback.lag
+        self._wait(
+            lambda: not any(t + lag <= step for _, t in self._awaiting),
+            self.contract.timeouts.block,
+            f"the analytics' decisions for the steps before {step} (feedback: deterministic, lag {lag})",
+        )
+        due = sorted((d for d in self._queue if d["apply_at"] <= step), key=lambda d: d["seq"])
+        if due:
+            self._queue = [d for d in self._queue if d["apply_at"] > step]
+            for decision in due:
+                self._apply(decision, step)
+
+    def handed_over(self, name: str, step: int) -> None:
+        """A wanted step of ``name`` went to the analytics: its decision is awaited (deterministic)."""
+        if self.active and self.deterministic:
+            self._awaiting.add((name, step))
+
+    def on_done(self, items: list[list[Any]], decisions: list[dict[str, Any]]) -> None:
+        """The analytics finished these (array, step) and took these decisions."""
+        for name, step in items:
+            self._awaiting.discard((name, step))
+        if decisions and (self.deterministic or self._rank == 0):
+            self._queue.extend(decisions)
+
+    def give_up(self) -> None:
+        """The analytics are gone: stop waiting for decisions."""
+        self.active = False
+        self._awaiting.clear()
+
+    def _apply(self, decision: dict[str, Any], step: int) -> None:
+        changes = self.plan.apply(decision)
+        for change in changes:
+            self._schedules[change["array"]].set_cadence(self.plan.effective(change["array"]))
+        self.applied += 1
+        if self._rank == 0:
+            self._report(
+                {
+                    "kind": "applied",
+                    "applied_at": step,
+                    **{k: v for k, v in decision.items() if k != "local"},
+                    "changes": changes,
+                }
+            )
+
+    # -- monitors ------------------------------------------------------------------------
+
+    def monitor(
+        self,
+        name: str,
+        block: np.ndarray[Any, Any],
+        box: tuple[tuple[int, ...], tuple[int, ...]],
+        step: int,
+        time: float | None,
+    ) -> None:
+        """Reduce this rank's block for the monitors of ``name`` due at ``step`` (collective)."""
+        monitors = [m for m in self._monitors.get(name, ()) if step % m.every == 0]
+        if not monitors:
+            return
+        spec = self.contract.arrays[name]
+        local = []
+        for mon in monitors:
+            region = tuple(sl.bounds(n) for sl, n in zip(mon.select, spec.shape, strict=True)) if mon.select else None
+            part = block if region is None else _cut(block, box, region)
+            local.append(local_reductions(mon, part))
+        gathered = self._comm.allgather(local)
+        values: dict[tuple[str, str], float] = {}
+        for i, mon in enumerate(monitors):
+            values.update(combine_reductions(mon, [g[i] for g in gathered]))
+        self.values.update(values)
+        if self._rank == 0:
+            self._report(
+                {
+                    "kind": "monitor",
+                    "step": step,
+                    "time": time,
+                    "values": {f"{f}({a})": v for (f, a), v in values.items()},
+                }
+            )
+        transitions = self._sim_triggers.update(self.values, step=step, time=time)
+        if transitions:
+            self._sim_seq += 1
+            decision = transitions_decision(transitions, seq=self._sim_seq, step=step, source="monitor")
+            decision["local"] = True  # every rank took it: applies at the next step, no broadcast
+            self._queue.append(decision)
+
+
+def _cut(
+    block: np.ndarray[Any, Any], box: tuple[tuple[int, ...], tuple[int, ...]], region: tuple[tuple[int, int, int], ...]
+) -> np.ndarray[Any, Any] | None:
+    slices = local_part(box[0], box[1], region)
+    return None if slices is None else block[slices]

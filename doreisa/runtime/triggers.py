@@ -1,0 +1,160 @@
+"""Triggers, cadence decisions and monitors: pure logic shared by the ranks and the analytics.
+
+No Ray, no Dask, no MPI. A *decision* is plain JSON-able data that every rank applies at
+the same step, so that every rank keeps the same cadence state::
+
+    {"seq": 3, "step": 120, "apply_at": 122, "source": "trigger:hot",
+     "triggers": {"hot": true}, "cadence": {"temperature": {"every": 5}},
+     "steering": {"dt": 0.5}, "values": {"max(temperature)": 351.2}}
+
+``apply_at`` is set in deterministic mode (step t + lag); in asynchronous mode the ranks
+agree on the step when they receive it (rank 0 broadcasts). ``cadence`` replaces the base
+cadence of the named arrays (a feedback request); ``triggers`` activates or releases triggers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from doreisa.contract import Cadence, Contract, Monitor
+from doreisa.contract.expressions import Values
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A trigger switching on (``active``) or off at ``step``, and the values that made it."""
+
+    name: str
+    active: bool
+    step: int
+    values: dict[str, float]
+
+
+class TriggerMachine:
+    """Hysteresis of a set of triggers: ``when`` switches on, ``until`` (else ``not when``) off."""
+
+    def __init__(self, contract: Contract, names: list[str]) -> None:
+        self._contract = contract
+        self._exprs = {n: contract.trigger_expressions[n] for n in names}
+        self.active = dict.fromkeys(names, False)
+
+    @property
+    def reductions(self) -> frozenset[tuple[str, str]]:
+        """Every (reduction, array) these triggers read."""
+        out: set[tuple[str, str]] = set()
+        for when, until in self._exprs.values():
+            out |= when.reductions | (until.reductions if until else frozenset())
+        return frozenset(out)
+
+    def update(self, values: Values, *, step: int, time: float | None) -> list[Transition]:
+        """Evaluate every trigger whose inputs are all in ``values``; return the switches."""
+        out: list[Transition] = []
+        for name, (when, until) in self._exprs.items():
+            expr = until if (self.active[name] and until is not None) else when
+            if not expr.reductions <= values.keys():
+                continue
+            holds = bool(expr.evaluate(values, step=step, time=time))
+            switch = (not self.active[name] and holds) or (
+                self.active[name] and (holds if until is not None else not holds)
+            )
+            if switch:
+                self.active[name] = not self.active[name]
+                used = {f"{f}({a})": float(values[(f, a)]) for f, a in sorted(expr.reductions)}
+                out.append(Transition(name, self.active[name], step, used))
+        return out
+
+
+def transitions_decision(transitions: list[Transition], *, seq: int, step: int, source: str) -> dict[str, Any]:
+    """A decision that applies ``transitions``."""
+    values: dict[str, float] = {}
+    for t in transitions:
+        values.update(t.values)
+    names = ",".join(t.name for t in transitions)
+    return {
+        "seq": seq,
+        "step": step,
+        "apply_at": None,
+        "source": f"{source}:{names}",
+        "triggers": {t.name: t.active for t in transitions},
+        "cadence": {},
+        "steering": {},
+        "values": values,
+    }
+
+
+class CadencePlan:
+    """The effective cadence of every array: base (or feedback override) under active triggers."""
+
+    def __init__(self, contract: Contract) -> None:
+        self._contract = contract
+        self.base: dict[str, Cadence] = {name: contract.cadence_of(name) for name in contract.arrays}
+        self.active: dict[str, bool] = {t.name: False for t in contract.triggers}
+        self.steering: dict[str, Any] = {}
+
+    def effective(self, array: str) -> Cadence:
+        """The cadence ``array`` follows now."""
+        best = None
+        for trig in self._contract.triggers:
+            arrays = trig.action.arrays
+            applies = self.active[trig.name] and (arrays is None or array in arrays)
+            if applies and (best is None or trig.priority > best.priority):
+                best = trig
+        return best.action.cadence if best is not None else self.base[array]
+
+    def apply(self, decision: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Apply a decision; return the arrays whose cadence changed, with old and new cadence."""
+        before = {name: self.effective(name) for name in self.base}
+        for name, active in decision.get("triggers", {}).items():
+            self.active[name] = bool(active)
+        for name, cadence in decision.get("cadence", {}).items():
+            self.base[name] = Cadence.model_validate(cadence)
+        self.steering.update(decision.get("steering", {}))
+        changes = []
+        for name, old in before.items():
+            new = self.effective(name)
+            if new != old:
+                changes.append({"array": name, "old": _plain(old), "new": _plain(new)})
+        return changes
+
+
+def _plain(cadence: Cadence) -> dict[str, Any]:
+    return cadence.model_dump(exclude_none=True)
+
+
+IDENTITY = {"max": -np.inf, "min": np.inf, "sum": 0.0}
+
+
+def local_reductions(monitor: Monitor, part: np.ndarray[Any, Any] | None) -> dict[str, float]:
+    """This rank's contribution: max/min/sum and the element count (``part`` None: nothing selected)."""
+    if part is None or part.size == 0:
+        return {"max": IDENTITY["max"], "min": IDENTITY["min"], "sum": 0.0, "count": 0.0}
+    out = {"count": float(part.size)}
+    needs = set(monitor.reductions)
+    if "max" in needs:
+        out["max"] = float(part.max())
+    if "min" in needs:
+        out["min"] = float(part.min())
+    if needs & {"sum", "mean"}:
+        out["sum"] = float(part.sum(dtype=np.float64))
+    return out
+
+
+def combine_reductions(monitor: Monitor, parts: list[dict[str, float]]) -> dict[tuple[str, str], float]:
+    """Combine every rank's contribution into the monitor's values."""
+    out: dict[tuple[str, str], float] = {}
+    count = sum(p["count"] for p in parts)
+    for red in monitor.reductions:
+        if red == "max":
+            value = max(p.get("max", IDENTITY["max"]) for p in parts)
+        elif red == "min":
+            value = min(p.get("min", IDENTITY["min"]) for p in parts)
+        elif red == "sum":
+            value = sum(p.get("sum", 0.0) for p in parts)
+        else:
+            value = sum(p.get("sum", 0.0) for p in parts) / count if count else float("nan")
+        out[(red, monitor.array)] = value
+    return out
