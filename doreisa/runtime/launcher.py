@@ -187,6 +187,7 @@ def _summary(session: Any, proc: subprocess.Popen[bytes] | None, error: str | No
         "analytic_calls": session.driver.counts.calls,
         "analytic_failures": failures,
         "steps_lost": state.lost_steps,
+        "cadence_changes": [r for r in session.provenance.records if r["kind"] == "change"],
         "errors": state.errors,
         "per_rank": ranks,
     }
@@ -204,14 +205,27 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("steps dropped (analytics unavailable)", str(summary["steps_dropped"])),
         ("steps lost (incomplete)", str(len(summary["steps_lost"]))),
         ("analytic calls", f"{summary['analytic_calls']} ({len(summary['analytic_failures'])} failed)"),
+        ("cadence changes / steering", str(len(summary["cadence_changes"]))),
     ]
     if summary["error"]:
         rows.append(("error", summary["error"]))
     width = max(len(k) for k, _ in rows)
     lines = [f"  {k.ljust(width)}  {v}" for k, v in rows]
+    for change in summary["cadence_changes"][:10]:
+        moved = ", ".join(f"{c['array']}: {_cadence(c['old'])} -> {_cadence(c['new'])}" for c in change["changes"])
+        values = ", ".join(f"{k} = {v:g}" for k, v in change["values"].items())
+        steering = f" steering {change['steering']}" if change["steering"] else ""
+        lines.append(
+            f"  * step {change['step']} (decided at {change['decided_at']}, {change['source']}): "
+            f"{moved or 'no cadence change'}{f' [{values}]' if values else ''}{steering}"
+        )
     for failure in summary["analytic_failures"][:10]:
         lines.append(f"  ! {failure['analytic']} at step {failure['step']}: {failure['error']}")
     return "doreisa run summary\n" + "\n".join(lines)
+
+
+def _cadence(c: dict[str, Any]) -> str:
+    return f"every {c['every']} steps" if "every" in c else f"every {c['every_time']:g} time units"
 
 
 def run_from_cli(args: argparse.Namespace) -> int:

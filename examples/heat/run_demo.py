@@ -48,7 +48,7 @@ def main() -> int:
     parser.add_argument("--output", default="out/demo")
     parser.add_argument("--np", type=int, default=4)
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--size", type=int, default=256, help="grid size; must match the contract's shape")
     parser.add_argument("--contract", default=str(HERE / "contract.yaml"))
     args = parser.parse_args()
 

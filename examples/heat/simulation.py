@@ -30,17 +30,19 @@ def split(n: int, parts: int, index: int) -> tuple[int, int]:
     return index * base + min(index, extra), base + (1 if index < extra else 0)
 
 
-def initial(y: np.ndarray, x: np.ndarray, size: int) -> np.ndarray:
+def initial(y: np.ndarray, x: np.ndarray, size: int, spot: float) -> np.ndarray:
     """Ambient temperature with a hot Gaussian spot off-centre."""
     cy, cx, width = 0.4 * size, 0.6 * size, 0.08 * size
-    return AMBIENT + 150.0 * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * width**2))
+    return AMBIENT + spot * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * width**2))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=256, help="global grid is size x size")
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--source-step", type=int, default=-1, help="switch a heat source on at this step")
+    parser.add_argument("--spot", type=float, default=150.0, help="initial hot spot amplitude (K above ambient)")
+    parser.add_argument("--source", default="", help="START:STOP: a heat source is on for steps [START, STOP)")
+    parser.add_argument("--source-rate", type=float, default=10.0, help="heating rate at the source centre (K/time)")
     args = parser.parse_args()
 
     world = MPI.COMM_WORLD
@@ -51,9 +53,10 @@ def main() -> None:
 
     u = np.full((ny + 2, nx + 2), AMBIENT)
     yy, xx = np.meshgrid(np.arange(y0, y0 + ny), np.arange(x0, x0 + nx), indexing="ij")
-    u[1:-1, 1:-1] = initial(yy, xx, args.size)
+    u[1:-1, 1:-1] = initial(yy, xx, args.size, args.spot)
     dt = 0.2 / ALPHA  # stable explicit step for dx = 1
-    source = np.exp(-((yy - 0.7 * args.size) ** 2 + (xx - 0.3 * args.size) ** 2) / (2 * (0.05 * args.size) ** 2))
+    source = np.exp(-((yy - 0.7 * args.size) ** 2 + (xx - 0.3 * args.size) ** 2) / (2 * (0.04 * args.size) ** 2))
+    on, off = (int(v) for v in args.source.split(":")) if args.source else (-1, -1)
 
     bridge = doreisa.Bridge(cart)
     time = 0.0
@@ -62,8 +65,8 @@ def main() -> None:
         exchange_halos(cart, u)
         lap = u[:-2, 1:-1] + u[2:, 1:-1] + u[1:-1, :-2] + u[1:-1, 2:] - 4 * u[1:-1, 1:-1]
         u[1:-1, 1:-1] += ALPHA * dt * lap
-        if 0 <= args.source_step <= step:
-            u[1:-1, 1:-1] += dt * 40.0 * source
+        if on <= step < off:
+            u[1:-1, 1:-1] += dt * args.source_rate * source
         time += dt
     summary = bridge.close()
     if cart.Get_rank() == 0:
