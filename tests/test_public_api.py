@@ -72,6 +72,8 @@ def test_contract_package_exports() -> None:
         "Cadence",
         "Contract",
         "Expression",
+        "Feedback",
+        "Monitor",
         "Outputs",
         "Placement",
         "Preprocess",
@@ -83,3 +85,20 @@ def test_contract_package_exports() -> None:
         "parse_contract",
         "parse_expression",
     ]
+
+
+def test_analytics_package_exports() -> None:
+    import doreisa.analytics
+    from doreisa.analytics.registry import CONTEXT_PARAMETERS
+
+    assert sorted(doreisa.analytics.__all__) == [
+        "Analytic",
+        "BoundAnalytic",
+        "Feedback",
+        "Registry",
+        "analytic",
+        "bind_analytics",
+        "default_registry",
+        "windows_needed",
+    ]
+    assert CONTEXT_PARAMETERS == ("step", "time", "steps", "times", "feedback")

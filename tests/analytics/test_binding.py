@@ -6,17 +6,20 @@ from typing import Any
 
 import pytest
 
-from doreisa.analytics import BoundAnalytic, Registry, bind_analytics, default_registry, windows_needed
+from doreisa.analytics import BoundAnalytic, Feedback, Registry, bind_analytics, default_registry, windows_needed
 from doreisa.contract import Contract
 from doreisa.errors import AnalyticsError
 
 
-def _contract(analytics: list[dict[str, Any]], **arrays: dict[str, Any]) -> Contract:
+def _contract(
+    analytics: list[dict[str, Any]], *, sections: dict[str, Any] | None = None, **arrays: dict[str, Any]
+) -> Contract:
     specs = arrays or {"t": {}, "p": {}}
     return Contract.model_validate(
         {
             "arrays": {name: {"dtype": "float64", "shape": [4], **extra} for name, extra in specs.items()},
             "analytics": analytics,
+            **(sections or {}),
         }
     )
 
@@ -40,6 +43,11 @@ def registry() -> Registry:
     @registry.analytic("pair", window=2)
     def pair(x, *, steps, times):
         return ("pair", x, steps, times)
+
+    @registry.analytic
+    def steer(x, *, feedback, step):
+        feedback.send(dt=0.5)
+        return ("steer", x, step)
 
     return registry
 
@@ -111,7 +119,10 @@ def test_no_analytics(registry: Registry) -> None:
         ({"function": "two", "arrays": {"a": "t"}}, r"arrays maps parameters \['a'\] but two takes \['a', 'b'\]"),
         ({"function": "one", "arrays": ["t"], "params": {"bins": 3}}, r"params \['bins'\] are not options of one"),
         ({"function": "needs", "arrays": ["t"]}, r"needs needs params \['threshold'\]; add them under params:"),
-        ({"function": "nope", "arrays": ["t"]}, r"'nope' is not registered; known: \['needs', 'one', 'pair', 'two'\]"),
+        (
+            {"function": "nope", "arrays": ["t"]},
+            r"'nope' is not registered; known: \['needs', 'one', 'pair', 'steer', 'two'\]",
+        ),
     ],
     ids=[
         "too-few-arrays",
@@ -175,3 +186,65 @@ def test_binds_against_the_given_registry_only(registry: Registry) -> None:
     with pytest.raises(AnalyticsError, match="'mean' is not registered"):
         bind_analytics(_contract([{"function": "mean", "arrays": ["t"]}]), registry)
     bind_analytics(_contract([{"function": "mean", "arrays": ["t"]}]), default_registry)
+
+
+# --- the feedback parameter
+
+HOT = {"name": "hot", "when": "max(t) > 1", "action": {"cadence": {"every": 1}}}
+MONITOR_T = {"array": "t", "reductions": ["max"]}
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [
+        {},
+        {"feedback": {"enabled": False}},
+        {"feedback": {"mode": "deterministic", "lag": 3}},
+        {"monitors": [MONITOR_T], "triggers": [HOT]},
+    ],
+    ids=["default", "disabled", "deterministic-not-enabled", "only-simulation-side-triggers"],
+)
+def test_feedback_parameter_needs_the_channel(registry: Registry, sections: dict[str, Any]) -> None:
+    contract = _contract(
+        [{"function": "one", "arrays": ["t"]}, {"function": "steer", "arrays": ["p"]}], sections=sections
+    )
+    assert not contract.uses_feedback
+    with pytest.raises(
+        AnalyticsError, match=r"steer takes 'feedback' but the contract's feedback channel is off"
+    ) as info:
+        bind_analytics(contract, registry)
+    message = str(info.value)
+    assert "analytics[1] (steer)" in message
+    assert "add `feedback: {enabled: true}`" in message
+    assert "analytics[0]" not in message
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [
+        {"feedback": {"enabled": True}},
+        {"feedback": {"mode": "deterministic", "lag": 3, "enabled": True}},
+        {"triggers": [HOT]},
+    ],
+    ids=["enabled", "deterministic-enabled", "implied-by-an-analytics-side-trigger"],
+)
+def test_feedback_parameter_binds_with_the_channel(registry: Registry, sections: dict[str, Any]) -> None:
+    contract = _contract([{"function": "steer", "arrays": ["t"]}], sections=sections)
+    assert contract.uses_feedback
+    [bound] = bind_analytics(contract, registry)
+    assert bound.analytic.context == {"feedback", "step"}
+    assert bound.analytic.options == {}
+
+
+def test_call_passes_the_feedback_object(registry: Registry) -> None:
+    [bound] = bind_analytics(
+        _contract([{"function": "steer", "arrays": ["t"]}], sections={"feedback": {"enabled": True}}), registry
+    )
+    feedback = Feedback(frozenset({"t", "p"}))
+    assert bound.call({"t": "T"}, steps=[7], times=[None], feedback=feedback) == ("steer", "T", 7)
+    assert feedback.steering == {"dt": 0.5}
+
+
+def test_analytics_without_feedback_do_not_receive_it(registry: Registry) -> None:
+    [one] = bind_analytics(_contract([{"function": "one", "arrays": ["t"]}]), registry)
+    assert one.call({"t": "T"}, steps=[3], times=[0.1], feedback=Feedback(frozenset({"t"}))) == ("one", "T", 3, 0.1)

@@ -11,9 +11,10 @@ import yaml
 from pydantic import BaseModel
 
 from doreisa.analytics import default_registry
+from doreisa.analytics.registry import CONTEXT_PARAMETERS
 from doreisa.contract import ArraySpec, Contract, parse_contract
 from doreisa.contract.expressions import CONSTANTS, REDUCTIONS, SCALAR_FUNCTIONS, VARIABLES
-from doreisa.contract.models import DTYPES
+from doreisa.contract.models import DTYPES, PREPROCESS_BUILTINS
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "contract.md"
 TEXT = DOC.read_text(encoding="utf-8")
@@ -66,6 +67,8 @@ def test_every_model_is_found() -> None:
         "Backpressure",
         "Timeouts",
         "Outputs",
+        "Monitor",
+        "Feedback",
     }
 
 
@@ -93,13 +96,16 @@ def test_expression_words_are_documented() -> None:
 def test_builtin_analytics_are_documented() -> None:
     missing = [name for name in default_registry if name not in BACKTICKED]
     assert not missing, f"docs/contract.md does not document the built-in analytics {missing}"
-    for name in ("step", "time", "steps", "times"):
-        assert name in BACKTICKED
+    for name in CONTEXT_PARAMETERS:
+        assert name in BACKTICKED, f"docs/contract.md does not document the context parameter `{name}`"
 
 
 def test_builtin_preprocesses_are_documented() -> None:
-    for name in ("downsample", "factor", "cast", "stats"):
-        assert name in BACKTICKED
+    for name, params in PREPROCESS_BUILTINS.items():
+        assert name in BACKTICKED, f"docs/contract.md does not document the preprocess `{name}`"
+        for param in params:
+            assert param in BACKTICKED, f"docs/contract.md does not document `{param}` of the preprocess {name}"
+    assert "module:function" in BACKTICKED
 
 
 SNIPPETS = re.findall(r"```yaml\n(.*?)```", TEXT, flags=re.S)

@@ -23,7 +23,15 @@ def _id(path: Path) -> str:
 
 def test_examples_exist() -> None:
     names = {p.name for p in EXAMPLES}
-    assert {"minimal.yaml", "windowed.yaml", "multi_array.yaml", "triggers.yaml"} <= names
+    assert {
+        "minimal.yaml",
+        "windowed.yaml",
+        "multi_array.yaml",
+        "triggers.yaml",
+        "monitor_trigger.yaml",
+        "steering.yaml",
+        "block_stats.yaml",
+    } <= names
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=_id)
@@ -65,3 +73,30 @@ def test_feature_examples_bind_to_the_builtin_analytics(path: Path) -> None:
     from doreisa.analytics import bind_analytics, default_registry
 
     bind_analytics(load_contract(path), default_registry)
+
+
+def test_monitor_trigger_example_is_evaluated_in_the_simulation() -> None:
+    contract = load_contract(ROOT / "examples" / "contracts" / "monitor_trigger.yaml")
+    assert contract.monitored == {("max", "temperature")}
+    assert contract.trigger_in_simulation("hot_spot")
+    assert not contract.uses_feedback  # no round trip to the analytics
+
+
+def test_triggers_example_is_evaluated_by_the_analytics() -> None:
+    contract = load_contract(ROOT / "examples" / "contracts" / "triggers.yaml")
+    assert not contract.trigger_in_simulation("hot_spot")
+    assert contract.uses_feedback
+
+
+def test_steering_example_is_deterministic_with_lag_3() -> None:
+    contract = load_contract(ROOT / "examples" / "contracts" / "steering.yaml")
+    assert (contract.feedback.mode, contract.feedback.lag, contract.feedback.enabled) == ("deterministic", 3, True)
+    assert not contract.trigger_in_simulation("turbulent")
+    assert contract.uses_feedback
+
+
+def test_block_stats_example_uses_the_stats_preprocess() -> None:
+    contract = load_contract(ROOT / "examples" / "contracts" / "block_stats.yaml")
+    preprocess = contract.arrays["temperature"].preprocess
+    assert preprocess is not None
+    assert (preprocess.function, preprocess.params) == ("stats", {})

@@ -11,6 +11,8 @@ from doreisa.contract import (
     Backpressure,
     Cadence,
     Contract,
+    Feedback,
+    Monitor,
     Outputs,
     Placement,
     Preprocess,
@@ -19,7 +21,8 @@ from doreisa.contract import (
     parse_contract,
 )
 from doreisa.contract.expressions import Expression
-from doreisa.contract.models import DTYPES, LocatedError
+from doreisa.contract.models import DTYPES, PREPROCESS_BUILTINS, LocatedError
+from doreisa.errors import ContractError
 
 
 def _array(**extra: object) -> ArraySpec:
@@ -52,7 +55,9 @@ def test_unknown_keys_are_rejected_by_every_model() -> None:
     for model, data in [
         (Slice, {}),
         (Cadence, {"every": 1}),
-        (Preprocess, {"function": "cast"}),
+        (Preprocess, {"function": "cast", "params": {"dtype": "float32"}}),
+        (Monitor, {"array": "t", "reductions": ["max"]}),
+        (Feedback, {}),
         (Placement, {}),
         (Backpressure, {}),
         (Timeouts, {}),
@@ -73,6 +78,8 @@ def test_contract_defaults() -> None:
     assert contract.cadence == Cadence(every=1)
     assert contract.triggers == ()
     assert contract.analytics == ()
+    assert contract.monitors == ()
+    assert contract.feedback == Feedback(mode="async", lag=2, sync_every=1, enabled=False)
     assert contract.placement == Placement(mode="in_situ", analytics_resource="doreisa_analytics")
     assert contract.backpressure == Backpressure(max_in_flight=4, policy="block")
     assert contract.timeouts == Timeouts(connect=60.0, step=300.0, block=600.0, analytic=None)
@@ -118,11 +125,14 @@ def test_analytic_label_and_array_names() -> None:
 
 
 def test_preprocess_shorthand() -> None:
-    assert _array(preprocess="downsample").preprocess == Preprocess(function="downsample")
+    assert _array(preprocess="stats").preprocess == Preprocess(function="stats")
     spec = _array(preprocess={"function": "downsample", "params": {"factor": 2}})
     assert spec.preprocess is not None
     assert spec.preprocess.params == {"factor": 2}
     assert Preprocess.model_validate("stats") == Preprocess(function="stats")
+    assert _array(preprocess="pkg.units:to_kelvin").preprocess == Preprocess(function="pkg.units:to_kelvin")
+    yaml_text = "arrays:\n  t:\n    dtype: float64\n    shape: [4]\n    preprocess: pkg.units:to_kelvin\n"
+    assert parse_contract(yaml_text).arrays["t"].preprocess == Preprocess(function="pkg.units:to_kelvin")
 
 
 def test_params_keep_their_types() -> None:
@@ -132,6 +142,76 @@ def test_params_keep_their_types() -> None:
     assert spec.params == {"i": 3, "f": 2.5, "s": "x", "b": True, "l": [1, 2]}
     assert type(spec.params["i"]) is int
     assert type(spec.params["b"]) is bool
+
+
+# --- preprocess
+
+
+def test_preprocess_builtins_are_pinned() -> None:
+    assert PREPROCESS_BUILTINS == {"downsample": ("factor",), "cast": ("dtype",), "stats": ()}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"function": "downsample", "params": {"factor": 1}},
+        {"function": "downsample", "params": {"factor": 4}},
+        {"function": "cast", "params": {"dtype": "float32"}},
+        {"function": "stats"},
+        {"function": "stats", "params": {}},
+        {"function": "mypkg.units:to_kelvin"},
+        {"function": "mypkg.units:to_kelvin", "params": {"dtype": "float32"}},
+    ],
+    ids=lambda d: f"{d['function']}{d.get('params', '')}",
+)
+def test_valid_preprocess(data: dict[str, object]) -> None:
+    spec = Preprocess.model_validate(data)
+    assert spec.function == data["function"]
+    assert spec.params == data.get("params", {})
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"function": "gzip"}, r"function: unknown preprocess 'gzip'; built-ins: downsample, cast, stats, or 'module"),
+        ({"function": "downsample"}, r"params: preprocess downsample takes params \['factor'\]; got \[\]"),
+        ({"function": "downsample", "params": {"factor": 0}}, r"params\.factor: must be a positive integer, got 0"),
+        ({"function": "downsample", "params": {"factor": -2}}, r"params\.factor: must be a positive integer, got -2"),
+        ({"function": "downsample", "params": {"factor": 2.0}}, r"params\.factor: must be a positive int.*got 2\.0"),
+        ({"function": "downsample", "params": {"factor": True}}, r"params\.factor: must be a positive int.*got True"),
+        ({"function": "downsample", "params": {"factor": 2, "dtype": "float32"}}, r"takes params \['factor'\]"),
+        ({"function": "cast"}, r"params: preprocess cast takes params \['dtype'\]; got \[\]"),
+        (
+            {"function": "cast", "params": {"dtype": "float16"}},
+            r"params\.dtype: must be one of bool, .*; got 'float16'",
+        ),
+        ({"function": "cast", "params": {"dtype": 32}}, r"params\.dtype: must be one of bool, .*; got 32"),
+        ({"function": "stats", "params": {"bins": 4}}, r"params: preprocess stats takes params none; got \['bins'\]"),
+    ],
+    ids=[
+        "unknown",
+        "downsample-no-factor",
+        "factor-0",
+        "factor-negative",
+        "factor-float",
+        "factor-bool",
+        "downsample-extra-param",
+        "cast-no-dtype",
+        "cast-bad-dtype",
+        "cast-dtype-not-a-string",
+        "stats-with-params",
+    ],
+)
+def test_invalid_preprocess(data: dict[str, object], match: str) -> None:
+    with pytest.raises(ValidationError, match=match):
+        Preprocess.model_validate(data)
+
+
+def test_preprocess_error_inside_an_array_names_the_array() -> None:
+    with pytest.raises(ContractError, match=r"<contract>:2:\d+: arrays\.t\.preprocess\.params\.factor: must be"):
+        parse_contract(
+            "arrays:\n  t: {dtype: float64, shape: [4], preprocess: {function: downsample, params: {factor: 0}}}\n"
+        )
 
 
 # --- regions
@@ -268,7 +348,11 @@ def test_located_error() -> None:
 
 def test_model_round_trip() -> None:
     contract = parse_contract(
-        "arrays:\n  t: {dtype: float64, shape: [16, 16], block: [8, 8], preprocess: downsample}\n"
+        "arrays:\n  t: {dtype: float64, shape: [16, 16], block: [8, 8], preprocess: stats}\n"
+        "  p: {dtype: float32, shape: [16], preprocess: {function: downsample, params: {factor: 2}}}\n"
+        "monitors:\n  - {array: t, reductions: [max, mean], every: 2, select: [{start: 4}, {}]}\n"
+        "feedback: {mode: deterministic, lag: 3, enabled: true}\n"
+        "triggers:\n  - {name: hot, when: max(t) > 1, action: {cadence: {every: 2}}}\n"
         "analytics:\n  - {function: mean, arrays: [t]}\n"
     )
     assert Contract.model_validate(contract.model_dump()) == contract
