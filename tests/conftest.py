@@ -15,6 +15,8 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 NODE_STORE = 200 * 1024 * 1024
+#: The head node is also the analytics node of in_transit tests: it carries this resource.
+ANALYTICS_RESOURCE = "doreisa_analytics"
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +24,9 @@ def ray_cluster() -> Iterator[Any]:
     """A Ray cluster of three nodes on this machine (head + 2), each with a 200 MiB store.
 
     Every Ray test shares it: rank blocks are spread over the three node actors, so every
-    end-to-end test also exercises multi-node assembly.
+    end-to-end test also exercises multi-node assembly. The head node carries the
+    ``doreisa_analytics`` resource: with an in_transit contract it is the analytics node and
+    the two others are the simulation nodes.
     """
     import ray
     from ray.cluster_utils import Cluster
@@ -39,6 +43,7 @@ def ray_cluster() -> Iterator[Any]:
             "node_ip_address": "127.0.0.1",
             "include_dashboard": False,
             "temp_dir": temp_dir,
+            "resources": {ANALYTICS_RESOURCE: 1},
         },
     )
     for _ in range(2):

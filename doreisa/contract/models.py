@@ -132,11 +132,19 @@ class Cadence(_Model):
         return self.every_time is not None
 
 
+#: Built-in preprocess functions and the params each takes.
+PREPROCESS_BUILTINS: dict[str, tuple[str, ...]] = {"downsample": ("factor",), "cast": ("dtype",), "stats": ()}
+
+
 class Preprocess(_Model):
     """A chunk-local function applied to each block in the simulation process before the copy."""
 
     function: Annotated[
-        str, Field(min_length=1, description="a built-in preprocess: downsample, cast or stats (see docs/contract.md)")
+        str,
+        Field(
+            min_length=1,
+            description="a built-in (downsample, cast, stats; see docs/contract.md) or 'module:function'",
+        ),
     ]
     params: dict[Identifier, ParamValue] = Field(default_factory=dict)
 
@@ -144,6 +152,32 @@ class Preprocess(_Model):
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
         return {"function": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _known(self) -> Self:
+        name, params = self.function, self.params
+        if name not in PREPROCESS_BUILTINS and ":" not in name:
+            raise LocatedError(
+                ("function",),
+                f"unknown preprocess {name!r}; built-ins: {', '.join(PREPROCESS_BUILTINS)}, or 'module:function'",
+            )
+        if ":" in name:
+            module, _, attr = name.partition(":")
+            if not (module and attr.isidentifier()):
+                raise LocatedError(("function",), f"{name!r} is not 'module:function'")
+            if set(params) - {"dtype"}:
+                raise LocatedError(("params",), f"a user preprocess takes only params.dtype; got {sorted(params)}")
+        expected = PREPROCESS_BUILTINS.get(name)
+        if expected is not None and set(params) != set(expected):
+            raise LocatedError(
+                ("params",), f"preprocess {name} takes params {list(expected) or 'none'}; got {sorted(params)}"
+            )
+        factor = params.get("factor")
+        if name == "downsample" and (type(factor) is not int or factor < 1):
+            raise LocatedError(("params", "factor"), f"must be a positive integer, got {factor!r}")
+        if (name == "cast" or "dtype" in params) and params.get("dtype") not in DTYPES:
+            raise LocatedError(("params", "dtype"), f"must be one of {', '.join(DTYPES)}; got {params.get('dtype')!r}")
+        return self
 
 
 class Placement(_Model):
@@ -392,8 +426,17 @@ class Contract(_Model):
             self._check_trigger(i, trig)
         for i, spec in enumerate(self.analytics):
             self._check_analytic(i, spec)
+        seen: dict[tuple[str, str], int] = {}
         for i, mon in enumerate(self.monitors):
             self._check_monitor(i, mon)
+            for red in mon.reductions:
+                if (red, mon.array) in seen:
+                    raise LocatedError(
+                        ("monitors", i, "reductions"),
+                        f"{red}({mon.array}) is already computed by monitors[{seen[red, mon.array]}]; "
+                        "each reduction of an array is monitored once",
+                    )
+                seen[red, mon.array] = i
         return self
 
     def _check_monitor(self, i: int, mon: Monitor) -> None:

@@ -67,10 +67,14 @@ class NodeServer:
         put: Callable[[np.ndarray[Any, Any]], Any],
         report: Callable[[list[dict[str, Any]]], None],
         ingest: bool = True,
+        relay: Callable[[np.ndarray[Any, Any]], Any] | None = None,
+        relayed: frozenset[str] = frozenset(),
     ) -> None:
         self.node_id = node_id
         self._contract_text = contract_text
         self._put = put
+        self._relay = relay
+        self._relayed = relayed
         self._report = report
         nodes = Path(run_dir) / _names.NODES_SUBDIR
         nodes.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -191,7 +195,10 @@ class NodeServer:
         entry = conn.rings[message["a"]]
         view = entry.ring.view(message["slot"], entry.shape, entry.dtype)
         start = time.perf_counter()
-        ref = self._put(view)  # copies the slot into the object store: this actor owns the block
+        # Both copy the slot before returning: into this node's object store (in situ), or into a
+        # task argument shipped to an analytics node (in transit). Either way this actor owns the block.
+        relay = self._relay if self._relay is not None and message["a"] in self._relayed else None
+        ref = relay(view) if relay is not None else self._put(view)
         self.counts["put_seconds"] += time.perf_counter() - start
         del view
         conn.send({"t": "free", "a": message["a"], "slot": message["slot"]})
@@ -223,13 +230,48 @@ class NodeServer:
         conn.rings.clear()
 
 
+class TransitActor:
+    """On an analytics node: receives in-transit blocks; its return values are the blocks, stored here."""
+
+    def __init__(self) -> None:
+        self.blocks = 0
+        self.bytes = 0
+
+    def relay(self, block: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """Return the block: Ray stores the return value in this node's object store."""
+        self.blocks += 1
+        self.bytes += block.nbytes
+        return block
+
+    def counts(self) -> dict[str, int]:
+        """Blocks and bytes received."""
+        return {"blocks": self.blocks, "bytes": self.bytes}
+
+    def node_id(self) -> str:
+        """The Ray node this actor runs on."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+
 class NodeActor:
     """Ray actor around :class:`NodeServer`; created by the runtime, one per node."""
 
-    def __init__(self, *, run_dir: str, contract_text: str, head: Any, ingest: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        run_dir: str,
+        contract_text: str,
+        head: Any,
+        ingest: bool = True,
+        transit: list[Any] | None = None,
+        relayed: list[str] | None = None,
+    ) -> None:
         import ray
 
         self._head = head
+        self._transit = transit or []
+        self._next = 0
         node_id = ray.get_runtime_context().get_node_id()
         self._server = NodeServer(
             run_dir=run_dir,
@@ -239,8 +281,15 @@ class NodeActor:
             put=ray.put,
             report=self._report,
             ingest=ingest,
+            relay=self._relay if self._transit else None,
+            relayed=frozenset(relayed or ()),
         )
         self._server.start()
+
+    def _relay(self, block: np.ndarray[Any, Any]) -> Any:
+        actor = self._transit[self._next % len(self._transit)]
+        self._next += 1
+        return actor.relay.remote(block)
 
     def _report(self, batch: list[dict[str, Any]]) -> None:
         self._head.add.remote(batch)

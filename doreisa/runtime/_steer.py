@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from doreisa.contract import Contract
+from doreisa.errors import ExpressionError
 from doreisa.runtime.comm import Communicator
 from doreisa.runtime.layout import local_part
 from doreisa.runtime.schedule import ArraySchedule
@@ -53,13 +54,16 @@ class RankFeedback:
         self.steering: Mapping[str, Any] = MappingProxyType(self.plan.steering)
         self.active = contract.uses_feedback
         self.deterministic = contract.feedback.mode == "deterministic"
+        self.deterministic_wait = self.deterministic
         self._queue: list[dict[str, Any]] = []
         self._awaiting: set[tuple[str, int]] = set()
         self._step = -1
         self._first_step: int | None = None
-        self._sim_triggers = TriggerMachine(
-            contract, [t.name for t in contract.triggers if contract.trigger_in_simulation(t.name)]
-        )
+        in_sim = [t.name for t in contract.triggers if contract.trigger_in_simulation(t.name)]
+        reads_nothing = {n for n in in_sim if not TriggerMachine(contract, [n]).reductions}
+        # triggers on step/time only are evaluated at every step; the others when their monitors run
+        self._step_triggers = TriggerMachine(contract, sorted(reads_nothing))
+        self._sim_triggers = TriggerMachine(contract, [n for n in in_sim if n not in reads_nothing])
         self._monitors = {name: [m for m in contract.monitors if m.array == name] for name in contract.arrays}
         self._sim_seq = 0
         self.values: dict[tuple[str, str], float] = {}
@@ -67,11 +71,12 @@ class RankFeedback:
 
     # -- steps ---------------------------------------------------------------------------
 
-    def begin_step(self, step: int) -> None:
+    def begin_step(self, step: int, time: float | None = None) -> None:
         """Called once per step, before any decision about it, on every rank alike."""
         if step <= self._step:
             return
         self._step = step
+        self._evaluate(self._step_triggers, step, time)
         if self._first_step is None:
             self._first_step = step
         local = [d for d in self._queue if d.get("local")]
@@ -93,6 +98,8 @@ class RankFeedback:
 
     def _begin_deterministic(self, step: int) -> None:
         lag = self.contract.feedback.lag
+        if not self.deterministic_wait:
+            return
         self._wait(
             lambda: not any(t + lag <= step for _, t in self._awaiting),
             self.contract.timeouts.block,
@@ -117,9 +124,9 @@ class RankFeedback:
             self._queue.extend(decisions)
 
     def give_up(self) -> None:
-        """The analytics are gone: stop waiting for decisions."""
-        self.active = False
+        """The analytics are gone: stop waiting for decisions (collectives go on, so no rank hangs)."""
         self._awaiting.clear()
+        self.deterministic_wait = False
 
     def _apply(self, decision: dict[str, Any], step: int) -> None:
         changes = self.plan.apply(decision)
@@ -170,7 +177,16 @@ class RankFeedback:
                     "values": {f"{f}({a})": v for (f, a), v in values.items()},
                 }
             )
-        transitions = self._sim_triggers.update(self.values, step=step, time=time)
+        self._evaluate(self._sim_triggers, step, time)
+
+    def _evaluate(self, machine: TriggerMachine, step: int, time: float | None) -> None:
+        try:
+            transitions = machine.update(self.values, step=step, time=time)
+        except ExpressionError as exc:  # same values on every rank: every rank skips it alike
+            if self._rank == 0:
+                self._report({"kind": "error", "step": step, "error": f"trigger evaluation failed: {exc}"})
+            log.error("step %d: trigger evaluation failed: %s", step, exc)
+            return
         if transitions:
             self._sim_seq += 1
             decision = transitions_decision(transitions, seq=self._sim_seq, step=step, source="monitor")

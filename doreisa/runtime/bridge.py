@@ -159,7 +159,7 @@ class Bridge:
         """Will ``publish(name, ..., step=step)`` copy anything? Lets a simulation skip computing a field."""
         state = self._array(name)
         step = operator.index(step)
-        self._begin_step(step)
+        self._begin_step(step, time)
         return state.schedule.wanted(step, time) and self._detached is None
 
     def publish(
@@ -209,7 +209,7 @@ class Bridge:
         step = self._check_step(state, step)
         if state.layout is None:
             self._setup_layout(state, block, offset)
-        self._begin_step(step)
+        self._begin_step(step, time)
         assert state.box is not None, "layout is set up at the first publish"
         self._steer.monitor(name, block, state.box, step, time)
         if not state.schedule.wanted(step, time):
@@ -220,6 +220,8 @@ class Bridge:
         if self._closed:
             raise BridgeError("publish() after close()")
         if self._detached is not None:
+            if self.contract.backpressure.policy == "skip":
+                self._comm.allgather(False)  # the others are in this collective: make them skip too
             self.stats.dropped += 1
             return False
         if not self._make_room(name, step):
@@ -366,13 +368,20 @@ class Bridge:
                 self._detach(str(exc))
                 self.stats.dropped += 1
                 return False
-        slot = state.free.pop()
         part = block[state.plan.local]
         if state.preprocess is not None:
             part = state.preprocess.apply(part)
+            if part.shape != state.out_shape or part.dtype != state.out_dtype:
+                raise BlockMismatchError(
+                    f"rank {self.rank}: preprocess {state.preprocess.name!r} of {state.name!r} returned "
+                    f"{part.dtype}{list(part.shape)}; expected {state.out_dtype}{list(state.out_shape)} "
+                    "(declare a changed dtype with params.dtype)"
+                )
+        slot = state.free.pop()
         dst = state.ring.view(slot, state.out_shape, state.out_dtype)
         np.copyto(dst, part, casting="no")
-        msg = {"t": "put", "a": state.name, "s": step, "tm": time, "slot": slot, "i": state.plan.index}
+        index = state.plan.index + (0,) * (len(state.out_shape) - len(state.plan.index))  # preprocess may add dims
+        msg = {"t": "put", "a": state.name, "s": step, "tm": time, "slot": slot, "i": index}
         try:
             self._sock.sendall(encode(msg))
         except OSError as exc:
@@ -451,9 +460,9 @@ class Bridge:
                 raise BridgeError(f"rank {self.rank}: lost the node actor while waiting for {what}: {exc}") from exc
             self._drain()
 
-    def _begin_step(self, step: int) -> None:
+    def _begin_step(self, step: int, time: float | None = None) -> None:
         try:
-            self._steer.begin_step(step)
+            self._steer.begin_step(step, time)
         except BridgeError as exc:
             self._detach(str(exc))
 
@@ -477,11 +486,10 @@ class Bridge:
 
 def _out_chunks(state: _Array) -> list[list[int]]:
     assert state.layout is not None
-    chunks = [list(c) for c in state.layout.chunks]
+    chunks = state.layout.chunks
     if state.preprocess is not None:
-        # every chunk is mapped on its own, so the grid keeps its cuts
-        chunks = [[state.preprocess.shape_of((n,))[0] for n in dim] for dim in chunks]
-    return chunks
+        chunks = state.preprocess.chunks_of(chunks)
+    return [list(c) for c in chunks]
 
 
 def _connect(

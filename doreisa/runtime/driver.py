@@ -173,12 +173,14 @@ class AnalyticsDriver:
         *,
         sink: ResultSink,
         scheduler: Scheduler,
+        scheduler_for: Callable[[tuple[str, ...]], Scheduler] | None = None,
         on_done: Callable[[list[tuple[str, int]], list[dict[str, Any]]], None] = lambda items, decisions: None,
     ) -> None:
         self.contract = contract
         self.bound = bound
         self.sink = sink
         self.scheduler = scheduler
+        self.scheduler_for = scheduler_for or (lambda arrays: scheduler)
         self.on_done = on_done
         self.failures: list[Failure] = []
         self.counts = DriverCounts()
@@ -276,8 +278,10 @@ class AnalyticsDriver:
     def _call(
         self, b: BoundAnalytic, args: dict[str, Any], steps: list[int], times: list[float | None], feedback: Feedback
     ) -> Any:
+        scheduler = self.scheduler_for(b.arrays)
+
         def work() -> Any:
-            with dask.config.set(scheduler=self.scheduler):
+            with dask.config.set(scheduler=scheduler):
                 (value,) = dask.compute(b.call(args, steps=steps, times=times, feedback=feedback))
             return value
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -26,7 +27,7 @@ from doreisa.contract import Contract
 from doreisa.errors import RuntimeUnavailableError
 from doreisa.runtime import _names
 from doreisa.runtime._head import HeadState
-from doreisa.runtime._node import NodeActor
+from doreisa.runtime._node import NodeActor, TransitActor
 from doreisa.runtime.driver import AnalyticsDriver, Provenance, ResultSink
 
 log = logging.getLogger("doreisa.session")
@@ -62,6 +63,10 @@ def start_ray(
         _temp_dir=temp_dir,
         logging_level=logging.WARNING,
     )
+
+
+def _on(node: dict[str, Any]) -> NodeAffinitySchedulingStrategy:
+    return NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
 
 
 @dataclass
@@ -113,11 +118,18 @@ class Session:
         self.provenance = Provenance(Path(output) if output is not None else None)
         self._head: Any = None
         self._nodes: list[Any] = []
+        self._transit: list[Any] = []
         self.driver = AnalyticsDriver(
-            contract, self.bound, sink=self.sink, scheduler=ray_dask_get, on_done=self._notify_done
+            contract,
+            self.bound,
+            sink=self.sink,
+            scheduler=ray_dask_get,
+            scheduler_for=self.scheduler_for,
+            on_done=self._notify_done,
         )
         self.started_at = time.monotonic()
         self.last_node_counts: list[dict[str, Any]] = []
+        self.last_transit_counts: list[dict[str, Any]] = []
 
     @property
     def env(self) -> dict[str, str]:
@@ -132,14 +144,27 @@ class Session:
         self._head = head_cls.options(
             name=f"{_names.HEAD_ACTOR}-{uuid.uuid4().hex[:8]}", num_cpus=0, max_concurrency=8
         ).remote(step_timeout=self.contract.timeouts.step)
+        alive = [node for node in ray.nodes() if node["Alive"]]
+        transit_arrays = [a for a in self.contract.arrays if self.contract.placement_of(a).mode == "in_transit"]
+        analytics = [node for node in alive if self._is_analytics_node(node)] if transit_arrays else []
+        if transit_arrays and not analytics:
+            resources = sorted(self._transit_resources(transit_arrays))
+            raise RuntimeUnavailableError(
+                f"arrays {transit_arrays} are placed in_transit, but no Ray node has the resource {resources}; "
+                f"start analytics nodes with: ray start --address=... --resources='{{\"{resources[0]}\": 1}}'"
+            )
+        transit_cls = ray.remote(TransitActor)
+        self._transit = [transit_cls.options(num_cpus=0, scheduling_strategy=_on(node)).remote() for node in analytics]
         node_cls = ray.remote(NodeActor)
-        for node in ray.nodes():
-            if not node["Alive"]:
-                continue
-            strategy = NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
+        for node in alive:
             self._nodes.append(
-                node_cls.options(num_cpus=0, scheduling_strategy=strategy, max_concurrency=4).remote(
-                    run_dir=str(self.run_dir), contract_text=self._text, head=self._head
+                node_cls.options(num_cpus=0, scheduling_strategy=_on(node), max_concurrency=4).remote(
+                    run_dir=str(self.run_dir),
+                    contract_text=self._text,
+                    head=self._head,
+                    ingest=node not in analytics or len(analytics) == len(alive),
+                    transit=self._transit,
+                    relayed=transit_arrays,
                 )
             )
         try:
@@ -148,6 +173,24 @@ class Session:
             raise RuntimeUnavailableError(
                 f"the node actors did not start within {ACTOR_START_TIMEOUT} s; is the Ray cluster overloaded?"
             ) from None
+
+    def _transit_resources(self, arrays: list[str] | tuple[str, ...]) -> set[str]:
+        return {
+            self.contract.placement_of(a).analytics_resource
+            for a in arrays
+            if self.contract.placement_of(a).mode == "in_transit"
+        }
+
+    def _is_analytics_node(self, node: dict[str, Any]) -> bool:
+        resources = self._transit_resources(tuple(self.contract.arrays))
+        return any(node["Resources"].get(r, 0) > 0 for r in resources)
+
+    def scheduler_for(self, arrays: tuple[str, ...]) -> Any:
+        """Dask-on-Ray for analytics of ``arrays``: on the analytics nodes if any of them is in transit."""
+        resources = self._transit_resources(arrays)
+        if not resources:
+            return ray_dask_get
+        return functools.partial(ray_dask_get, ray_remote_args={"resources": dict.fromkeys(resources, 0.001)})
 
     def _notify_done(self, items: list[tuple[str, int]], decisions: list[dict[str, Any]]) -> None:
         for node in self._nodes:
@@ -263,6 +306,7 @@ class Session:
         """Report incomplete steps as lost, stop the actors and remove the run folder."""
         if self._nodes:
             self.last_node_counts = self.node_counts()
+            self.last_transit_counts = ray.get([t.counts.remote() for t in self._transit])
         if self._head is not None:
             for event in ray.get(self._head.flush.remote()):
                 self._event(event)
@@ -272,6 +316,9 @@ class Session:
             except Exception as exc:  # a dead node cannot be stopped; it is gone anyway
                 log.warning("could not stop a node actor: %s", exc)
             ray.kill(node)
+        for actor in self._transit:
+            ray.kill(actor)
+        self._transit = []
         if self._head is not None:
             ray.kill(self._head)
         self._nodes, self._head = [], None
