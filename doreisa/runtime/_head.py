@@ -24,6 +24,7 @@ class _Partial:
     dtype: str
     first_seen: float
     blocks: dict[tuple[int, ...], Any] = field(default_factory=dict[tuple[int, ...], Any])
+    nodes: dict[tuple[int, ...], str] = field(default_factory=dict[tuple[int, ...], str])
     ranks: set[int] = field(default_factory=set[int])
 
 
@@ -60,6 +61,7 @@ class HeadState:
             self.duplicates += 1  # at-least-once delivery must not count a block twice
             return
         partial.blocks[item["index"]] = item["ref"]
+        partial.nodes[item["index"]] = item.get("where", item["node"])
         partial.ranks.add(item["rank"])
         if len(partial.blocks) == partial.n:
             del self._partial[key]
@@ -71,6 +73,7 @@ class HeadState:
                     "chunks": partial.chunks,
                     "dtype": partial.dtype,
                     "blocks": partial.blocks,
+                    "nodes": partial.nodes,
                 }
             )
 

@@ -67,7 +67,7 @@ class NodeServer:
         put: Callable[[np.ndarray[Any, Any]], Any],
         report: Callable[[list[dict[str, Any]]], None],
         ingest: bool = True,
-        relay: Callable[[np.ndarray[Any, Any]], Any] | None = None,
+        relay: Callable[[np.ndarray[Any, Any]], tuple[Any, str]] | None = None,
         relayed: frozenset[str] = frozenset(),
     ) -> None:
         self.node_id = node_id
@@ -198,7 +198,7 @@ class NodeServer:
         # Both copy the slot before returning: into this node's object store (in situ), or into a
         # task argument shipped to an analytics node (in transit). Either way this actor owns the block.
         relay = self._relay if self._relay is not None and message["a"] in self._relayed else None
-        ref = relay(view) if relay is not None else self._put(view)
+        ref, where = relay(view) if relay is not None else (self._put(view), self.node_id)
         self.counts["put_seconds"] += time.perf_counter() - start
         del view
         conn.send({"t": "free", "a": message["a"], "slot": message["slot"]})
@@ -216,6 +216,7 @@ class NodeServer:
                 "dtype": entry.dtype.str,
                 "rank": conn.rank,
                 "node": self.node_id,
+                "where": where,
                 "ref": ref,
             }
         )
@@ -264,7 +265,7 @@ class NodeActor:
         contract_text: str,
         head: Any,
         ingest: bool = True,
-        transit: list[Any] | None = None,
+        transit: list[tuple[Any, str]] | None = None,
         relayed: list[str] | None = None,
     ) -> None:
         import ray
@@ -286,10 +287,10 @@ class NodeActor:
         )
         self._server.start()
 
-    def _relay(self, block: np.ndarray[Any, Any]) -> Any:
-        actor = self._transit[self._next % len(self._transit)]
+    def _relay(self, block: np.ndarray[Any, Any]) -> tuple[Any, str]:
+        actor, node = self._transit[self._next % len(self._transit)]
         self._next += 1
-        return actor.relay.remote(block)
+        return actor.relay.remote(block), node
 
     def _report(self, batch: list[dict[str, Any]]) -> None:
         self._head.add.remote(batch)

@@ -139,6 +139,8 @@ class _Entry:
     step: int
     time: float | None
     array: da.Array
+    nodes: dict[str, str] = field(default_factory=dict[str, str])  # block reference id -> node holding it
+    nbytes: dict[str, int] = field(default_factory=dict[str, int])
 
 
 @dataclass
@@ -173,14 +175,14 @@ class AnalyticsDriver:
         *,
         sink: ResultSink,
         scheduler: Scheduler,
-        scheduler_for: Callable[[tuple[str, ...]], Scheduler] | None = None,
+        scheduler_for: Callable[[tuple[str, ...], Mapping[Any, str], Mapping[Any, int]], Scheduler] | None = None,
         on_done: Callable[[list[tuple[str, int]], list[dict[str, Any]]], None] = lambda items, decisions: None,
     ) -> None:
         self.contract = contract
         self.bound = bound
         self.sink = sink
         self.scheduler = scheduler
-        self.scheduler_for = scheduler_for or (lambda arrays: scheduler)
+        self.scheduler_for = scheduler_for or (lambda arrays, nodes, nbytes: scheduler)
         self.on_done = on_done
         self.failures: list[Failure] = []
         self.counts = DriverCounts()
@@ -199,7 +201,7 @@ class AnalyticsDriver:
     def deliver(self, step_data: Mapping[str, Any]) -> None:
         """One complete step of one array: ``array, step, time, chunks, dtype, blocks{index: block}``."""
         name, step = step_data["array"], step_data["step"]
-        self.windows[name].append(_Entry(step, step_data["time"], to_dask(step_data)))
+        self.windows[name].append(_entry(step_data))
         self.counts.steps[name] += 1
         feedback = Feedback(frozenset(self.contract.arrays))
         for b in self._readers.get(name, []):
@@ -271,6 +273,15 @@ class AnalyticsDriver:
             return
         self.sink.record(b.label, step, times[-1], value)
 
+    def _scheduler(self, arrays: tuple[str, ...], size: int) -> Scheduler:
+        nodes: dict[str, str] = {}
+        nbytes: dict[str, int] = {}
+        for name in set(arrays):
+            for entry in list(self.windows[name])[-size:]:
+                nodes.update(entry.nodes)
+                nbytes.update(entry.nbytes)
+        return self.scheduler_for(arrays, nodes, nbytes)
+
     def _window_of(self, name: str, size: int) -> Any:
         arrays = [e.array for e in list(self.windows[name])[-size:]]
         return arrays if size > 1 else arrays[0]
@@ -278,7 +289,7 @@ class AnalyticsDriver:
     def _call(
         self, b: BoundAnalytic, args: dict[str, Any], steps: list[int], times: list[float | None], feedback: Feedback
     ) -> Any:
-        scheduler = self.scheduler_for(b.arrays)
+        scheduler = self._scheduler(b.arrays, b.window)
 
         def work() -> Any:
             with dask.config.set(scheduler=scheduler):
@@ -308,6 +319,19 @@ def _with_timeout(work: Callable[[], Any], limit: float, what: str) -> Any:
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+def _entry(step_data: Mapping[str, Any]) -> _Entry:
+    array = to_dask(step_data)
+    nodes: dict[str, str] = {}
+    nbytes: dict[str, int] = {}
+    where = step_data.get("nodes", {})
+    for index, block in step_data["blocks"].items():
+        if index in where and hasattr(block, "hex"):  # a Ray object reference (numpy blocks in tests)
+            nodes[block.hex()] = where[index]
+            shape = [step_data["chunks"][d][i] for d, i in enumerate(index)]
+            nbytes[block.hex()] = math.prod(shape) * array.dtype.itemsize
+    return _Entry(step_data["step"], step_data["time"], array, nodes, nbytes)
 
 
 def to_dask(step_data: Mapping[str, Any]) -> da.Array:

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from doreisa.runtime import _names
 from doreisa.runtime._head import HeadState
 from doreisa.runtime._node import NodeActor, TransitActor
 from doreisa.runtime.driver import AnalyticsDriver, Provenance, ResultSink
+from doreisa.runtime.scheduler import locality_get
 
 log = logging.getLogger("doreisa.session")
 
@@ -155,6 +156,7 @@ class Session:
             )
         transit_cls = ray.remote(TransitActor)
         self._transit = [transit_cls.options(num_cpus=0, scheduling_strategy=_on(node)).remote() for node in analytics]
+        transit = list(zip(self._transit, [node["NodeID"] for node in analytics], strict=True))
         node_cls = ray.remote(NodeActor)
         for node in alive:
             self._nodes.append(
@@ -163,7 +165,7 @@ class Session:
                     contract_text=self._text,
                     head=self._head,
                     ingest=node not in analytics or len(analytics) == len(alive),
-                    transit=self._transit,
+                    transit=transit,
                     relayed=transit_arrays,
                 )
             )
@@ -185,12 +187,15 @@ class Session:
         resources = self._transit_resources(tuple(self.contract.arrays))
         return any(node["Resources"].get(r, 0) > 0 for r in resources)
 
-    def scheduler_for(self, arrays: tuple[str, ...]) -> Any:
-        """Dask-on-Ray for analytics of ``arrays``: on the analytics nodes if any of them is in transit."""
+    def scheduler_for(
+        self, arrays: tuple[str, ...], leaf_nodes: Mapping[Any, str], leaf_bytes: Mapping[Any, int]
+    ) -> Any:
+        """Dask-on-Ray for analytics of ``arrays``: tasks next to their blocks, on analytics nodes if in transit."""
         resources = self._transit_resources(arrays)
-        if not resources:
-            return ray_dask_get
-        return functools.partial(ray_dask_get, ray_remote_args={"resources": dict.fromkeys(resources, 0.001)})
+        remote_args = {"resources": dict.fromkeys(resources, 0.001)} if resources else {}
+        return functools.partial(
+            locality_get, leaf_nodes=leaf_nodes, leaf_bytes=leaf_bytes, ray_remote_args=remote_args
+        )
 
     def _notify_done(self, items: list[tuple[str, int]], decisions: list[dict[str, Any]]) -> None:
         for node in self._nodes:

@@ -1,0 +1,102 @@
+"""Stencils move halos, not blocks (issue 5): bytes copied between nodes, counted."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+import pytest
+import ray
+from ray.util.dask import RayDaskCallback
+
+from doreisa.analytics import Registry
+from doreisa.testing import run_coupled
+
+pytestmark = [pytest.mark.ray, pytest.mark.mpi]
+
+SIM = Path(__file__).parent / "sims" / "fill.py"
+sys.path.insert(0, str(SIM.parent))
+from fill import expected  # noqa: E402
+
+# Ray workers cannot import this test module: ship its functions by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's own cloudpickle
+
+SHAPE = (512, 256)  # 2 ranks: two 256x256 float64 blocks of 512 KiB, on two nodes
+
+
+class _Refs(RayDaskCallback):
+    def __init__(self) -> None:
+        self.refs: list[Any] = []
+
+    def _ray_postsubmit(self, task: Any, key: Any, deps: Any, object_ref: Any) -> None:
+        self.refs.append(object_ref)
+
+
+def moved_bytes(refs: list[Any]) -> tuple[int, int]:
+    """Bytes of extra copies in other nodes' object stores, and bytes of small results sent inline."""
+    import ray
+
+    ray.wait(refs, num_returns=len(refs), timeout=60, fetch_local=False)
+    copies = inline = 0
+    for info in ray.experimental.get_object_locations(refs).values():
+        if info["node_ids"]:
+            copies += info["object_size"] * (len(info["node_ids"]) - 1)
+        else:
+            inline += info["object_size"] or 0
+    return copies, inline
+
+
+def laplacian(b: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(b)
+    out[1:-1, 1:-1] = b[:-2, 1:-1] + b[2:, 1:-1] + b[1:-1, :-2] + b[1:-1, 2:] - 4 * b[1:-1, 1:-1]
+    return out
+
+
+def test_map_overlap_moves_only_halos(ray_cluster: Any) -> None:
+    import ray
+
+    seen: dict[str, Any] = {}
+    registry = Registry()
+
+    @registry.analytic("stencil")
+    def stencil(x: Any, *, step: int) -> Any:
+        blocks = [v for v in dict(x.dask).values() if isinstance(v, ray.ObjectRef)]
+
+        def kernel(b: np.ndarray) -> np.ndarray:  # defined here: Ray workers cannot import this test module
+            out = np.zeros_like(b)
+            out[1:-1, 1:-1] = b[:-2, 1:-1] + b[2:, 1:-1] + b[1:-1, :-2] + b[1:-1, 2:] - 4 * b[1:-1, 1:-1]
+            return out
+
+        with _Refs() as halo:
+            (energy,) = dask.compute((x.map_overlap(kernel, depth=1, boundary="none") ** 2).sum())
+        seen["halo"] = (*moved_bytes(halo.refs), moved_bytes(blocks))
+        (full,) = dask.compute(x.rechunk(SHAPE))  # gathers whole blocks in one task
+        seen["whole"] = moved_bytes(blocks)
+        seen["ok"] = energy == (laplacian(expected(SHAPE, step)) ** 2).sum() and np.array_equal(
+            full, expected(SHAPE, step)
+        )
+        return float(energy)
+
+    text = """
+arrays:
+  field: {dtype: float64, shape: [512, 256]}
+cadence: {every: 100}
+timeouts: {connect: 30, step: 30}
+analytics:
+  - function: stencil
+    arrays: [field]
+"""
+    run = run_coupled(
+        text, [sys.executable, str(SIM), "--steps", "1", "--shape", "512,256"], nranks=2, registry=registry
+    )
+    assert run.returncode == 0, run.output
+    assert seen["ok"], "the distributed stencil equals the global one"
+    assert len(set(run.session.state.hello.values())) == 2, "the two blocks live on two nodes"
+    copies, inline, (block_copies, _) = seen["halo"]
+    block = 256 * 256 * 8
+    assert block_copies == 0, "no block was copied to another node by the stencil"
+    assert copies + inline <= 4 * 256 * 8 * 4, f"only halo rows moved: {copies} + {inline} bytes"
+    assert seen["whole"][0] >= block, "gathering whole blocks does copy a block"
