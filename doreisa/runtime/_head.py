@@ -8,6 +8,7 @@ blocks after ``step_timeout`` seconds is dropped, its blocks released, and repor
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,6 +39,9 @@ class HeadState:
         self._ready: list[dict[str, Any]] = []
         self._events: list[dict[str, Any]] = []
         self.duplicates = 0
+        # recently completed steps: a late duplicate must not open a new (never complete) step
+        self._done: collections.deque[tuple[str, int]] = collections.deque(maxlen=4096)
+        self._done_set: set[tuple[str, int]] = set()
 
     def add(self, batch: list[dict[str, Any]]) -> None:
         """Record blocks and events from a node actor."""
@@ -51,6 +55,9 @@ class HeadState:
 
     def _add_block(self, item: dict[str, Any]) -> None:
         key = (item["array"], item["step"])
+        if key in self._done_set:
+            self.duplicates += 1
+            return
         partial = self._partial.get(key)
         if partial is None:
             partial = _Partial(
@@ -65,6 +72,10 @@ class HeadState:
         partial.ranks.add(item["rank"])
         if len(partial.blocks) == partial.n:
             del self._partial[key]
+            if len(self._done) == self._done.maxlen:
+                self._done_set.discard(self._done[0])
+            self._done.append(key)
+            self._done_set.add(key)
             self._ready.append(
                 {
                     "array": partial.array,

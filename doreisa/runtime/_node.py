@@ -165,11 +165,17 @@ class NodeServer:
             self._close_conn(conn)
             return
         try:
-            for message in conn.reader.feed(data):
+            messages = conn.reader.feed(data)
+        except ValueError as exc:  # a corrupt stream: nothing more can be read from it
+            batch.append({"kind": "error", "rank": conn.rank, "error": f"unreadable stream: {exc}"})
+            self._close_conn(conn)
+            return
+        for message in messages:
+            try:
                 self._handle(conn, message, batch)
-        except Exception as exc:  # a bad message must not stop the node for the other ranks
-            log.exception("node %s: bad message from rank %s", self.node_id[:8], conn.rank)
-            batch.append({"kind": "error", "rank": conn.rank, "error": f"{type(exc).__name__}: {exc}"})
+            except Exception as exc:  # a bad message must not stop the node, nor the messages after it
+                log.exception("node %s: bad message from rank %s", self.node_id[:8], conn.rank)
+                batch.append({"kind": "error", "rank": conn.rank, "error": f"{type(exc).__name__}: {exc}"})
 
     def _handle(self, conn: _Conn, message: dict[str, Any], batch: list[dict[str, Any]]) -> None:
         kind = message["t"]

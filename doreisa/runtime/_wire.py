@@ -8,13 +8,13 @@ the socket: messages are JSON.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import mmap
 import os
 import socket
 import struct
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -37,9 +37,11 @@ class MessageReader:
 
     def __init__(self) -> None:
         self._buffer = bytearray()
+        #: Complete messages not handed out yet by :func:`recv_one`.
+        self.pending: collections.deque[dict[str, Any]] = collections.deque()
 
-    def feed(self, data: bytes) -> Iterator[dict[str, Any]]:
-        """Add received bytes and yield every complete message."""
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        """Add received bytes; return every message they complete (and those still pending)."""
         self._buffer += data
         while len(self._buffer) >= _HEADER.size:
             (length,) = _HEADER.unpack_from(self._buffer)
@@ -47,22 +49,32 @@ class MessageReader:
                 raise ValueError(f"message of {length} bytes exceeds the {MAX_MESSAGE}-byte limit")
             end = _HEADER.size + length
             if len(self._buffer) < end:
-                return
+                break
             payload = bytes(self._buffer[_HEADER.size : end])
             del self._buffer[:end]
-            yield json.loads(payload)
+            self.pending.append(json.loads(payload))
+        out = list(self.pending)
+        self.pending.clear()
+        return out
 
 
 def recv_one(sock: socket.socket, reader: MessageReader, timeout: float) -> dict[str, Any]:
-    """Block until one message arrives (``TimeoutError`` after ``timeout`` s, ``EOFError`` if closed)."""
+    """Block until one message arrives (``TimeoutError`` after ``timeout`` s, ``EOFError`` if closed).
+
+    Messages that arrived in the same read stay in ``reader.pending`` for the next call.
+    """
+    if reader.pending:
+        return reader.pending.popleft()
     sock.settimeout(timeout)
     try:
         while True:
             data = sock.recv(65536)
             if not data:
                 raise EOFError("the node actor closed the connection")
-            for message in reader.feed(data):
-                return message
+            messages = reader.feed(data)
+            if messages:
+                reader.pending.extend(messages[1:])
+                return messages[0]
     finally:
         sock.settimeout(None)
 
@@ -94,7 +106,9 @@ class ShmRing:
 
     def view(self, slot: int, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
         """A numpy view of ``slot`` with the given shape and dtype."""
-        return np.ndarray(shape, dtype=dtype, buffer=self._mm, offset=slot * self.slot_size)
+        count = int(np.prod(shape, dtype=np.int64))
+        # frombuffer exports the mapping: close() then cannot unmap it under a live view
+        return np.frombuffer(self._mm, dtype=dtype, count=count, offset=slot * self.slot_size).reshape(shape)
 
     def close(self, *, unlink: bool = False) -> None:
         """Unmap; with ``unlink``, also remove the file (the creator does this)."""

@@ -202,6 +202,8 @@ class Bridge:
             At the first publish of an array, if the ranks' blocks do not tile it.
         """
         self.stats.calls += 1
+        if time is not None:
+            time = float(time)  # numpy scalars are not JSON
         state = self._arrays.get(name)
         if state is None:
             self._array(name)  # raises with the list of known arrays
@@ -310,7 +312,7 @@ class Bridge:
 
     def _setup_layout(self, state: _Array, block: Any, offset: tuple[int, ...] | None) -> None:
         """Collective: agree on every rank's block, check the tiling, plan this rank's copy."""
-        problem = self._block_problem(state, block)
+        block_problem = problem = self._block_problem(state, block)
         box = None
         if problem is None:
             try:
@@ -322,9 +324,11 @@ class Bridge:
                 box = (where, tuple(block.shape))
                 check_block(state.spec, state.name, self.rank, *box)
             except LayoutError as exc:
-                problem = str(exc)
+                problem = str(exc).removeprefix(f"rank {self.rank}: ")
         gathered = self._comm.allgather((box, problem))
         problems = [f"rank {r}: {p}" for r, (_, p) in enumerate(gathered) if p]
+        if block_problem is not None:
+            raise BlockMismatchError(f"rank {self.rank}: array {state.name!r}: {block_problem}")
         if problems:
             raise LayoutError(f"array {state.name!r}: " + "; ".join(problems))
         layout = make_layout(state.spec, state.name, [b for b, _ in gathered])
@@ -341,6 +345,9 @@ class Bridge:
     def _make_room(self, name: str, step: int) -> bool:
         self._drain()
         policy = self.contract.backpressure
+        if self._detached is not None and policy.policy == "block":
+            self.stats.dropped += 1
+            return False
         room = lambda: step in self._in_flight or len(self._in_flight) < policy.max_in_flight  # noqa: E731
         if policy.policy == "skip":
             if all(self._comm.allgather(room())):
@@ -381,11 +388,7 @@ class Bridge:
         dst = state.ring.view(slot, state.out_shape, state.out_dtype)
         np.copyto(dst, part, casting="no")
         index = state.plan.index + (0,) * (len(state.out_shape) - len(state.plan.index))  # preprocess may add dims
-        msg = {"t": "put", "a": state.name, "s": step, "tm": time, "slot": slot, "i": index}
-        try:
-            self._sock.sendall(encode(msg))
-        except OSError as exc:
-            self._detach(f"lost the node actor: {exc}")
+        if not self._send({"t": "put", "a": state.name, "s": step, "tm": time, "slot": slot, "i": index}):
             self.stats.dropped += 1
             return False
         self._in_flight.setdefault(step, set()).add(state.name)
@@ -402,23 +405,23 @@ class Bridge:
         path = os.path.join(base, f"{_names.SHM_PREFIX}{self.run_dir.name}-{self.rank}-{state.name}")
         state.ring = ShmRing(path, slots, size, create=True)
         state.free = set(range(slots))
-        self._sock.sendall(
-            encode(
-                {
-                    "t": "ring",
-                    "a": state.name,
-                    "path": path,
-                    "slots": slots,
-                    "slot_size": size,
-                    "shape": list(state.out_shape),
-                    "dtype": state.out_dtype.str,
-                    "chunks": _out_chunks(state),
-                    "n": state.layout.nchunks,
-                }
-            )
+        self._send(
+            {
+                "t": "ring",
+                "a": state.name,
+                "path": path,
+                "slots": slots,
+                "slot_size": size,
+                "shape": list(state.out_shape),
+                "dtype": state.out_dtype.str,
+                "chunks": _out_chunks(state),
+                "n": state.layout.nchunks,
+            }
         )
 
     def _drain(self) -> None:
+        for message in self._reader.feed(b""):  # left over from recv_one
+            self._handle(message)
         while True:
             try:
                 data = self._sock.recv(65536, socket.MSG_DONTWAIT)
@@ -466,12 +469,18 @@ class Bridge:
         except BridgeError as exc:
             self._detach(str(exc))
 
+    def _send(self, message: dict[str, Any]) -> bool:
+        if self._detached is not None:
+            return False
+        try:
+            self._sock.sendall(encode(message))
+        except OSError as exc:
+            self._detach(f"lost the node actor: {exc}")
+            return False
+        return True
+
     def _report(self, event: dict[str, Any]) -> None:
-        if self._detached is None:
-            try:
-                self._sock.sendall(encode({"t": "event", "e": event}))
-            except OSError as exc:
-                self._detach(f"lost the node actor: {exc}")
+        self._send({"t": "event", "e": event})
 
     def _detach(self, reason: str) -> None:
         if self._detached is None:

@@ -183,12 +183,16 @@ class AnalyticsDriver:
         self.sink = sink
         self.scheduler = scheduler
         self.scheduler_for = scheduler_for or (lambda arrays, nodes, nbytes: scheduler)
+        self._local = threading.local()
         self.on_done = on_done
         self.failures: list[Failure] = []
         self.counts = DriverCounts()
         sizes = windows_needed(contract, bound)
+        # an analytic of several arrays may see one array a few steps ahead of another
+        slack = {name for b in bound if len(set(b.arrays)) > 1 for name in b.arrays}
+        extra = contract.backpressure.max_in_flight
         self.windows: dict[str, collections.deque[_Entry]] = {
-            name: collections.deque(maxlen=n) for name, n in sizes.items()
+            name: collections.deque(maxlen=n + (extra if name in slack else 0)) for name, n in sizes.items()
         }
         self._readers: dict[str, list[BoundAnalytic]] = collections.defaultdict(list)
         for b in bound:
@@ -204,10 +208,13 @@ class AnalyticsDriver:
         self.windows[name].append(_entry(step_data))
         self.counts.steps[name] += 1
         feedback = Feedback(frozenset(self.contract.arrays))
-        for b in self._readers.get(name, []):
-            if self._ready(b, step):
-                self._run(b, step, feedback)
-        transitions = self._evaluate_triggers(name, step, step_data["time"])
+        # The only change of dask's (process-wide) configuration, scoped to this call and made by this
+        # thread alone; analytics threads choose their scheduler through a thread-local instead.
+        with dask.config.set(scheduler=self._dispatch):
+            for b in self._readers.get(name, []):
+                if self._ready(b, step):
+                    self._run(b, step, feedback)
+            transitions = self._evaluate_triggers(name, step, step_data["time"])
         decision = self._decide(step, transitions, feedback)
         self.on_done([(name, step)], [decision] if decision else [])
 
@@ -215,16 +222,16 @@ class AnalyticsDriver:
         arrays = {a for _, a in self.triggers.reductions}
         if name not in arrays:
             return []
-        present = {a for a in arrays if self.windows[a] and self.windows[a][-1].step == step}
-        wanted = {
-            (f, a): getattr(da, f)(self.windows[a][-1].array) for f, a in self.triggers.reductions if a in present
-        }
+        at_step = {a: entries[0] for a in arrays if (entries := self._entries(a, step, 1))}
+        wanted = {(f, a): getattr(da, f)(at_step[a].array) for f, a in self.triggers.reductions if a in at_step}
+        self._local.scheduler = self._scheduler(tuple(at_step), step, 1)
         try:
-            with dask.config.set(scheduler=self.scheduler):
-                (values,) = dask.compute(wanted)
+            (values,) = dask.compute(wanted)
         except Exception as exc:  # a trigger that cannot be evaluated must not stop the analytics
             self.failures.append(Failure("triggers", step, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
             return []
+        finally:
+            self._local.scheduler = None
         try:
             return self.triggers.update({k: float(v) for k, v in values.items()}, step=step, time=time)
         except ExpressionError as exc:
@@ -250,17 +257,19 @@ class AnalyticsDriver:
         for window in self.windows.values():
             window.clear()
 
+    def _entries(self, name: str, step: int, size: int) -> list[_Entry] | None:
+        """The ``size`` steps of ``name`` ending at ``step``, if they are all here."""
+        entries = [e for e in self.windows[name] if e.step <= step][-size:]
+        return entries if len(entries) == size and entries[-1].step == step else None
+
     def _ready(self, b: BoundAnalytic, step: int) -> bool:
-        for name in set(b.arrays):
-            window = self.windows[name]
-            if len(window) < b.window or window[-1].step != step:
-                return False
-        return True
+        # arrays complete independently: another array may already hold newer steps
+        return all(self._entries(name, step, b.window) is not None for name in set(b.arrays))
 
     def _run(self, b: BoundAnalytic, step: int, feedback: Feedback) -> None:
-        first = self.windows[b.arrays[0]]
-        entries = list(first)[-b.window :]
-        args = {name: self._window_of(name, b.window) for name in set(b.arrays)}
+        windows = {name: self._entries(name, step, b.window) or [] for name in set(b.arrays)}
+        entries = windows[b.arrays[0]]
+        args = {name: [e.array for e in ws] if b.window > 1 else ws[0].array for name, ws in windows.items()}
         steps, times = [e.step for e in entries], [e.time for e in entries]
         self.counts.calls += 1
         try:
@@ -273,27 +282,31 @@ class AnalyticsDriver:
             return
         self.sink.record(b.label, step, times[-1], value)
 
-    def _scheduler(self, arrays: tuple[str, ...], size: int) -> Scheduler:
+    def _dispatch(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        """The Dask ``get`` in force during :meth:`deliver`: this thread's analytic's scheduler."""
+        scheduler = getattr(self._local, "scheduler", None) or self.scheduler
+        return scheduler(dsk, keys, **kwargs)
+
+    def _scheduler(self, arrays: tuple[str, ...], step: int, size: int) -> Scheduler:
         nodes: dict[str, str] = {}
         nbytes: dict[str, int] = {}
         for name in set(arrays):
-            for entry in list(self.windows[name])[-size:]:
+            for entry in self._entries(name, step, size) or []:
                 nodes.update(entry.nodes)
                 nbytes.update(entry.nbytes)
         return self.scheduler_for(arrays, nodes, nbytes)
 
-    def _window_of(self, name: str, size: int) -> Any:
-        arrays = [e.array for e in list(self.windows[name])[-size:]]
-        return arrays if size > 1 else arrays[0]
-
     def _call(
         self, b: BoundAnalytic, args: dict[str, Any], steps: list[int], times: list[float | None], feedback: Feedback
     ) -> Any:
-        scheduler = self._scheduler(b.arrays, b.window)
+        scheduler = self._scheduler(b.arrays, steps[-1], b.window)
 
         def work() -> Any:
-            with dask.config.set(scheduler=scheduler):
+            self._local.scheduler = scheduler
+            try:
                 (value,) = dask.compute(b.call(args, steps=steps, times=times, feedback=feedback))
+            finally:
+                self._local.scheduler = None
             return value
 
         limit = self.contract.timeouts.analytic

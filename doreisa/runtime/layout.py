@@ -97,6 +97,13 @@ def make_layout(spec: ArraySpec, name: str, boxes: list[Box]) -> Layout:
     """
     for rank, (offset, shape) in enumerate(boxes):
         check_block(spec, name, rank, offset, shape)
+    covered = sum(math.prod(s) for _, s in boxes)
+    holes = LayoutError(
+        f"array {name!r}: the ranks' blocks cover {covered} of {math.prod(spec.shape)} elements; "
+        "some part of the array has no block (every element must belong to exactly one rank)"
+    )
+    if covered < math.prod(spec.shape):
+        raise holes
     edges = [sorted({o[d] for o, _ in boxes} | {spec.shape[d]}) for d in range(spec.ndim)]
     cells: dict[tuple[int, ...], int] = {}
     for rank, (offset, shape) in enumerate(boxes):
@@ -113,13 +120,8 @@ def make_layout(spec: ArraySpec, name: str, boxes: list[Box]) -> Layout:
         if key in cells:
             raise LayoutError(f"array {name!r}: ranks {cells[key]} and {rank} publish the same block at {offset}")
         cells[key] = rank
-    expected = math.prod(len(e) - 1 for e in edges)
-    if len(cells) != expected or edges[0][0] != 0 or any(e[0] != 0 for e in edges):
-        covered = sum(math.prod(s) for _, s in boxes)
-        raise LayoutError(
-            f"array {name!r}: the ranks' blocks cover {covered} of {math.prod(spec.shape)} elements; "
-            "some part of the array has no block (every element must belong to exactly one rank)"
-        )
+    if len(cells) != math.prod(len(e) - 1 for e in edges) or any(e[0] != 0 for e in edges):
+        raise holes
     return _plan(spec, edges, boxes, cells)
 
 

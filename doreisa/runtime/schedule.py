@@ -30,6 +30,8 @@ class ArraySchedule:
 
     def wanted(self, step: int, time: float | None) -> bool:
         """Is ``step`` (at simulation ``time``) on the cadence?"""
+        if time is None and self.cadence.by_time:
+            return False  # not decided: the same step may still come with its time
         last = self._last
         if last is not None and last[0] == step:
             return last[1]

@@ -96,12 +96,6 @@ FIRST_CALLS = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=LayoutError,
-    reason="BUG: a wrong dtype/ndim at the first publish raises LayoutError (from _setup_layout), "
-    "not the BlockMismatchError publish() documents",
-)
 @pytest.mark.parametrize(("block", "match"), [c[1:] for c in FIRST_CALLS], ids=[c[0] for c in FIRST_CALLS])
 def test_bad_block_at_first_publish_is_a_mismatch(rig_bridge: MakeRig, block: Any, match: str) -> None:
     _, bridge = rig_bridge(_contract())
@@ -141,24 +135,12 @@ def test_time_cadence_needs_time(rig_bridge: MakeRig) -> None:
     assert rig.publish(bridge, "field", _data(1), step=1, time=0.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: wants(name, step) without time caches 'not wanted' for the step, so publish(step, time=t) "
-    "of the same step then returns False: the step is silently dropped",
-)
 def test_wants_without_time_does_not_drop_the_step(rig_bridge: MakeRig) -> None:
     rig, bridge = rig_bridge(_contract("{every_time: 0.5}"))
     bridge.wants("field", 0)
     assert rig.publish(bridge, "field", _data(0), step=0, time=0.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="BUG: time=np.float32(...) is not JSON serializable: TypeError after a ring slot is taken "
-    "(and close() then waits timeouts.step for that slot)",
-)
 def test_numpy_float32_time_is_accepted(rig_bridge: MakeRig) -> None:
     rig, bridge = rig_bridge(_contract(extra="timeouts: {step: 0.2}"))
     assert rig.publish(bridge, "field", _data(0), step=0, time=np.float32(0.5))

@@ -186,12 +186,6 @@ def test_analytic_on_two_arrays_waits_for_both(out: ResultSink, registry: Regist
     assert done == [("a", 0), ("b", 0), ("b", 1), ("a", 1)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: a two-array analytic runs only if the step just delivered is the newest of both windows; when "
-    "a's step 1 completes before b's step 0 (head delivers arrays independently), step 0 is never analysed",
-)
 def test_two_arrays_out_of_lockstep(out: ResultSink, registry: Registry) -> None:
     @registry.analytic("dot")
     def dot(x: da.Array, y: da.Array) -> da.Array:
@@ -259,12 +253,6 @@ def test_analytic_timeout_abandons_a_slow_call(out: ResultSink, registry: Regist
         _thread("doreisa-analytic-slow at step 0").join(5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: timed-out analytics keep running in a thread inside dask.config.set (process-global); when the "
-    "abandoned call ends during a later one, the nested restores leave the driver's scheduler set globally",
-)
 def test_abandoned_analytic_does_not_leak_the_scheduler(out: ResultSink, registry: Registry) -> None:
     release = threading.Event()
 

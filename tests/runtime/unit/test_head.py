@@ -6,8 +6,6 @@ import threading
 import time
 from typing import Any
 
-import pytest
-
 from doreisa.runtime._head import HeadState
 
 CHUNKS = [[2, 2], [3]]
@@ -135,12 +133,6 @@ def test_flush_drops_incomplete_steps() -> None:
     assert head.flush() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: a duplicate block of an already delivered step opens a new partial step, which later expires "
-    "into a spurious 'step_lost' event and is not counted in duplicates",
-)
 def test_duplicate_after_completion_is_counted_not_a_new_step() -> None:
     head = HeadState(step_timeout=60)
     head.add([_block(5, (0, 0), 0), _block(5, (1, 0), 1)])

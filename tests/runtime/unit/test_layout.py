@@ -232,12 +232,6 @@ def test_array_not_starting_at_zero_is_a_hole() -> None:
         make_layout(spec, "t", [((2,), (8,))])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: a gap inside a dimension (1-D [0,3) + [5,10)) is reported as 'crosses another block's edge' "
-    "(rectilinear-grid message) instead of a hole",
-)
 def test_gap_between_blocks_is_reported_as_a_hole() -> None:
     spec = _spec((10,))
     with pytest.raises(LayoutError, match=r"no block"):

@@ -282,12 +282,6 @@ def test_node_gone_after_first_copy_drops_quietly(rig_bridge: MakeRig) -> None:
     assert bridge.close()["dropped"] == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=BrokenPipeError,
-    reason="BUG: when the node is gone before an array's first copy, _make_room ignores the detach seen by "
-    "_drain and _open_ring's sendall raises BrokenPipeError into the simulation",
-)
 def test_node_gone_before_first_copy_drops_quietly(rig_bridge: MakeRig) -> None:
     rig, bridge = rig_bridge(_contract())
     rig.server.stop()
@@ -295,12 +289,6 @@ def test_node_gone_before_first_copy_drops_quietly(rig_bridge: MakeRig) -> None:
     assert bridge.stats.dropped == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: with two 'free' messages arriving in one recv(), close() reads one and strands the other "
-    "(recv_one), waits timeouts.step (default 300 s) and never sends 'close': the node reports the rank lost",
-)
 def test_close_after_a_burst_of_frees(node: Callable[..., Rig]) -> None:
     gate = threading.Event()
 
@@ -346,13 +334,6 @@ def test_bad_message_is_reported_and_the_node_keeps_serving(node: Callable[..., 
     assert [r for r in rig.reports if r["kind"] == "lost"] == [{"kind": "lost", "rank": 7, "node": rig.node_id}]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: NodeServer._read stops at the first message that raises; the messages after it in the same "
-    "recv() stay buffered until more bytes come, so a 'close' behind a bad message is lost and the rank is "
-    "reported 'lost'",
-)
 def test_messages_after_a_bad_one_are_handled(node: Callable[..., Rig]) -> None:
     rig = node(_contract())
     sock = _raw_rank(rig, 3)
