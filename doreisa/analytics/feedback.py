@@ -42,13 +42,14 @@ class Feedback:
             For a value that cannot be sent as plain data.
         """
         for key, value in values.items():
-            items = value if isinstance(value, list | tuple) else [value]
-            if not all(isinstance(v, _SCALARS) for v in items):  # pyright: ignore[reportUnknownVariableType]
+            is_list = isinstance(value, list | tuple)
+            items: list[Any] = list(value) if is_list else [value]  # pyright: ignore[reportUnknownArgumentType]
+            if not all(isinstance(v, _SCALARS) for v in items):
                 raise AnalyticsError(
                     f"feedback.send({key}=...): {type(value).__name__} is not plain data; send numbers, strings, "
                     "booleans or lists of them (convert numpy values with float())"
                 )
-            self.steering[key] = list(items) if isinstance(value, list | tuple) else value  # pyright: ignore
+            self.steering[key] = items if is_list else value
         return None
 
     def set_cadence(

@@ -499,7 +499,9 @@ class Contract(_Model):
     def trigger_in_simulation(self, name: str) -> bool:
         """True if every reduction trigger ``name`` uses is monitored: it is evaluated by the ranks."""
         when, until = self.trigger_expressions[name]
-        needed = when.reductions | (until.reductions if until is not None else frozenset())
+        needed = set(when.reductions)
+        if until is not None:
+            needed |= until.reductions
         return needed <= self.monitored
 
     @property

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
+from dask.base import compute as dask_compute
+from dask.config import set as dask_config_set
 
 from doreisa.analytics import BoundAnalytic, Feedback, windows_needed
 from doreisa.contract import Contract
@@ -210,7 +211,7 @@ class AnalyticsDriver:
         feedback = Feedback(frozenset(self.contract.arrays))
         # The only change of dask's (process-wide) configuration, scoped to this call and made by this
         # thread alone; analytics threads choose their scheduler through a thread-local instead.
-        with dask.config.set(scheduler=self._dispatch):
+        with dask_config_set(scheduler=self._dispatch):
             for b in self._readers.get(name, []):
                 if self._ready(b, step):
                     self._run(b, step, feedback)
@@ -226,7 +227,7 @@ class AnalyticsDriver:
         wanted = {(f, a): getattr(da, f)(at_step[a].array) for f, a in self.triggers.reductions if a in at_step}
         self._local.scheduler = self._scheduler(tuple(at_step), step, 1)
         try:
-            (values,) = dask.compute(wanted)
+            (values,) = dask_compute(wanted)
         except Exception as exc:  # a trigger that cannot be evaluated must not stop the analytics
             self.failures.append(Failure("triggers", step, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
             return []
@@ -304,7 +305,7 @@ class AnalyticsDriver:
         def work() -> Any:
             self._local.scheduler = scheduler
             try:
-                (value,) = dask.compute(b.call(args, steps=steps, times=times, feedback=feedback))
+                (value,) = dask_compute(b.call(args, steps=steps, times=times, feedback=feedback))
             finally:
                 self._local.scheduler = None
             return value
@@ -354,4 +355,4 @@ def to_dask(step_data: Mapping[str, Any]) -> da.Array:
     graph = {(name, *index): block for index, block in step_data["blocks"].items()}
     expected = math.prod(len(c) for c in chunks)
     assert len(graph) == expected, f"step {step_data['step']} has {len(graph)} of {expected} blocks"
-    return da.Array(graph, name, chunks=chunks, dtype=np.dtype(step_data["dtype"]))
+    return da.Array(graph, name, chunks=chunks, dtype=np.dtype(step_data["dtype"]))  # pyright: ignore[reportCallIssue]

@@ -82,7 +82,7 @@ def locality_get(
     for key, task in graph.items():
         ref = getattr(task, "value", None)
         ref_id = ref.hex() if isinstance(ref, ray.ObjectRef) else None
-        if ref_id in leaf_nodes:
+        if ref_id is not None and ref_id in leaf_nodes:
             nodes[key] = leaf_nodes[ref_id]
             nbytes[key] = (leaf_bytes or {}).get(ref_id, 1)
     _follow_aliases(graph, deps, nodes, nbytes)

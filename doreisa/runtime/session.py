@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray.exceptions import GetTimeoutError
 from ray.util.dask import ray_dask_get
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -171,7 +172,7 @@ class Session:
             )
         try:
             ray.get([n.node_id.remote() for n in self._nodes], timeout=ACTOR_START_TIMEOUT)
-        except ray.exceptions.GetTimeoutError:
+        except GetTimeoutError:
             raise RuntimeUnavailableError(
                 f"the node actors did not start within {ACTOR_START_TIMEOUT} s; is the Ray cluster overloaded?"
             ) from None
@@ -203,7 +204,7 @@ class Session:
 
     def poll(self, timeout: float = 0.2) -> None:
         """Take what the head has (complete steps, events) and run the analytics on it."""
-        out = ray.get(self._head.take.remote(timeout))
+        out: dict[str, Any] = ray.get(self._head.take.remote(timeout))
         self.state.partial = out["partial"]
         for event in out["events"]:
             self._event(event)
