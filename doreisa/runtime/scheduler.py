@@ -76,17 +76,27 @@ def locality_get(
         dsk = dsk.__dask_graph__()
     graph = convert_legacy_graph(dict(dsk))
     deps = {k: frozenset(getattr(t, "dependencies", ())) for k, t in graph.items()}
-    # Dask's optimisations rename keys, so blocks are recognised by their object reference.
+    # Dask's optimisations rename keys and fuse blocks into tasks (as DataNodes inside a fused
+    # subgraph), so blocks are recognised by their object references wherever they are.
     nodes: dict[Key, str] = {}
     nbytes: dict[Key, int] = {}
+    inline: dict[Key, dict[str, int]] = {}
     for key, task in graph.items():
-        ref = getattr(task, "value", None)
-        ref_id = ref.hex() if isinstance(ref, ray.ObjectRef) else None
-        if ref_id is not None and ref_id in leaf_nodes:
-            nodes[key] = leaf_nodes[ref_id]
-            nbytes[key] = (leaf_bytes or {}).get(ref_id, 1)
+        for ref_id in _ref_ids(task, ray.ObjectRef):
+            if ref_id in leaf_nodes:
+                size = (leaf_bytes or {}).get(ref_id, 1)
+                if not deps[key] and getattr(task, "value", None) is not None:  # a block on its own
+                    nodes[key], nbytes[key] = leaf_nodes[ref_id], size
+                else:
+                    weights = inline.setdefault(key, {})
+                    weights[leaf_nodes[ref_id]] = weights.get(leaf_nodes[ref_id], 0) + size
     _follow_aliases(graph, deps, nodes, nbytes)
     placement = plan_placement(deps, nodes, nbytes)
+    for key, weights in inline.items():
+        for dep in deps[key]:
+            if dep in nodes:
+                weights[nodes[dep]] = weights.get(nodes[dep], 0) + nbytes.get(dep, 1)
+        placement[key] = min(weights, key=lambda n: (-weights[n], n))
     base = dict(ray_remote_args or {})
     layers: dict[str, MaterializedLayer] = {}
     names = {k: f"doreisa-task-{i}" for i, k in enumerate(graph)}
@@ -114,3 +124,22 @@ def _follow_aliases(
                 if target in nodes:
                     nodes[key], nbytes[key] = nodes[target], nbytes.get(target, 1)
                     changed = True
+
+
+def _ref_ids(obj: Any, ref_type: type, depth: int = 0) -> list[str]:
+    """Ids of the object references inside a task: its args, fused subgraphs, data nodes."""
+    if isinstance(obj, ref_type):
+        return [obj.hex()]  # type: ignore[attr-defined]
+    if depth > 8:
+        return []
+    children: list[Any] = []
+    if isinstance(obj, dict):
+        children = list(obj.values())  # pyright: ignore[reportUnknownArgumentType]
+    elif isinstance(obj, list | tuple):
+        children = list(obj)  # pyright: ignore[reportUnknownArgumentType]
+    else:
+        for attr in ("value", "args", "kwargs"):
+            child = getattr(obj, attr, None)
+            if child is not None and not callable(child):
+                children.append(child)
+    return [ref for child in children for ref in _ref_ids(child, ref_type, depth + 1)]
