@@ -55,12 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run",
         help="run the analytics of CONTRACT and, after --, the simulation under mpiexec",
-        usage="doreisa run CONTRACT --output DIR [--np N] [options] [-- COMMAND ...]",
+        usage="doreisa run CONTRACT [--output DIR] [--np N] [options] [-- COMMAND ...]",
         epilog="Without '-- COMMAND', waits for ranks started elsewhere with DOREISA_RUN_DIR set to --run-dir.",
     )
     p.add_argument("contract", metavar="CONTRACT")
     p.add_argument("--np", type=int, default=1, help="number of MPI ranks (default 1)")
-    p.add_argument("--output", required=True, metavar="DIR", help="where results.csv and summary.json go")
+    p.add_argument("--output", metavar="DIR", help="where results.csv and summary.json go (default: outputs.directory)")
     p.add_argument("--address", metavar="RAY_ADDRESS", help="join this Ray cluster instead of starting one")
     p.add_argument("--run-dir", metavar="DIR", help="rendezvous folder of the ranks (default: a new one in /tmp)")
     p.add_argument(

@@ -72,6 +72,10 @@ def _bind_one(spec: AnalyticSpec, registry: Registry, contract: Contract) -> Bou
     missing_params = sorted(p for p, has_default in entry.options.items() if not has_default and p not in spec.params)
     if missing_params:
         problems.append(f"{entry.name} needs params {missing_params}; add them under params:")
+    if entry.named:
+        unnamed = sorted({a for a in inputs.values() if contract.arrays[a].dims is None})
+        if unnamed:
+            raise AnalyticsError(f"{entry.name} is registered named=True but arrays {unnamed} have no dims")
     if "feedback" in entry.context and not contract.uses_feedback:
         raise AnalyticsError(
             f"{entry.name} takes 'feedback' but the contract's feedback channel is off; "

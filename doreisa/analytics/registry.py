@@ -38,6 +38,9 @@ class Analytic:
         Which of ``step, time, steps, times`` it accepts.
     options : dict
         Other keyword-only parameters, filled from the contract's ``params``; value: has a default.
+    named : bool
+        Receives ``xarray.DataArray`` objects with the contract's ``dims`` (and the selected
+        region's global indices as coordinates) instead of bare Dask arrays.
     """
 
     name: str
@@ -46,9 +49,10 @@ class Analytic:
     window: int = 1
     context: frozenset[str] = frozenset()
     options: dict[str, bool] = field(default_factory=dict[str, bool])
+    named: bool = False
 
 
-def inspect_analytic(fn: Callable[..., Any], name: str, window: int) -> Analytic:
+def inspect_analytic(fn: Callable[..., Any], name: str, window: int, named: bool = False) -> Analytic:
     """Check ``fn``'s signature and describe it as an :class:`Analytic`."""
     if not callable(fn):
         raise AnalyticsError(f"analytic {name!r}: {fn!r} is not callable")
@@ -74,7 +78,7 @@ def inspect_analytic(fn: Callable[..., Any], name: str, window: int) -> Analytic
         raise AnalyticsError(
             f"analytic {name!r} ({fn.__qualname__}) has no positional parameter; it needs one per array it reads"
         )
-    return Analytic(name, fn, tuple(inputs), window, frozenset(context), options)
+    return Analytic(name, fn, tuple(inputs), window, frozenset(context), options, named)
 
 
 class Registry:
@@ -86,9 +90,9 @@ class Registry:
     @overload
     def analytic(self, name: F, /) -> F: ...
     @overload
-    def analytic(self, name: str | None = None, /, *, window: int = 1) -> Callable[[F], F]: ...
+    def analytic(self, name: str | None = None, /, *, window: int = 1, named: bool = False) -> Callable[[F], F]: ...
 
-    def analytic(self, name: str | F | None = None, /, *, window: int = 1) -> F | Callable[[F], F]:
+    def analytic(self, name: str | F | None = None, /, *, window: int = 1, named: bool = False) -> F | Callable[[F], F]:
         """Register a function as an analytic (``@analytic`` or ``@analytic("name", window=2)``).
 
         Parameters
@@ -97,6 +101,8 @@ class Registry:
             Registered name; default: the function's ``__name__``.
         window : int
             Steps per call; with more than 1 each array parameter receives a list, oldest first.
+        named : bool
+            Pass ``xarray.DataArray`` objects with the contract's ``dims`` and region coordinates.
 
         Raises
         ------
@@ -113,7 +119,7 @@ class Registry:
                     f"analytic name {key!r} is already registered by {self._entries[key].fn.__qualname__}; "
                     "choose another name"
                 )
-            self._entries[key] = inspect_analytic(fn, key, window)
+            self._entries[key] = inspect_analytic(fn, key, window, named)
             return fn
 
         return decorator

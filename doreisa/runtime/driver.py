@@ -53,34 +53,46 @@ class ResultSink:
 
     FIELDS = ("analytic", "step", "time", "value", "file")
 
-    def __init__(self, directory: Path | None) -> None:
+    def __init__(
+        self, directory: Path | None, formats: tuple[str, ...] = ("csv", "npy"), *, keep: bool | None = None
+    ) -> None:
         self.directory = directory
+        self.keep = directory is None if keep is None else keep
+        #: Results by analytic and step, kept in memory only when nothing is written (tests, notebooks):
+        #: a long run writes them out instead of growing.
         self.values: dict[str, dict[int, Any]] = collections.defaultdict(dict)
+        self.count = 0
+        self.unsaved = 0  # array results with 'npy' left out of outputs.formats
+        self._npy = "npy" in formats
         self._file = None
         self._writer: Any = None
-        if directory is not None:
+        if directory is not None and "csv" in formats:
             directory.mkdir(parents=True, exist_ok=True)
             self._file = (directory / "results.csv").open("w", newline="")
             self._writer = csv.writer(self._file)
             self._writer.writerow(self.FIELDS)
 
     def record(self, analytic: str, step: int, time: float | None, value: Any) -> None:
-        """Keep ``value`` in memory and write it out."""
-        self.values[analytic][step] = value
-        if self._writer is None:
+        """Write ``value`` out (or keep it in memory when there is no output folder)."""
+        self.count += 1
+        if self.keep:
+            self.values[analytic][step] = value
+        if self.directory is None:
             return
         scalar, path = _scalar(value), ""
-        if scalar is None:
-            assert self.directory is not None
+        if scalar is None and not self._npy:
+            self.unsaved += 1
+        elif scalar is None:
             folder = self.directory / "arrays" / analytic
             folder.mkdir(parents=True, exist_ok=True)
             path = f"arrays/{analytic}/step_{step:08d}.npy"
             np.save(self.directory / path, np.asarray(value))
-        self._writer.writerow(
-            (analytic, step, "" if time is None else repr(time), "" if scalar is None else scalar, path)
-        )
-        assert self._file is not None
-        self._file.flush()
+        if self._writer is not None:
+            self._writer.writerow(
+                (analytic, step, "" if time is None else repr(time), "" if scalar is None else scalar, path)
+            )
+            assert self._file is not None
+            self._file.flush()
 
     def close(self) -> None:
         """Close the CSV file."""
@@ -270,7 +282,11 @@ class AnalyticsDriver:
     def _run(self, b: BoundAnalytic, step: int, feedback: Feedback) -> None:
         windows = {name: self._entries(name, step, b.window) or [] for name in set(b.arrays)}
         entries = windows[b.arrays[0]]
-        args = {name: [e.array for e in ws] if b.window > 1 else ws[0].array for name, ws in windows.items()}
+        wrap = self._named if b.analytic.named else (lambda name, array: array)
+        args = {
+            name: [wrap(name, e.array) for e in ws] if b.window > 1 else wrap(name, ws[0].array)
+            for name, ws in windows.items()
+        }
         steps, times = [e.step for e in entries], [e.time for e in entries]
         self.counts.calls += 1
         try:
@@ -282,6 +298,23 @@ class AnalyticsDriver:
             log.error("analytic %s failed at step %d: %s", b.label, step, failure.error)
             return
         self.sink.record(b.label, step, times[-1], value)
+
+    def _named(self, name: str, array: da.Array) -> Any:
+        """``array`` as an ``xarray.DataArray`` with the contract's dims; coordinates are the global
+        indices of the selected region (left out when a preprocess changed the shape)."""
+        import xarray as xr
+
+        spec = self.contract.arrays[name]
+        assert spec.dims is not None, "checked when binding"
+        dims = list(spec.dims)
+        if array.ndim > len(dims):  # e.g. the 'stats' preprocess adds a dimension
+            dims += [f"{name}_dim_{i}" for i in range(len(dims), array.ndim)]
+        coords = {}
+        if spec.preprocess is None or spec.preprocess.function == "cast":
+            coords = {
+                d: np.arange(start, stop, step) for d, (start, stop, step) in zip(dims, spec.region, strict=False)
+            }
+        return xr.DataArray(array, dims=dims, coords=coords, name=name)
 
     def _dispatch(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
         """The Dask ``get`` in force during :meth:`deliver`: this thread's analytic's scheduler."""

@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -51,7 +52,8 @@ def import_analytics(names: list[str]) -> None:
 
 
 def find_mpiexec(explicit: str | None) -> str:
-    """The MPI launcher: ``explicit``, else the one beside this Python (mpich wheel), else PATH."""
+    """The MPI launcher: ``explicit`` (may hold options: "mpirun --oversubscribe", "srun"), else the one
+    beside this Python (the mpich wheel), else PATH."""
     if explicit:
         return explicit
     beside = Path(sys.executable).parent / "mpiexec"
@@ -99,7 +101,7 @@ def run(
     contract_path: str,
     *,
     nranks: int,
-    output: str,
+    output: str | None,
     command: list[str],
     address: str | None = None,
     run_dir: str | None = None,
@@ -117,7 +119,10 @@ def run(
     contract = load_contract(contract_path)
     text = Path(contract_path).read_text()
     import_analytics(analytics or [])
-    out = Path(output)
+    where = output or contract.outputs.directory
+    if where is None:
+        raise DoreisaError("no output folder: pass --output DIR or set outputs.directory in the contract")
+    out = Path(where)
     out.mkdir(parents=True, exist_ok=True)
     (out / "contract.yaml").write_text(text)
     _prepare_ray_env()
@@ -136,7 +141,7 @@ def run(
     try:
         session.start()
         if command:
-            argv = [find_mpiexec(mpiexec), "-n", str(nranks), *command]
+            argv = [*shlex.split(find_mpiexec(mpiexec)), "-n", str(nranks), *command]
             proc = subprocess.Popen(argv, env={**os.environ, **session.env})
         else:
             print(
@@ -185,6 +190,8 @@ def _summary(session: Any, proc: subprocess.Popen[bytes] | None, error: str | No
         "steps_dropped": sum(s.get("dropped", 0) for s in state.closed.values()),
         "skipped": sorted({tuple(x) for s in state.closed.values() for x in s.get("skipped_steps", [])}),
         "analytic_calls": session.driver.counts.calls,
+        "results_recorded": session.sink.count,
+        "array_results_not_saved": session.sink.unsaved,
         "analytic_failures": failures,
         "steps_lost": state.lost_steps,
         "cadence_changes": [r for r in session.provenance.records if r["kind"] == "change"],

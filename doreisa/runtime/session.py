@@ -99,6 +99,8 @@ class Session:
         Results folder (``results.csv``); ``None`` keeps results in memory only.
     run_dir : path, optional
         Rendezvous folder for the ranks (node-local path, same on every node). Default: new.
+    keep_results : bool, optional
+        Keep every result in memory (``session.sink.values``); default: only without ``output``.
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class Session:
         registry: Registry = default_registry,
         output: str | os.PathLike[str] | None = None,
         run_dir: str | os.PathLike[str] | None = None,
+        keep_results: bool | None = None,
     ) -> None:
         self.contract = contract
         self.bound = bind_analytics(contract, registry)  # fail before starting anything
@@ -116,7 +119,9 @@ class Session:
         self._own_run_dir = run_dir is None
         self._text = contract_text
         self.state = RunState()
-        self.sink = ResultSink(Path(output) if output is not None else None)
+        self.sink = ResultSink(
+            Path(output) if output is not None else None, contract.outputs.formats, keep=keep_results
+        )
         self.provenance = Provenance(Path(output) if output is not None else None)
         self._head: Any = None
         self._nodes: list[Any] = []

@@ -16,6 +16,7 @@ import pytest
 
 from doreisa.analytics import Registry, bind_analytics, default_registry
 from doreisa.contract import parse_contract
+from doreisa.errors import AnalyticsError
 from doreisa.runtime.driver import AnalyticsDriver, ResultSink, to_dask
 
 RNG = np.random.default_rng(7)
@@ -43,7 +44,7 @@ def registry() -> Registry:
 
 @pytest.fixture
 def out(tmp_path: Path) -> Iterator[ResultSink]:
-    sink = ResultSink(tmp_path / "out")
+    sink = ResultSink(tmp_path / "out", keep=True)
     yield sink
     sink.close()
 
@@ -101,6 +102,21 @@ def test_sink_without_directory_keeps_values_in_memory() -> None:
     assert sink.values["m"] == {3: 2.5}
     np.testing.assert_array_equal(sink.values["h"][3], [0, 1, 2])
     sink.close()
+
+
+def test_sink_keeps_nothing_in_memory_when_it_writes(tmp_path: Path) -> None:
+    sink = ResultSink(tmp_path / "o")
+    sink.record("mean", 3, 0.5, 1.25)
+    sink.close()
+    assert dict(sink.values) == {} and sink.count == 1
+    assert (tmp_path / "o" / "results.csv").read_text().splitlines()[1] == "mean,3,0.5,1.25,"
+
+
+def test_formats_without_npy_counts_unsaved_arrays(tmp_path: Path) -> None:
+    sink = ResultSink(tmp_path / "o", ("csv",))
+    sink.record("hist", 0, None, np.arange(3))
+    sink.close()
+    assert sink.unsaved == 1 and not (tmp_path / "o" / "arrays").exists()
 
 
 def test_sink_writes_csv_and_npy(out: ResultSink) -> None:
@@ -341,3 +357,45 @@ def test_counting_scheduler_sees_an_eager_analytic(out: ResultSink, registry: Re
     driver.deliver(_step("a", 0))
     assert scheduler.calls == 2
     assert out.values["eager"][0] == pytest.approx(DATA[("a", 0)].sum() / DATA[("a", 0)].max())
+
+
+def test_named_analytic_gets_dims_and_region_coordinates(registry: Registry) -> None:
+    import xarray as xr
+
+    seen = {}
+
+    @registry.analytic("labelled", named=True)
+    def labelled(a: Any) -> Any:
+        seen["a"] = a
+        return a.sel(y=slice(4, 6)).sum()
+
+    text = """
+arrays:
+  a: {dtype: float64, shape: [8, 6], dims: [y, x], select: {y: {start: 2, step: 2}}}
+analytics:
+  - function: labelled
+    arrays: [a]
+"""
+    sink = ResultSink(None)
+    contract = parse_contract(text)
+    driver = AnalyticsDriver(contract, bind_analytics(contract, registry), sink=sink, scheduler=dask.get)
+    full = np.arange(48.0).reshape(8, 6)
+    region = full[2::2]  # rows 2, 4, 6 as one chunk
+    driver.deliver(
+        {"array": "a", "step": 0, "time": None, "chunks": [[3], [6]], "dtype": "float64", "blocks": {(0, 0): region}}
+    )
+    assert isinstance(seen["a"], xr.DataArray) and seen["a"].dims == ("y", "x")
+    assert list(seen["a"].coords["y"].values) == [2, 4, 6]
+    assert sink.values["labelled"][0] == full[[4, 6]].sum()
+
+
+def test_named_analytic_needs_dims(registry: Registry) -> None:
+    @registry.analytic("labelled", named=True)
+    def labelled(a: Any) -> Any:
+        return a
+
+    contract = parse_contract(
+        "arrays:\n  a: {dtype: float64, shape: [4]}\nanalytics:\n  - {function: labelled, arrays: [a]}\n"
+    )
+    with pytest.raises(AnalyticsError, match=r"named=True but arrays \['a'\] have no dims"):
+        bind_analytics(contract, registry)
