@@ -74,6 +74,8 @@ class ResultSink:
 
     def record(self, analytic: str, step: int, time: float | None, value: Any) -> None:
         """Write ``value`` out (or keep it in memory when there is no output folder)."""
+        if hasattr(value, "dims") and hasattr(value, "values"):  # an xarray result: keep its data
+            value = value.values
         self.count += 1
         if self.keep:
             self.values[analytic][step] = value

@@ -7,6 +7,7 @@ object store on the simulation's nodes; what it returns is computed there by Das
 from __future__ import annotations
 
 import dask.array as da
+import xarray as xr
 
 import doreisa
 
@@ -22,3 +23,9 @@ def max_heating_rate(temperature: list[da.Array], *, times: list[float]) -> da.A
     """Largest local heating rate between the two steps of the window (K per unit time)."""
     before, after = temperature
     return ((after - before) / (times[1] - times[0])).max()
+
+
+@doreisa.analytic("west_mean", named=True)
+def west_mean(temperature: xr.DataArray) -> xr.DataArray:
+    """Mean temperature of the western half, selected by coordinate (the contract names dims y, x)."""
+    return temperature.sel(x=slice(0, temperature.sizes["x"] // 2 - 1)).mean()

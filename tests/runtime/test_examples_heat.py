@@ -65,5 +65,13 @@ def test_main_demo_runs_and_plots(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ok"] and summary["steps_analysed"] == {"temperature": 4}
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert {r["analytic"] for r in rows} == {"mean_T", "max_T", "dTdt_mean", "max_dTdt", "hot_fraction", "T_histogram"}
+    assert {r["analytic"] for r in rows} == {
+        "mean_T",
+        "max_T",
+        "dTdt_mean",
+        "max_dTdt",
+        "west_mean",
+        "hot_fraction",
+        "T_histogram",
+    }
     assert (out / "timeseries.png").stat().st_size > 10_000
