@@ -20,6 +20,7 @@ class ArraySchedule:
         self.cadence = cadence
         self._next_time: float | None = None
         self._last: tuple[int, bool] | None = None
+        self._rephase = False
 
     def set_cadence(self, cadence: Cadence) -> None:
         """Follow ``cadence`` from the next decision on (feedback, triggers)."""
@@ -27,6 +28,7 @@ class ArraySchedule:
             self.cadence = cadence
             self._next_time = None
             self._last = None
+            self._rephase = True  # a time cadence keeps its phase: next multiple of T from now on
 
     def wanted(self, step: int, time: float | None) -> bool:
         """Is ``step`` (at simulation ``time``) on the cadence?"""
@@ -50,6 +52,9 @@ class ArraySchedule:
         tol = _TIME_EPS * max(1.0, abs(period))
         if time < c.start - tol or (c.stop is not None and time > c.stop + tol):
             return False
+        if self._next_time is None and self._rephase:
+            self._rephase = False
+            self._next_time = c.start + math.ceil((time - c.start - tol) / period) * period
         if self._next_time is not None and time < self._next_time - tol:
             return False
         self._next_time = c.start + (math.floor((time - c.start + tol) / period) + 1) * period

@@ -146,3 +146,55 @@ analytics:
     steering = [r for r in run.session.provenance.records if r["kind"] == "change"]
     assert [r["steering"]["last"] for r in steering] == list(range(0, 40, 5))
     assert all(r["step"] == r["decided_at"] + 3 for r in steering)
+
+
+def test_priority_decides_between_active_triggers(ray_cluster: Any) -> None:
+    text = f"""
+arrays:
+  field: {{dtype: float64, shape: [8, 8]}}
+cadence: {{every: 10}}
+monitors:
+  - {{array: field, reductions: [max]}}
+triggers:
+  - name: warm
+    when: max(field) > {BASE_MAX + 400}
+    action: {{cadence: {{every: 2}}}}
+    priority: 1
+  - name: hot
+    when: max(field) > {BASE_MAX + 1200}
+    action: {{cadence: {{every: 1}}}}
+    priority: 5
+timeouts: {{connect: 30, step: 30}}
+analytics:
+  - function: max
+    arrays: [field]
+"""
+    run = run_coupled(text, sim("--steps", "60", "--bump", "20:40:500", "--bump", "25:30:1000"), nranks=4)
+    assert run.returncode == 0, run.output
+    # warm from 21 (every 2), hot on top from 26 to 30 (every 1), warm again from 31, base from 41
+    assert sorted(run.values["max"]) == [0, 10, 20, 22, 24, 26, 27, 28, 29, 30, 32, 34, 36, 38, 40, 50]
+    changes = [(r["step"], r["triggers"]) for r in run.session.provenance.records if r["kind"] == "change"]
+    assert changes == [(21, {"warm": True}), (26, {"hot": True}), (31, {"hot": False}), (41, {"warm": False})]
+
+
+def test_triggers_work_with_a_simulation_time_cadence(ray_cluster: Any) -> None:
+    text = f"""
+arrays:
+  field: {{dtype: float64, shape: [8, 8]}}
+cadence: {{every_time: 2.0}}
+monitors:
+  - {{array: field, reductions: [max]}}
+triggers:
+  - name: bump
+    when: max(field) > {BASE_MAX + 400}
+    action: {{cadence: {{every_time: 0.5}}}}
+timeouts: {{connect: 30, step: 30}}
+analytics:
+  - function: max
+    arrays: [field]
+"""
+    # dt = 0.1: t = step / 10; the bump covers t in [3.0, 5.0)
+    run = run_coupled(text, sim("--steps", "90", "--dt", "0.1", "--bump", "30:50:500"), nranks=4)
+    assert run.returncode == 0, run.output
+    # every 2.0 of time: t = 0, 2; every 0.5 from step 31 (t = 3.5, 4.0, 4.5, 5.0); every 2.0 from 51: t = 6, 8
+    assert sorted(run.values["max"]) == [0, 20, 35, 40, 45, 50, 60, 80]
