@@ -71,6 +71,11 @@ class RankFeedback:
 
     # -- steps ---------------------------------------------------------------------------
 
+    @property
+    def step(self) -> int:
+        """The last step begun."""
+        return self._step
+
     def begin_step(self, step: int, time: float | None = None) -> None:
         """Called once per step, before any decision about it, on every rank alike."""
         if step <= self._step:

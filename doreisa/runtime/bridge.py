@@ -33,6 +33,7 @@ from doreisa.runtime.schedule import ArraySchedule
 log = logging.getLogger("doreisa.bridge")
 
 MAX_RING_SLOTS = 4
+SMALL_SLOT = 1 << 20
 
 
 @dataclass
@@ -76,6 +77,9 @@ class _Array:
     out_dtype: np.dtype[Any] | None = None
     ring: ShmRing | None = None
     free: set[int] = field(default_factory=set[int])
+
+    def __post_init__(self) -> None:
+        self.dtype = np.dtype(self.spec.dtype)
 
 
 class Bridge:
@@ -294,7 +298,7 @@ class Bridge:
     def _block_problem(self, state: _Array, block: Any) -> str | None:
         if not isinstance(block, np.ndarray):
             return f"block must be a numpy array, got {type(block).__name__}"
-        if block.dtype != np.dtype(state.spec.dtype):
+        if block.dtype != state.dtype:
             return f"block dtype is {block.dtype}; the contract says {state.spec.dtype}"
         if block.ndim != state.spec.ndim:
             return f"block is {block.ndim}-D; the contract's array is {state.spec.ndim}-D"
@@ -335,7 +339,7 @@ class Bridge:
         state.box, state.layout, state.plan = box, layout, layout.plans[self.rank]
         if state.plan is not None:
             shape = state.plan.shape
-            dtype = np.dtype(state.spec.dtype)
+            dtype = state.dtype
             if state.preprocess is not None:
                 shape, dtype = state.preprocess.shape_of(shape), state.preprocess.dtype_of(dtype)
             state.out_shape, state.out_dtype = shape, dtype
@@ -343,8 +347,12 @@ class Bridge:
     # -- data path ------------------------------------------------------------------------
 
     def _make_room(self, name: str, step: int) -> bool:
-        self._drain()
         policy = self.contract.backpressure
+        state = self._arrays[name]
+        # Credits only grow while unread, so stale counts that show room are right: read the socket
+        # only when they show none (at most every MAX_RING_SLOTS copies, when the slots run out).
+        if not (len(self._in_flight) < policy.max_in_flight and (state.free or state.ring is None)):
+            self._drain()
         if self._detached is not None and policy.policy == "block":
             self.stats.dropped += 1
             return False
@@ -399,8 +407,11 @@ class Bridge:
 
     def _open_ring(self, state: _Array) -> None:
         assert state.out_dtype is not None and state.layout is not None
-        slots = min(self.contract.backpressure.max_in_flight, MAX_RING_SLOTS)
         size = slot_bytes(int(np.prod(state.out_shape)) * state.out_dtype.itemsize)
+        # small blocks get more slots (they cost nothing), so a busy node actor rarely makes a rank wait
+        slots = min(
+            self.contract.backpressure.max_in_flight, MAX_RING_SLOTS if size > SMALL_SLOT else 4 * MAX_RING_SLOTS
+        )
         base = _names.SHM_DIR if os.path.isdir(_names.SHM_DIR) else str(self.run_dir)
         path = os.path.join(base, f"{_names.SHM_PREFIX}{self.run_dir.name}-{self.rank}-{state.name}")
         state.ring = ShmRing(path, slots, size, create=True)
@@ -464,6 +475,8 @@ class Bridge:
             self._drain()
 
     def _begin_step(self, step: int, time: float | None = None) -> None:
+        if self._steer.active and self.rank == 0 and step > self._steer.step:
+            self._drain()  # rank 0 broadcasts the decisions it has received
         try:
             self._steer.begin_step(step, time)
         except BridgeError as exc:
