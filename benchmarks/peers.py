@@ -1,0 +1,99 @@
+"""The peer baselines (doreisa 0.3.4 and deisa-ray 0.1.8), run in the same benchmark run.
+
+The peers' scripts live in ``shared/peers`` beside the repository and run in their own
+Python 3.12 venvs (``$PEERS``, default ``~/peers``). Nothing of them is copied here: this
+module only invokes them with ``--json`` and reads what they write.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench_common import med
+
+REPO = Path(__file__).resolve().parent.parent
+PEERS_DIR = Path(os.environ.get("DOREISA_PEER_SCRIPTS", REPO.parent / "shared" / "peers"))
+VENVS = Path(os.environ.get("PEERS", Path.home() / "peers"))
+
+PEERS = {
+    "doreisa-0.3.4": ("doreisa", "bench_doreisa.py"),
+    "deisa-ray-0.1.8": ("deisaray", "bench_deisaray.py"),
+}
+
+SETUP = """\
+PY="env PYENV_VERSION=3.12.1 python3.12"   # CPython 3.12
+PEERS={venvs}
+$PY -m venv $PEERS/doreisa
+$PEERS/doreisa/bin/pip install --upgrade pip
+$PEERS/doreisa/bin/pip install "doreisa==0.3.4" "ray[default]==2.46.0" "pandas==2.2.3" "pyarrow==20.0.0"
+$PY -m venv $PEERS/deisaray
+$PEERS/deisaray/bin/pip install --upgrade pip
+$PEERS/deisaray/bin/pip install deisa-ray==0.1.8
+$PEERS/deisaray/bin/pip install mpich"""
+
+#: The scenarios of shared/peers/README.md's headline table that the comparisons need.
+SCENARIOS = {
+    "dense-C256": ["--chunk", "256"],
+    "dense-C16": ["--chunk", "16"],
+    "sparse-C256": ["--chunk", "256", "--every", "10"],
+}
+
+
+def python_of(peer: str) -> Path:
+    """The interpreter of a peer's venv."""
+    return VENVS / PEERS[peer][0] / "bin" / "python"
+
+
+def missing() -> list[str]:
+    """Peers whose venv or script is not there."""
+    return [p for p, (_, script) in PEERS.items() if not python_of(p).exists() or not (PEERS_DIR / script).exists()]
+
+
+def setup_help() -> str:
+    """What to run to create the peers' venvs (shared/peers/README.md)."""
+    return SETUP.format(venvs=VENVS)
+
+
+def run_peer(peer: str, scenario: str, *, ranks: int = 4, iterations: int = 100, timeout: int = 170) -> dict[str, Any]:
+    """One run of a peer's script; its JSON record (``status`` says whether it worked)."""
+    script = PEERS_DIR / PEERS[peer][1]
+    with tempfile.TemporaryDirectory(prefix="dbench-peer-") as tmp:
+        out = Path(tmp) / "result.jsonl"
+        argv = [str(python_of(peer)), str(script), "--ranks", str(ranks), "--iterations", str(iterations)]
+        argv += [*SCENARIOS[scenario], "--timeout", str(timeout), "--json", str(out), "--label", scenario]
+        proc = subprocess.Popen(
+            argv, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
+        try:
+            log, _ = proc.communicate(timeout=timeout + 60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the group of the child we started, by its id
+            log, _ = proc.communicate()
+        lines = out.read_text().splitlines() if out.exists() else []
+    if not lines:
+        return {"status": "error", "error": f"no result (exit {proc.returncode}): {log[-1500:]}"}
+    return json.loads(lines[-1])
+
+
+def service_ms(record: dict[str, Any], warmup: int = 10) -> float | None:
+    """Median per-step analytics service time from a peer's raw timeline.
+
+    For each callback t: end(t) - max(end(t-1), rank 0's send start of t). With a backlog
+    (deisa-ray) this is the callback period; when the analytics wait for data it is the
+    time from the data to the end of the callback. Same definition as ours.
+    """
+    raw = record.get("raw") or {}
+    callbacks = sorted(raw.get("callbacks") or [])
+    starts = raw.get("rank0_send_start") or []
+    out = []
+    for (_, _, prev_end, _), (t, _, end, _) in itertools.pairwise(callbacks):
+        if t >= warmup and t < len(starts):
+            out.append(end - max(prev_end, starts[t]))
+    return 1e3 * med(out) if out else None

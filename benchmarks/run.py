@@ -1,0 +1,177 @@
+"""doreisa's benchmark suite (GitHub issue #6): ``make bench`` / ``make bench-quick``.
+
+Writes ``benchmarks/results/latest.json`` (one entry per figure), ``latest.md`` and PNG
+plots. See ``benchmarks/README.md`` for what each metric means and what limits it.
+
+    .venv/bin/python benchmarks/run.py --quick            # a few minutes, no peers
+    .venv/bin/python benchmarks/run.py --quick --peers    # + the peers' 6 runs
+    .venv/bin/python benchmarks/run.py                    # full: more steps, 8/16 ranks, peers
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Before anything imports ray: the loopback trap (shared/RELIABILITY.md).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import comparisons
+import peers
+import report
+from bench_common import CpuMeter, Entry, loadavg, recv_one_strands_messages
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Config:
+    """How much of each benchmark to run."""
+
+    name: str
+    skip_calls: int
+    copy_reps: int
+    copy_budget_bytes: float
+    step_ranks: tuple[int, ...]
+    step_chunks: tuple[int, ...]
+    step_steps: int
+    step_sleep: float
+    memory_steps: int
+
+
+QUICK = Config("quick", 100_000, 100, 3e8, (1, 2, 4), (16, 256), 30, 0.1, 300)
+FULL = Config("full", 300_000, 300, 1e9, (1, 2, 4, 8, 16), (16, 256), 100, 0.1, 2000)
+
+
+class Suite:
+    """Runs the sections one after the other; a failing section becomes a missing entry."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.entries: list[Entry] = []
+        self.raw: dict[str, Any] = {}
+        self.log: list[str] = []
+
+    def section(self, name: str, fn: Callable[[], list[Entry]], missing: list[str]) -> None:
+        """Run ``fn``; record its entries with the foreign CPU share measured around it."""
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        meter, started = CpuMeter(), time.monotonic()
+        try:
+            entries = fn()
+        except Exception as exc:
+            traceback.print_exc()
+            note = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
+            entries = [Entry(metric, None, "", notes=note) for metric in missing]
+        foreign = meter.foreign()
+        for entry in entries:
+            entry.params.setdefault("foreign_cpu", round(foreign, 3))
+        self.entries += entries
+        self.log.append(f"{name}: {time.monotonic() - started:.0f} s, foreign CPU {100 * foreign:.0f} %")
+        print(f"[bench] {self.log[-1]}", file=sys.stderr, flush=True)
+
+
+def start_ray() -> str:
+    """A private Ray on this machine (127.0.0.1, own temp dir); returns the temp dir."""
+    from doreisa.runtime.session import start_ray as start
+
+    temp_dir = tempfile.mkdtemp(prefix="dbench-", dir="/tmp")
+    start(None, temp_dir=temp_dir, object_store_memory=2 << 30)
+    return temp_dir
+
+
+def ours(suite: Suite, profile: bool) -> None:
+    """Every doreisa benchmark, on one private Ray instance."""
+    import ray
+    import sections
+
+    cfg = suite.config
+    temp_dir = start_ray()
+    try:
+        suite.section("publish_skip", lambda: sections.publish_skip(cfg, suite.raw, profile), ["publish_skip_us"])
+        suite.section("publish_copy", lambda: sections.publish_copy(cfg, suite.raw, profile), ["publish_copy_ratio"])
+        suite.section("step_overhead", lambda: sections.step_overhead(cfg, suite.raw), ["step_overhead_ms"])
+        suite.section("peer_scenarios", lambda: sections.peer_scenarios(suite.raw), ["peer_scenarios"])
+        suite.section("memory", lambda: sections.memory(cfg, suite.raw), ["memory_growth_mb"])
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def run_peers(suite: Suite) -> list[Entry]:
+    """The peers' scenarios, each once; then our figures as ratios to theirs."""
+    gone = peers.missing()
+    if gone:
+        print(f"[bench] peers not set up ({', '.join(gone)}); create their venvs with:", file=sys.stderr)
+        print(peers.setup_help(), file=sys.stderr)
+    records: dict[tuple[str, str], dict[str, Any]] = {}
+    for peer in peers.PEERS:
+        if peer in gone:
+            continue
+        for scenario in peers.SCENARIOS:
+            print(f"[bench] peer {peer} {scenario} ...", file=sys.stderr, flush=True)
+            started = time.monotonic()
+            records[(peer, scenario)] = rec = peers.run_peer(peer, scenario)
+            print(
+                f"[bench] peer {peer} {scenario}: {rec.get('status')} in {time.monotonic() - started:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+    suite.raw["peers"] = {f"{p}/{s}": comparisons.slim(r) for (p, s), r in records.items()}
+    return comparisons.entries(suite.raw.get("peer_scenarios"), records, missing=gone)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller runs (a few minutes); no peers unless --peers")
+    parser.add_argument("--peers", action=argparse.BooleanOptionalAction, default=None, help="run the peer baselines")
+    parser.add_argument("--profile", action="store_true", help="add cProfile output of publish to the results")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    config = QUICK if args.quick else FULL
+    with_peers = args.peers if args.peers is not None else not args.quick
+    suite = Suite(config)
+    meter, started, load_before = CpuMeter(), time.monotonic(), loadavg()
+    ours(suite, args.profile)
+    if with_peers:
+        suite.section("peers", lambda: run_peers(suite), [])
+    else:
+        suite.entries += comparisons.entries(suite.raw.get("peer_scenarios"), {}, missing=["not run (--peers)"])
+    meta = {
+        "mode": config.name,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "wall_s": round(time.monotonic() - started, 1),
+        "foreign_cpu": round(meter.foreign(), 3),
+        "loadavg_before": load_before,
+        "loadavg_after": loadavg(),
+        "cores": os.cpu_count(),
+        "sections": suite.log,
+        "peers": "run" if with_peers else "not run",
+        "recv_one_workaround": recv_one_strands_messages() and not os.environ.get("DOREISA_BENCH_NO_WORKAROUND"),
+    }
+    paths = report.write(args.output, [judged_entry(e) for e in suite.entries], suite.raw, meta)
+    print(report.table(suite.entries), file=sys.stderr)
+    print(f"[bench] wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    return 0
+
+
+def judged_entry(entry: Entry) -> Entry:
+    """Entries arrive judged; this only rounds numbers for the report."""
+    for key in ("value", "reference", "ratio"):
+        value = getattr(entry, key)
+        if isinstance(value, float):
+            setattr(entry, key, float(f"{value:.4g}"))
+    return entry
+
+
+if __name__ == "__main__":
+    sys.exit(main())

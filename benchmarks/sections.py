@@ -1,0 +1,197 @@
+"""Each doreisa benchmark as report entries (needs the Ray that ``run.py`` started)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import scenarios
+from bench_common import Entry, judged
+
+SKIP_TARGET_US = 2.0
+COPY_TARGET = 2.0
+MEMORY_TARGET_MB = 20.0
+SLOPE_TARGET = 5.0  # MB per 1000 steps
+#: The scenario of shared/peers/README.md: 4 ranks, 100 steps, one C x C block per rank.
+PEER_RANKS, PEER_STEPS = 4, 100
+#: Like deisa-ray 0.1.8, the simulation never waits for the analytics (only for a free ring slot).
+NO_BACKPRESSURE = 1000
+
+
+def publish_skip(cfg: Any, raw: dict[str, Any], profile: bool) -> list[Entry]:
+    out = scenarios.publish_skip(calls=cfg.skip_calls, profile=profile)
+    raw["publish_skip"] = out
+    entry = Entry(
+        "publish_skip_us",
+        (out["single_ns_median"] - out["timer_ns_median"]) / 1e3,
+        "us",
+        reference=SKIP_TARGET_US,
+        target=f"<= {SKIP_TARGET_US:g} us",
+        params={
+            "calls": out["calls"],
+            "single_call_p90_us": round(out["single_ns_p90"] / 1e3, 3),
+            "timer_us": round(out["timer_ns_median"] / 1e3, 3),
+            "batch_median_us": round(out["batch_ns_median"] / 1e3, 3),
+            "batch_min_us": round(out["batch_ns_min"] / 1e3, 3),
+        },
+        notes="median of single timed calls minus the timer's own cost; one rank under mpiexec -n 1 with a live "
+        "Session. batch_*: per call in batches of 1000 (a batch of ms is often preempted on a shared machine)",
+    )
+    return [judged(entry, at_most=SKIP_TARGET_US)]
+
+
+def publish_copy(cfg: Any, raw: dict[str, Any], profile: bool) -> list[Entry]:
+    out = scenarios.publish_copy(reps=cfg.copy_reps, budget_bytes=cfg.copy_budget_bytes, profile=profile)
+    raw["publish_copy"] = out
+    entries = []
+    penalty = out.get("cold_penalty", {})
+    for name in scenarios.COPY_SIZES:
+        r = out[name]
+        t, w = r["median_ns"], r["warm_median_ns"]
+        params = {
+            "block_bytes": r["nbytes"],
+            "publish_us": round(t["publish"] / 1e3, 2),
+            "copyto_us": round(t["copyto"] / 1e3, 2),
+            "copy_us": round(t["copy"] / 1e3, 2),
+            "warm_publish_us": round(w["publish"] / 1e3, 2),
+            "warm_copyto_us": round(w["copyto"] / 1e3, 2),
+            "warm_ratio_memcpy": round(w["publish"] / w["copyto"], 3),
+            "reps": r["reps"],
+            "slow_publishes": r["slow_publishes"],
+            "machine_cold_penalty_us": {k: round(v, 1) for k, v in penalty.items()},
+        }
+        big = r["nbytes"] >= 1 << 20
+        memcpy = Entry(
+            "publish_copy_ratio_memcpy",
+            t["publish"] / t["copyto"],
+            "x",
+            reference=COPY_TARGET if big else None,
+            target=f"<= {COPY_TARGET:g} (>= 1 MB)" if big else "none below 1 MB",
+            params=params,
+            notes=f"publish(wanted) / np.copyto into a preallocated array, {_size(r['nbytes'])}: first call of "
+            "interleaved bursts (medians); warm_ratio_memcpy: the later calls of the bursts",
+        )
+        entries.append(judged(memcpy, at_most=COPY_TARGET if big else None))
+        entries.append(
+            Entry(
+                "publish_copy_ratio_copy",
+                t["publish"] / t["copy"],
+                "x",
+                params={"block_bytes": r["nbytes"], "warm_ratio_copy": round(w["publish"] / w["copy"], 3)},
+                notes=f"publish(wanted) / block.copy(), {_size(r['nbytes'])}",
+            )
+        )
+    return entries
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes >> 20} MiB" if nbytes >= 1 << 20 else f"{nbytes >> 10} KiB"
+
+
+def step_overhead(cfg: Any, raw: dict[str, Any]) -> list[Entry]:
+    entries: list[Entry] = []
+    raw["step_overhead"] = runs = {}
+    for chunk in cfg.step_chunks:
+        for ranks in cfg.step_ranks:
+            s = scenarios.stepped(ranks=ranks, chunk=chunk, steps=cfg.step_steps, sleep=cfg.step_sleep)
+            runs[f"R{ranks}-C{chunk}"] = s
+            params = {
+                "ranks": ranks,
+                "block": f"{chunk}x{chunk}",
+                "steps": cfg.step_steps,
+                "sleep_s": cfg.step_sleep,
+                "oversubscribed": ranks > 2,
+            }
+            lat = s["latency_ms"]
+            check = f"wrong values {s['wrong_values']}, missing results {s['missing_results']}"
+            entries += [
+                Entry(
+                    "step_overhead_ms",
+                    lat["median"],
+                    "ms",
+                    params={**params, "p90_ms": round(lat["p90"], 2), "n": lat["n"]},
+                    notes=f"last block published -> mean recorded; paced steps; {check}",
+                ),
+                Entry(
+                    "step_publish_us",
+                    s["publish_us"]["median"],
+                    "us",
+                    params={**params, "p90_us": round(s["publish_us"]["p90"], 1)},
+                    notes="simulation time blocked in publish per wanted step (median over ranks and steps)",
+                ),
+                Entry(
+                    "step_sim_cost_us",
+                    s["step_us"]["mean"],
+                    "us",
+                    params=dict(params),
+                    notes="mean cost of one simulation step: fill the block + publish",
+                ),
+            ]
+    return entries
+
+
+def peer_scenarios(raw: dict[str, Any]) -> list[Entry]:
+    """Our runs of the peers' scenarios (compared in comparisons.py once the peers ran)."""
+    runs: dict[str, Any] = {}
+    common = {"ranks": PEER_RANKS, "steps": PEER_STEPS}
+    runs["dense-C256"] = scenarios.stepped(**common, chunk=256, in_flight=NO_BACKPRESSURE)
+    runs["dense-C16"] = scenarios.stepped(**common, chunk=16, in_flight=NO_BACKPRESSURE)
+    runs["sparse-C256"] = scenarios.stepped(**common, chunk=256, every=10, in_flight=NO_BACKPRESSURE)
+    runs["dense-C256-default-backpressure"] = scenarios.stepped(**common, chunk=256)
+    raw["peer_scenarios"] = runs
+    d = runs["dense-C256-default-backpressure"]
+    return [
+        Entry(
+            "sim_blocked_default_backpressure_ms",
+            d["publish_us"]["median"] / 1e3,
+            "ms",
+            params={**common, "block": "256x256", "max_in_flight": 4},
+            notes="publish per wanted step with the default backpressure (the simulation waits for the analytics)",
+        )
+    ]
+
+
+def memory(cfg: Any, raw: dict[str, Any]) -> list[Entry]:
+    sampler = scenarios.MemorySampler(period=0.25)
+    steps = cfg.memory_steps
+    s = scenarios.stepped(ranks=2, chunk=32, steps=steps, sampler=sampler)
+    growth = scenarios.memory_growth(sampler, steps)
+    raw["memory"] = {"samples": sampler.samples, "store": sampler.store, "growth": growth, "run": s}
+    params = {
+        "steps": steps,
+        "ranks": 2,
+        "block": "32x32",
+        **{f"{k}_mb": {kk: round(vv, 1) for kk, vv in growth[k].items()} for k in ("driver", "node", "head")},
+        "store_hwm_mb": {k: round(v, 1) for k, v in growth["store_hwm"].items()},
+        "samples": len(sampler.samples),
+    }
+    rss = Entry(
+        "memory_growth_mb",
+        growth["total_rss_growth"],
+        "MB",
+        reference=MEMORY_TARGET_MB,
+        target=f"flat: <= {MEMORY_TARGET_MB:g} MB",
+        params=params,
+        notes="RSS of driver + node actor + head actor, late (last 15 % of steps) minus early (20-30 %)",
+    )
+    store = Entry(
+        "object_store_growth_mib",
+        growth["store"]["growth"],
+        "MiB",
+        target="flat: <= 1 MiB",
+        params={
+            "steps": steps,
+            **{k: round(v, 1) for k, v in growth["store"].items()},
+            "store_hwm_growth_mb": round(growth["store_hwm"]["growth"], 1),
+        },
+        notes="object store in use (Ray memory summary), late minus early; store_hwm: tmpfs pages of the store",
+    )
+    slope = Entry(
+        "memory_slope_mb_per_1000_steps",
+        growth["slope_mb_per_1000_steps"],
+        "MB/1000 steps",
+        reference=SLOPE_TARGET,
+        target=f"flat: <= {SLOPE_TARGET:g}",
+        params={"steps": steps, "ranks": 2, "block": "32x32"},
+        notes="least-squares slope of driver + node + head RSS over the second half of the steps",
+    )
+    return [judged(rss, at_most=MEMORY_TARGET_MB), judged(slope, at_most=SLOPE_TARGET), judged(store, at_most=1.0)]
