@@ -65,6 +65,7 @@ class RankFeedback:
         self._step_triggers = TriggerMachine(contract, sorted(reads_nothing))
         self._sim_triggers = TriggerMachine(contract, [n for n in in_sim if n not in reads_nothing])
         self._monitors = {name: [m for m in contract.monitors if m.array == name] for name in contract.arrays}
+        self._idle = not (self.active or contract.triggers or contract.monitors)
         self._sim_seq = 0
         self.values: dict[tuple[str, str], float] = {}
         self.applied = 0
@@ -81,10 +82,13 @@ class RankFeedback:
         if step <= self._step:
             return
         self._step = step
-        self._evaluate(self._step_triggers, step, time)
         if self._first_step is None:
             self._first_step = step
-        local = [d for d in self._queue if d.get("local")]
+        if self._idle:  # nothing can change the cadence: the unwanted-step path stays a few attribute reads
+            return
+        if self._step_triggers.active:
+            self._evaluate(self._step_triggers, step, time)
+        local = [d for d in self._queue if d.get("local")] if self._queue else []
         if local:
             self._queue = [d for d in self._queue if not d.get("local")]
             for decision in local:
@@ -159,6 +163,8 @@ class RankFeedback:
         time: float | None,
     ) -> None:
         """Reduce this rank's block for the monitors of ``name`` due at ``step`` (collective)."""
+        if not self._monitors[name]:
+            return
         monitors = [m for m in self._monitors.get(name, ()) if step % m.every == 0]
         if not monitors:
             return

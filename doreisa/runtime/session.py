@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import os
@@ -67,6 +68,20 @@ def start_ray(
     )
 
 
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """Cap glibc's malloc arenas in this process (the analytics driver).
+
+    ``ray_dask_get`` submits tasks from a thread pool, and glibc gives each thread its own
+    arena that never shrinks: the driver grew ~60 MB per 1,000 analysed steps (benchmarks).
+    Same as ``MALLOC_ARENA_MAX``, set at run time. Returns False where it is unavailable.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-8, arenas))  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        return False
+
+
 def _on(node: dict[str, Any]) -> NodeAffinitySchedulingStrategy:
     return NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
 
@@ -115,6 +130,7 @@ class Session:
     ) -> None:
         self.contract = contract
         self.bound = bind_analytics(contract, registry)  # fail before starting anything
+        limit_malloc_arenas()
         self.run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="doreisa-", dir="/tmp"))
         self._own_run_dir = run_dir is None
         self._text = contract_text
