@@ -183,6 +183,10 @@ class NodeServer:
             self._ingest(conn, message, batch)
         elif kind == "ring":
             ring = ShmRing(message["path"], message["slots"], message["slot_size"], create=False)
+            # Both sides have it mapped: remove the name now, so that nothing is left in /dev/shm
+            # even if the rank or this actor dies without cleaning up.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(message["path"])
             conn.rings[message["a"]] = _Ring(
                 ring, tuple(message["shape"]), np.dtype(message["dtype"]), message["chunks"], message["n"]
             )

@@ -203,13 +203,13 @@ def test_time_cadence(rig_bridge: MakeRig) -> None:
     assert [(b["step"], b["time"]) for b in rig.blocks()] == [(0, 0.0), (2, 0.6), (4, 1.2)]
 
 
-def test_close_returns_counts_and_unlinks_the_ring(rig_bridge: MakeRig) -> None:
+def test_close_returns_counts_and_no_ring_file_is_left(rig_bridge: MakeRig) -> None:
     rig, bridge = rig_bridge(_contract("{every: 2}"))
     path = _ring_path(rig.run_dir)
     assert not os.path.exists(path)
     for step in range(5):
         rig.publish(bridge, "field", _data(step), step=step)
-    assert os.path.exists(path)
+    assert not os.path.exists(path), "the node removes the name once both sides have the ring mapped"
     stats = rig.finish(bridge)
     assert not os.path.exists(path)
     assert {k: stats[k] for k in ("calls", "published", "bytes_copied", "skipped", "dropped", "not_selected")} == {
