@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,14 @@ def where_registry(seen: dict[str, list[Any]]) -> Registry:
     @registry.analytic("where")
     def where(x: Any) -> Any:
         refs = [v for v in dict(x.dask).values() if isinstance(v, ray.ObjectRef)]
-        # in transit, a block may still be on its way; fetch_local=False: do not pull a copy to the driver
-        ray.wait(refs, num_returns=len(refs), timeout=30, fetch_local=False)
-        locations = ray.experimental.get_object_locations(refs)
+        # in transit, a block may still be on its way: poll its locations (no ray.wait on borrowed
+        # references here: a Ray abort was seen after ray.wait(fetch_local=False) in CI-like runs)
+        deadline = time.monotonic() + 30
+        while True:
+            locations = ray.experimental.get_object_locations(refs)
+            if all(loc["node_ids"] for loc in locations.values()) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         seen["blocks"].extend(tuple(loc["node_ids"]) for loc in locations.values())
 
         def node_of(block: np.ndarray) -> np.ndarray:
