@@ -1,145 +1,254 @@
-"""Locality-aware Dask-on-Ray: a task that reads blocks runs on the node that holds them.
+"""Dask-on-Ray by node: each node runs its part of the graph as one Ray task, next to its blocks.
 
-Ray's own locality-aware scheduling is a preference: when the node holding a block has no
-free CPU, the task may run elsewhere and pull the whole block over the network. doreisa
-knows where every block lives (the node actor that owns it), so it places each task that
-reads blocks directly on the node holding most of the bytes it reads, with a *soft* node
-affinity (if that node is gone, Ray runs it elsewhere; derived data is never hard-pinned).
-Other tasks (reductions of reductions, ...) are left to Ray.
+Ray's stock ``ray_dask_get`` (what doreisa 0.3 and deisa-ray use) submits one Ray task per
+Dask task from the driver, and lets Ray's locality preference decide where it runs: when the
+node holding a block is busy, the task may run elsewhere and pull the whole block.
+doreisa knows where every block lives (the node actor that owns it), so
+:func:`partitioned_get` cuts the graph with :func:`doreisa.runtime.partition.partition` and
+submits one Ray task per (node, round) part, with a *soft* affinity to that node (if the
+node is gone, Ray runs it elsewhere; derived data is never hard-pinned). Inside, the part's
+tasks run one after the other, like Dask's synchronous scheduler; intermediate results that
+no other part reads never become Ray objects.
 
-:func:`plan_placement` is pure and tested without Ray; :func:`locality_get` is the Dask
-``get`` function.
+A reduction of 1,000 blocks on 16 nodes costs about 20 Ray tasks instead of more than 1,000.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+import copy as copy_module
+import functools
+from collections.abc import Hashable, Mapping, MutableMapping
 from typing import Any
 
+from doreisa.runtime.partition import Part, partition
+
 Key = Hashable
+_DEPTH = 16  # fused subgraphs nest Task -> DataNode -> dict -> Task -> ...
+_KEEP = object()
+_ATOMS = frozenset({int, float, str, bytes, bool, type(None), slice})
 
 
-def plan_placement(
-    dependencies: Mapping[Key, frozenset[Key]],
-    leaf_nodes: Mapping[Key, str],
-    leaf_bytes: Mapping[Key, int],
-) -> dict[Key, str]:
-    """Node of each task that reads blocks directly.
-
-    Parameters
-    ----------
-    dependencies : mapping
-        For each task key, the keys it reads.
-    leaf_nodes : mapping
-        For each block (graph key), the node that holds it.
-    leaf_bytes : mapping
-        For each block (graph key), its size (missing: 1).
-
-    Returns
-    -------
-    dict
-        Task key -> node, for tasks with at least one block among their inputs.
-    """
-    placement: dict[Key, str] = {}
-    for key, deps in dependencies.items():
-        weight: dict[str, int] = {}
-        for dep in deps:
-            node = leaf_nodes.get(dep)
-            if node is not None:
-                weight[node] = weight.get(node, 0) + leaf_bytes.get(dep, 1)
-        if weight:
-            # heaviest node; ties go to the smallest node id so that every run decides alike
-            placement[key] = min(weight, key=lambda n: (-weight[n], n))
-    return placement
-
-
-def locality_get(
+def partitioned_get(
     dsk: Any,
     keys: Any,
     *,
     leaf_nodes: Mapping[str, str],
     leaf_bytes: Mapping[str, int] | None = None,
     ray_remote_args: Mapping[str, Any] | None = None,
+    record: MutableMapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> Any:
-    """Dask ``get``: ``ray.util.dask.ray_dask_get`` with tasks placed next to their blocks.
+    """Dask ``get`` that runs each node's part of the graph as one Ray task on that node.
 
-    ``leaf_nodes`` and ``leaf_bytes`` are keyed by the blocks' object reference ids (``ref.hex()``).
+    Parameters
+    ----------
+    dsk, keys
+        What Dask passes to a scheduler.
+    leaf_nodes, leaf_bytes : mapping
+        Node and size of each block, keyed by its object reference id (``ref.hex()``).
+    ray_remote_args : mapping, optional
+        Options of every Ray task (e.g. the analytics nodes' resource, in transit).
+    record : mutable mapping, optional
+        Receives ``tasks`` (Dask tasks), ``parts`` (Ray tasks), ``nodes`` and
+        ``moved_bytes`` (bytes of the parts' results copied to another node's store).
     """
     import ray
-    from dask._task_spec import convert_legacy_graph
-    from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
-    from ray.util.dask import ray_dask_get
+    from dask._task_spec import Alias, DataNode, convert_legacy_graph
+    from dask.core import flatten
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     if not isinstance(dsk, Mapping):
         dsk = dsk.__dask_graph__()
     graph = convert_legacy_graph(dict(dsk))
-    deps = {k: frozenset(getattr(t, "dependencies", ())) for k, t in graph.items()}
-    # Dask's optimisations rename keys and fuse blocks into tasks (as DataNodes inside a fused
-    # subgraph), so blocks are recognised by their object references wherever they are.
-    nodes: dict[Key, str] = {}
-    nbytes: dict[Key, int] = {}
+    leaves: dict[Key, Any] = {}  # block key -> its object reference
+    for key, task in graph.items():
+        if isinstance(task, DataNode) and isinstance(task.value, ray.ObjectRef):
+            leaves[key] = task.value
+    _follow_aliases(graph, leaves, Alias)
+    tasks = {key: task for key, task in graph.items() if key not in leaves}
+    sizes = leaf_bytes or {}
+    embedded = {key: _refs(task, ray.ObjectRef) for key, task in tasks.items()}  # blocks Dask fused in
     inline: dict[Key, dict[str, int]] = {}
-    for key, task in graph.items():
-        for ref_id in _ref_ids(task, ray.ObjectRef):
-            if ref_id in leaf_nodes:
-                size = (leaf_bytes or {}).get(ref_id, 1)
-                if not deps[key] and getattr(task, "value", None) is not None:  # a block on its own
-                    nodes[key], nbytes[key] = leaf_nodes[ref_id], size
-                else:
-                    weights = inline.setdefault(key, {})
-                    weights[leaf_nodes[ref_id]] = weights.get(leaf_nodes[ref_id], 0) + size
-    _follow_aliases(graph, deps, nodes, nbytes)
-    placement = plan_placement(deps, nodes, nbytes)
-    for key, weights in inline.items():
-        for dep in deps[key]:
-            if dep in nodes:
-                weights[nodes[dep]] = weights.get(nodes[dep], 0) + nbytes.get(dep, 1)
-        placement[key] = min(weights, key=lambda n: (-weights[n], n))
+    for key, found in embedded.items():
+        for ref in found:
+            if (where := leaf_nodes.get(ref.hex())) is not None:
+                weights = inline.setdefault(key, {})
+                weights[where] = weights.get(where, 0) + sizes.get(ref.hex(), 1)
+    wanted = list(flatten(keys))
+    parts = partition(
+        {key: task.dependencies for key, task in tasks.items()},
+        {key: leaf_nodes.get(ref.hex()) for key, ref in leaves.items()},
+        wanted,
+        leaf_bytes={key: sizes.get(ref.hex(), 1) for key, ref in leaves.items()},
+        inline_weights=inline,
+    )
+
+    refs: dict[Key, Any] = dict(leaves)
     base = dict(ray_remote_args or {})
-    layers: dict[str, MaterializedLayer] = {}
-    names = {k: f"doreisa-task-{i}" for i, k in enumerate(graph)}
-    for key, task in graph.items():
-        args = dict(base)
-        if key in placement:
-            args["scheduling_strategy"] = NodeAffinitySchedulingStrategy(placement[key], soft=True)
-        layers[names[key]] = MaterializedLayer({key: task}, annotations={"ray_remote_args": args})
-    hlg = HighLevelGraph(layers, {names[k]: {names[d] for d in deps[k] if d in names} for k in graph})
-    return ray_dask_get(hlg, keys, **kwargs)
+    for part in parts:
+        options = dict(base, num_returns=max(1, len(part.exports)), name=f"doreisa:part:{part.round}")
+        if part.node is not None:
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(part.node, soft=True)
+        named = part.leaves + part.inputs
+        fused = list(dict.fromkeys(ref for k in part.keys for ref in embedded[k]))
+        slots = {ref: _Slot(len(named) + i) for i, ref in enumerate(fused)}
+
+        def to_slot(x: Any, slots: dict[Any, _Slot] = slots) -> Any:
+            return slots[x] if isinstance(x, ray.ObjectRef) else _KEEP
+
+        body = {k: _substitute(tasks[k], to_slot) if embedded[k] else tasks[k] for k in part.keys}
+        # every block and input is a top-level argument: Ray fetches them before the part starts
+        out = _run_part_remote().options(**options).remote(body, named, part.exports, *(refs[k] for k in named), *fused)
+        refs.update(zip(part.exports, out if len(part.exports) > 1 else [out], strict=True))
+    values = dict(zip(wanted, ray.get([refs[k] for k in wanted]), strict=True))
+    if record is not None:
+        _record(record, parts, tasks, refs)
+    return _repack(keys, values)
 
 
-def _follow_aliases(
-    graph: Mapping[Key, Any], deps: Mapping[Key, frozenset[Key]], nodes: dict[Key, str], nbytes: dict[Key, int]
-) -> None:
-    # An Alias is the same object as its target (ray_dask_get submits no task for it): a block too.
-    from dask._task_spec import Alias
-
+def _follow_aliases(graph: Mapping[Key, Any], leaves: dict[Key, Any], alias_type: type) -> None:
+    # An Alias of a block is the same object: a block too.
     changed = True
     while changed:
         changed = False
         for key, task in graph.items():
-            if key not in nodes and isinstance(task, Alias) and len(deps[key]) == 1:
-                (target,) = deps[key]
-                if target in nodes:
-                    nodes[key], nbytes[key] = nodes[target], nbytes.get(target, 1)
+            if key not in leaves and isinstance(task, alias_type):
+                (target,) = task.dependencies
+                if target in leaves:
+                    leaves[key] = leaves[target]
                     changed = True
 
 
-def _ref_ids(obj: Any, ref_type: type, depth: int = 0) -> list[str]:
-    """Ids of the object references inside a task: its args, fused subgraphs, data nodes."""
-    if isinstance(obj, ref_type):
-        return [obj.hex()]  # type: ignore[attr-defined]
-    if depth > 8:
-        return []
-    children: list[Any] = []
-    if isinstance(obj, dict):
-        children = list(obj.values())  # pyright: ignore[reportUnknownArgumentType]
-    elif isinstance(obj, list | tuple):
-        children = list(obj)  # pyright: ignore[reportUnknownArgumentType]
-    else:
-        for attr in ("value", "args", "kwargs"):
-            child = getattr(obj, attr, None)
-            if child is not None and not callable(child):
-                children.append(child)
-    return [ref for child in children for ref in _ref_ids(child, ref_type, depth + 1)]
+def _record(
+    record: MutableMapping[str, Any], parts: list[Part], tasks: Mapping[Key, Any], refs: Mapping[Key, Any]
+) -> None:
+    """What one computation cost: Dask tasks, parts (Ray tasks), nodes, bytes sent between nodes.
+
+    ``moved_bytes`` adds, for every result of a part, its size times the number of other
+    nodes that read it (other parts, or the caller's node for the results). Ray keeps results
+    under 100 KiB out of the object stores (they travel inside task messages), so their
+    size is that of their serialised value.
+    """
+    import ray
+
+    producer = {k: p.node for p in parts for k in p.exports}
+    readers: dict[Key, set[str | None]] = {k: set() for k in producer}
+    for p in parts:
+        for k in p.inputs:
+            readers[k].add(p.node)
+    here = ray.get_runtime_context().get_node_id()
+    for p in parts:
+        for k in p.exports:
+            if not any(k in q.inputs for q in parts):
+                readers[k].add(here)  # a result for the caller
+    crossing = [k for k, nodes in readers.items() if nodes - {producer[k]}]
+    located = ray.experimental.get_object_locations([refs[k] for k in crossing]) if crossing else {}
+    moved = 0
+    for k in crossing:
+        info = located.get(refs[k], {})
+        size = info.get("object_size") if info.get("node_ids") else None
+        if not size:
+            size = len(ray.cloudpickle.dumps(ray.get(refs[k])))
+        moved += size * len(readers[k] - {producer[k]})
+    record.update(tasks=len(tasks), parts=len(parts), nodes=len({p.node for p in parts}), moved_bytes=moved)
+
+
+def _repack(keys: Any, values: Mapping[Key, Any]) -> Any:
+    if isinstance(keys, list):
+        return [_repack(k, values) for k in keys]  # pyright: ignore[reportUnknownVariableType]
+    return values[keys]
+
+
+@functools.cache
+def _run_part_remote() -> Any:
+    import ray
+
+    return ray.remote(_run_part)
+
+
+def _run_part(tasks: dict[Key, Any], input_keys: tuple[Key, ...], exports: tuple[Key, ...], *inputs: Any) -> Any:
+    """Run one part's tasks in order (inside a Ray worker on the part's node).
+
+    ``inputs`` are the values of ``input_keys``, then the blocks that the tasks hold as
+    :class:`_Slot` markers (Dask fused them into the tasks' definitions).
+    """
+
+    def from_slot(x: Any) -> Any:
+        return inputs[x.index] if isinstance(x, _Slot) else _KEEP
+
+    values: dict[Key, Any] = dict(zip(input_keys, inputs, strict=False))
+    if len(inputs) > len(input_keys):
+        tasks = {key: _substitute(task, from_slot) for key, task in tasks.items()}
+    remaining: dict[Key, int] = {}
+    for task in tasks.values():
+        for dep in task.dependencies:
+            remaining[dep] = remaining.get(dep, 0) + 1
+    keep = set(exports)
+    for key, task in tasks.items():
+        values[key] = task(values)
+        for dep in task.dependencies:  # free what no later task of this part reads
+            remaining[dep] -= 1
+            if remaining[dep] == 0 and dep not in keep:
+                values.pop(dep, None)
+    results = tuple(values[k] for k in exports)
+    return results if len(results) > 1 else results[0]
+
+
+class _Slot:
+    """Stands for the part's ``index``-th input inside a task definition (a block Dask fused in)."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Slot, (self.index,))
+
+
+def _substitute(obj: Any, swap: Any, depth: int = 0) -> Any:
+    """``obj`` with every ``x`` for which ``swap(x)`` is not ``_KEEP`` replaced by ``swap(x)``.
+
+    Walks what a Dask task holds: arguments, keyword arguments, data nodes, fused subgraphs
+    (dicts of tasks), lists and tuples. Returns ``obj`` itself when nothing changed; never
+    modifies it.
+    """
+    from dask._task_spec import DataNode, Task
+
+    kind = type(obj)
+    if kind in _ATOMS or depth > _DEPTH:
+        return obj
+    if kind is dict:
+        items = {k: _substitute(v, swap, depth + 1) for k, v in obj.items()}
+        return items if any(items[k] is not v for k, v in obj.items()) else obj
+    if kind is list or kind is tuple:
+        seq = [_substitute(v, swap, depth + 1) for v in obj]
+        if all(a is b for a, b in zip(seq, obj, strict=True)):
+            return obj
+        return seq if kind is list else tuple(seq)
+    if isinstance(obj, Task):
+        args = _substitute(obj.args, swap, depth + 1)
+        kwargs = _substitute(obj.kwargs, swap, depth + 1) if obj.kwargs else obj.kwargs
+        if args is obj.args and kwargs is obj.kwargs:
+            return obj
+        clone = copy_module.copy(obj)
+        clone.args, clone.kwargs = args, kwargs
+        return clone
+    if isinstance(obj, DataNode):
+        value = _substitute(obj.value, swap, depth + 1)
+        return obj if value is obj.value else DataNode(obj.key, value)
+    new = swap(obj)
+    return obj if new is _KEEP else new
+
+
+def _refs(obj: Any, ref_type: type) -> list[Any]:
+    """The object references inside a task: its args, fused subgraphs, data nodes."""
+    found: list[Any] = []
+
+    def collect(x: Any) -> Any:
+        if isinstance(x, ref_type):
+            found.append(x)
+        return _KEEP
+
+    _substitute(obj, collect)
+    return found

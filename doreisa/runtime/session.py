@@ -31,7 +31,7 @@ from doreisa.runtime import _names
 from doreisa.runtime._head import HeadState
 from doreisa.runtime._node import NodeActor, TransitActor
 from doreisa.runtime.driver import AnalyticsDriver, Provenance, ResultSink
-from doreisa.runtime.scheduler import locality_get
+from doreisa.runtime.scheduler import partitioned_get
 
 log = logging.getLogger("doreisa.session")
 
@@ -216,7 +216,7 @@ class Session:
         resources = self._transit_resources(arrays)
         remote_args = {"resources": dict.fromkeys(resources, 0.001)} if resources else {}
         return functools.partial(
-            locality_get, leaf_nodes=leaf_nodes, leaf_bytes=leaf_bytes, ray_remote_args=remote_args
+            partitioned_get, leaf_nodes=leaf_nodes, leaf_bytes=leaf_bytes, ray_remote_args=remote_args
         )
 
     def _notify_done(self, items: list[tuple[str, int]], decisions: list[dict[str, Any]]) -> None:

@@ -1,0 +1,119 @@
+"""Per-node parts on a real 3-node Ray cluster: exact values, one Ray task per node and round."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import ray
+
+from doreisa.runtime.scheduler import partitioned_get
+
+pytestmark = pytest.mark.ray
+
+# Ray workers cannot import this test module: ship its functions by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+ROWS, COLS = 64, 48  # 6 row blocks of 64 x 48 float64 (24 KiB each), two per node
+
+
+class Holder:
+    """Owns blocks in its node's object store, as a doreisa node actor does."""
+
+    def put(self, blocks: list[np.ndarray]) -> list[Any]:
+        import ray
+
+        self.refs = [ray.put(b) for b in blocks]
+        return self.refs
+
+
+@pytest.fixture(scope="module")
+def spread(ray_cluster: Any) -> Iterator[tuple[np.ndarray, da.Array, dict[str, str], dict[str, int]]]:
+    """A 384 x 48 array as 6 blocks, 2 on each node of the cluster."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+    assert len(nodes) == 3
+    full = np.arange(6 * ROWS * COLS, dtype=np.float64).reshape(6 * ROWS, COLS) % 97
+    holder = ray.remote(num_cpus=0)(Holder)
+    refs, where, actors = [], {}, []
+    for i, node in enumerate(nodes):
+        actor = holder.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote()
+        actors.append(actor)
+        mine = ray.get(actor.put.remote([full[(2 * i + j) * ROWS : (2 * i + j + 1) * ROWS] for j in range(2)]))
+        refs += mine
+        where.update({r.hex(): node for r in mine})
+    x = da.Array(  # pyright: ignore[reportCallIssue]
+        {("spread", i, 0): r for i, r in enumerate(refs)}, "spread", chunks=((ROWS,) * 6, (COLS,)), dtype=np.float64
+    )
+    yield full, x, where, {r.hex(): ROWS * COLS * 8 for r in refs}
+    for actor in actors:
+        ray.kill(actor)
+
+
+def get_with(spread: Any, record: dict[str, Any]) -> Any:
+    _, _, where, nbytes = spread
+    return functools.partial(partitioned_get, leaf_nodes=where, leaf_bytes=nbytes, record=record)
+
+
+def stencil(b: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(b)
+    out[1:-1, 1:-1] = b[:-2, 1:-1] + b[2:, 1:-1] + b[1:-1, :-2] + b[1:-1, 2:] - 4 * b[1:-1, 1:-1]
+    return out
+
+
+def test_a_reduction_is_one_part_per_node_plus_the_combine(spread: Any) -> None:
+    full, x, _, _ = spread
+    record: dict[str, Any] = {}
+    (total,) = dask.compute(x.sum(), scheduler=get_with(spread, record))
+    assert total == full.sum()
+    assert record["tasks"] > 6, "several Dask tasks..."
+    assert record["parts"] == 4, "... in 4 Ray tasks: one per node, then the combine"
+    assert record["nodes"] == 3
+
+
+def test_values_of_common_graphs(spread: Any) -> None:
+    full, x, _, _ = spread
+    record: dict[str, Any] = {}
+    get = get_with(spread, record)
+    mean, std, top = dask.compute(x.mean(axis=0), x.std(), x.max(), scheduler=get)
+    np.testing.assert_allclose(mean, full.mean(axis=0))
+    np.testing.assert_allclose(std, full.std())
+    assert top == full.max()
+    (halo,) = dask.compute(x.map_overlap(stencil, depth=1, boundary="none"), scheduler=get)
+    np.testing.assert_array_equal(halo, stencil(full))
+    (block,) = dask.compute(x.blocks[3], scheduler=get)
+    np.testing.assert_array_equal(block, full[3 * ROWS : 4 * ROWS])
+    (shifted,) = dask.compute((x[10:-10:3] + 1).rechunk((100, COLS)), scheduler=get)
+    np.testing.assert_array_equal(shifted, full[10:-10:3] + 1)
+
+
+def test_a_stencil_moves_halo_rows_not_blocks(spread: Any) -> None:
+    full, x, _, _ = spread
+    record: dict[str, Any] = {}
+    (energy,) = dask.compute(
+        (x.map_overlap(stencil, depth=1, boundary="none") ** 2).sum(), scheduler=get_with(spread, record)
+    )
+    assert energy == (stencil(full) ** 2).sum()
+    # 2 node boundaries x 2 directions x one 48-float64 row; the per-node partial sums travel too
+    halo = 2 * 2 * COLS * 8
+    assert halo <= record["moved_bytes"] < halo + 3 * 1024, record
+    blocks = [ref for ref in x.dask.values() if isinstance(ref, ray.ObjectRef)]
+    locations = ray.experimental.get_object_locations(blocks)
+    assert all(len(info["node_ids"]) == 1 for info in locations.values()), "no block was copied"
+
+
+def test_an_error_in_a_task_reaches_the_caller_with_its_type(spread: Any) -> None:
+    _, x, _, _ = spread
+
+    def boom(b: np.ndarray) -> np.ndarray:
+        raise ZeroDivisionError(f"bad block of shape {b.shape}")
+
+    with pytest.raises(ZeroDivisionError, match=r"bad block of shape \(64, 48\)"):
+        dask.compute(x.map_blocks(boom, dtype=np.float64).sum(), scheduler=get_with(spread, {}))
