@@ -100,7 +100,7 @@ def partitioned_get(
         # every block and input is a top-level argument: Ray fetches them before the part starts
         out = _run_part_remote().options(**options).remote(body, named, part.exports, *(refs[k] for k in named), *fused)
         refs.update(zip(part.exports, out if len(part.exports) > 1 else [out], strict=True))
-    values = dict(zip(wanted, ray.get([refs[k] for k in wanted]), strict=True))
+    values: dict[Key, Any] = dict(zip(wanted, ray.get([refs[k] for k in wanted]), strict=True))
     if record is not None:
         _record(record, parts, tasks, refs)
     return _repack(keys, values)
@@ -130,6 +130,8 @@ def _record(
     size is that of their serialised value.
     """
     import ray
+    import ray.experimental
+    from ray import cloudpickle
 
     producer = {k: p.node for p in parts for k in p.exports}
     readers: dict[Key, set[str | None]] = {k: set() for k in producer}
@@ -148,7 +150,7 @@ def _record(
         info = located.get(refs[k], {})
         size = info.get("object_size") if info.get("node_ids") else None
         if not size:
-            size = len(ray.cloudpickle.dumps(ray.get(refs[k])))
+            size = len(cloudpickle.dumps(ray.get(refs[k])))  # pyright: ignore[reportPrivateImportUsage]
         moved += size * len(readers[k] - {producer[k]})
     record.update(tasks=len(tasks), parts=len(parts), nodes=len({p.node for p in parts}), moved_bytes=moved)
 
@@ -190,8 +192,9 @@ def _run_part(tasks: dict[Key, Any], input_keys: tuple[Key, ...], exports: tuple
             remaining[dep] -= 1
             if remaining[dep] == 0 and dep not in keep:
                 values.pop(dep, None)
-    results = tuple(values[k] for k in exports)
-    return results if len(results) > 1 else results[0]
+    if len(exports) == 1:
+        return values[exports[0]]
+    return tuple(values[k] for k in exports)
 
 
 class _Slot:
