@@ -77,6 +77,13 @@ class RankFeedback:
         """The last step begun."""
         return self._step
 
+    def fixed_cadence(self, name: str) -> bool:
+        """True when nothing can change which steps of ``name`` are wanted and no monitor reads them.
+
+        Then the bridge may skip the array's unwanted steps without looking at them.
+        """
+        return self._idle and not self._monitors[name]
+
     def begin_step(self, step: int, time: float | None = None) -> None:
         """Called once per step, before any decision about it, on every rank alike."""
         if step <= self._step:

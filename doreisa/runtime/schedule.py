@@ -41,6 +41,17 @@ class ArraySchedule:
         self._last = (step, decision)
         return decision
 
+    def next_wanted(self, step: int) -> int | None:
+        """The first step after ``step`` that a step-count cadence wants (``None``: never again).
+
+        Only for ``every`` cadences (a time cadence depends on times not seen yet).
+        """
+        c = self.cadence
+        assert c.every is not None, "only step-count cadences can tell in advance"
+        start = int(c.start)
+        nxt = start if step < start else start + ((step - start) // c.every + 1) * c.every
+        return nxt if c.stop is None or nxt <= c.stop else None
+
     def _decide(self, step: int, time: float | None) -> bool:
         c = self.cadence
         if c.every is not None:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from doreisa.contract import parse_contract
-from doreisa.errors import BridgeError, RuntimeUnavailableError
+from doreisa.errors import BlockMismatchError, BridgeError, RuntimeUnavailableError
 from doreisa.runtime import _names
 from doreisa.runtime._wire import MessageReader, encode, recv_one
 from doreisa.runtime.bridge import Bridge
@@ -135,6 +135,21 @@ def test_unwanted_steps_send_nothing(rig_bridge: MakeRig) -> None:
     rig.finish(bridge)
     assert rig.reports[: len(before)] == before
     assert rig.kinds()[len(before) :] == ["closed"]  # 99 calls, not one message
+
+
+@pytest.mark.parametrize("cadence", ["{every: 4}", "{every: 4, start: 3}", "{every: 5, start: 2, stop: 13}"])
+def test_unwanted_steps_skipped_ahead_still_follow_the_rules(rig_bridge: MakeRig, cadence: str) -> None:
+    # with a cadence nothing can change, the bridge knows the next wanted step in advance
+    rig, bridge = rig_bridge(_contract(cadence))
+    steps = [0, 1, 2, 3, 5, 6, 7, 8, 9, 10, 12, 13, 14, 17, 18, 30]
+    published = [step for step in steps if rig.publish(bridge, "field", _data(step), step=step)]
+    every = [int(x) for x in re.findall(r"\d+", cadence)]
+    start = every[1] if len(every) > 1 else 0
+    stop = every[2] if len(every) > 2 else 10**9
+    assert published == [s for s in steps if start <= s <= stop and (s - start) % every[0] == 0]
+    with pytest.raises(BlockMismatchError, match="step 29 after step 30; steps must increase"):
+        rig.publish(bridge, "field", _data(29), step=29)
+    assert bridge.stats.calls == len(steps) + 1
 
 
 def test_published_data_is_a_copy(rig_bridge: MakeRig) -> None:

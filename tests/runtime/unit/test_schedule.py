@@ -139,3 +139,15 @@ def test_no_time_means_not_wanted_by_time() -> None:
 def test_time_before_start_is_not_wanted() -> None:
     times = [0.0, 0.4, 0.9, 1.3, 1.4, 1.6]
     assert _wanted_steps(Cadence(every_time=0.5, start=1.0), times) == [3, 5]
+
+
+@pytest.mark.parametrize(
+    "cadence",
+    [Cadence(every=1), Cadence(every=7), Cadence(every=3, start=5), Cadence(every=4, start=2, stop=21)],
+)
+def test_next_wanted_is_the_next_step_wanted(cadence: Cadence) -> None:
+    schedule = ArraySchedule(cadence)
+    wanted = [s for s in range(60) if ArraySchedule(cadence).wanted(s, None)]
+    for step in range(40):
+        after = [s for s in wanted if s > step]
+        assert schedule.next_wanted(step) == (after[0] if after else None), step
