@@ -105,6 +105,7 @@ def plots(folder: Path, raw: dict[str, Any], entries: list[Entry]) -> list[Path]
         ("publish_copy.png", _plot_copy),
         ("memory.png", _plot_memory),
         ("peers.png", _plot_peers),
+        ("scaling.png", _plot_scaling),
     ):
         fig = draw(plt, raw, entries)
         if fig is not None:
@@ -189,4 +190,25 @@ def _plot_peers(plt: Any, raw: dict[str, Any], entries: list[Entry]) -> Any:
         ax.set(yscale="log", ylabel="ms", title=metric)
         ax.tick_params(axis="x", rotation=20)
         ax.grid(alpha=0.3, axis="y")
+    return fig
+
+
+def _plot_scaling(plt: Any, raw: dict[str, Any], entries: list[Entry]) -> Any:
+    runs = [r for r in (raw.get("scaling") or {}).get("runs", []) if "error" not in r]
+    if not runs:
+        return None
+    nodes = [r["nodes"] for r in runs]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for key, label in (("stock", "one Ray task per Dask task"), ("parts", "per-node parts (doreisa)")):
+        ax1.plot(nodes, [r[key]["wall_s_median"] * 1e3 for r in runs], marker="o", label=label)
+        ax2.plot(nodes, [r[key]["tasks_per_s"] for r in runs], marker="o", label=label)
+    blocks = runs[0]["blocks"]
+    ax1.set(xlabel="Ray nodes", ylabel="ms", title=f"x.sum() over {blocks} blocks: wall time", yscale="log")
+    ax2.set(xlabel="Ray nodes", ylabel="Dask tasks / s", title="scheduler throughput", yscale="log")
+    for ax in (ax1, ax2):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(nodes, [str(n) for n in nodes])
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+        ax.legend()
     return fig

@@ -26,6 +26,7 @@ from typing import Any
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+import cluster_sections
 import comparisons
 import peers
 import report
@@ -98,6 +99,7 @@ def ours(suite: Suite, profile: bool) -> None:
     temp_dir = start_ray()
     try:
         suite.section("publish_skip", lambda: sections.publish_skip(cfg, suite.raw, profile), ["publish_skip_us"])
+        suite.section("monitor_cost", lambda: sections.monitor_cost(cfg, suite.raw), ["monitor_cost_us"])
         suite.section("publish_copy", lambda: sections.publish_copy(cfg, suite.raw, profile), ["publish_copy_ratio"])
         suite.section("step_overhead", lambda: sections.step_overhead(cfg, suite.raw), ["step_overhead_ms"])
         suite.section("peer_scenarios", lambda: sections.peer_scenarios(suite.raw), ["peer_scenarios"])
@@ -142,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     suite = Suite(config)
     meter, started, load_before = CpuMeter(), time.monotonic(), loadavg()
     ours(suite, args.profile)
+    quick = config is QUICK
+    suite.section("scaling", lambda: cluster_sections.scaling(quick, suite.raw), ["scheduler_tasks_per_s"])
+    suite.section("placement", lambda: cluster_sections.placement(quick, suite.raw), ["in_transit_publish_ratio"])
     if with_peers:
         suite.section("peers", lambda: run_peers(suite), [])
     else:

@@ -143,6 +143,13 @@ def publish_skip(*, calls: int, profile: bool) -> dict[str, Any]:
     return coupled(text, args, nranks=1).ranks[0]
 
 
+def publish_monitor(*, calls: int, ranks: int = 2) -> dict[str, Any]:
+    """Cost of publish for an unwanted step when a monitor reduces every step (max + one allgather)."""
+    text = contract((16 * ranks, 16), (16, 16), every=10**9, analytic=False)
+    text += "monitors:\n  - array: field\n    reductions: [max]\n"
+    return coupled(text, ["skip", "--calls", str(calls)], nranks=ranks).ranks[0]
+
+
 COPY_SIZES = {"b64k": (64, 128), "b1m": (512, 256), "b8m": (1024, 1024), "b64m": (4096, 2048)}
 
 

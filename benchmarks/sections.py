@@ -39,6 +39,28 @@ def publish_skip(cfg: Any, raw: dict[str, Any], profile: bool) -> list[Entry]:
     return [judged(entry, at_most=SKIP_TARGET_US)]
 
 
+def monitor_cost(cfg: Any, raw: dict[str, Any]) -> list[Entry]:
+    calls = max(2000, cfg.skip_calls // 20)
+    out = scenarios.publish_monitor(calls=calls)
+    raw["monitor_cost"] = out
+    skip = raw.get("publish_skip") or {}
+    entry = Entry(
+        "monitor_cost_us",
+        (out["single_ns_median"] - out["timer_ns_median"]) / 1e3,
+        "us",
+        params={
+            "ranks": 2,
+            "block": "16x16",
+            "calls": calls,
+            "single_call_p90_us": round(out["single_ns_p90"] / 1e3, 3),
+            "publish_skip_us": round((skip["single_ns_median"] - skip["timer_ns_median"]) / 1e3, 3) if skip else None,
+        },
+        notes="publish of an unwanted step when a monitor (max of the block) is due every step: one reduction of "
+        "the local block + one MPI allgather of a few floats (2 ranks under mpiexec)",
+    )
+    return [entry]
+
+
 def publish_copy(cfg: Any, raw: dict[str, Any], profile: bool) -> list[Entry]:
     out = scenarios.publish_copy(reps=cfg.copy_reps, budget_bytes=cfg.copy_budget_bytes, profile=profile)
     raw["publish_copy"] = out

@@ -81,6 +81,17 @@ def python_command(script: str | os.PathLike[str], *args: str) -> list[str]:
     return [sys.executable, str(Path(script)), *args]
 
 
+def object_locations(refs: list[Any]) -> dict[Any, dict[str, Any]]:
+    """Where objects live: ``{ref: {"node_ids": [...], "object_size": n}}``.
+
+    Safe with references of several owners (blocks of several node actors), unlike one call
+    of ``ray.experimental.get_object_locations`` in Ray 2.60, which can abort the process.
+    """
+    from doreisa.runtime.scheduler import object_locations as locations
+
+    return locations(refs)
+
+
 def store_stats() -> dict[str, float]:
     """Object store use over the whole cluster: ``used_mib``, ``objects``, ``spilled_mib``.
 

@@ -130,7 +130,6 @@ def _record(
     size is that of their serialised value.
     """
     import ray
-    import ray.experimental
     from ray import cloudpickle
 
     producer = {k: p.node for p in parts for k in p.exports}
@@ -144,7 +143,7 @@ def _record(
             if not any(k in q.inputs for q in parts):
                 readers[k].add(here)  # a result for the caller
     crossing = [k for k, nodes in readers.items() if nodes - {producer[k]}]
-    located = ray.experimental.get_object_locations([refs[k] for k in crossing]) if crossing else {}
+    located = object_locations([refs[k] for k in crossing])
     moved = 0
     for k in crossing:
         info = located.get(refs[k], {})
@@ -153,6 +152,22 @@ def _record(
             size = len(cloudpickle.dumps(ray.get(refs[k])))  # pyright: ignore[reportPrivateImportUsage]
         moved += size * len(readers[k] - {producer[k]})
     record.update(tasks=len(tasks), parts=len(parts), nodes=len({p.node for p in parts}), moved_bytes=moved)
+
+
+def object_locations(refs: list[Any]) -> dict[Any, dict[str, Any]]:
+    """``ray.experimental.get_object_locations``, one reference per call.
+
+    In Ray 2.60 one call with references of several owners can abort the process
+    (``std::future_error: Promise already satisfied`` in ``CoreWorker::GetLocationFromOwner``:
+    the call counts its per-owner requests while it sends them, so an early reply ends it
+    and a later one aborts). One reference per call has a single owner.
+    """
+    import ray.experimental
+
+    out: dict[Any, dict[str, Any]] = {}
+    for ref in refs:
+        out.update(ray.experimental.get_object_locations([ref]))
+    return out
 
 
 def _repack(keys: Any, values: Mapping[Key, Any]) -> Any:

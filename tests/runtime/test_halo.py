@@ -12,7 +12,7 @@ import pytest
 import ray
 
 from doreisa.analytics import Registry
-from doreisa.testing import run_coupled
+from doreisa.testing import object_locations, run_coupled
 
 pytestmark = [pytest.mark.ray, pytest.mark.mpi]
 
@@ -28,12 +28,8 @@ SHAPE = (512, 256)  # 2 ranks: two 256x256 float64 blocks of 512 KiB, on two nod
 
 def copied_bytes(blocks: list[Any]) -> int:
     """Bytes of the blocks' extra copies in other nodes' object stores (a block pulled elsewhere)."""
-    import ray
 
-    return sum(
-        info["object_size"] * (len(info["node_ids"]) - 1)
-        for info in ray.experimental.get_object_locations(blocks).values()
-    )
+    return sum(info["object_size"] * (len(info["node_ids"]) - 1) for info in object_locations(blocks).values())
 
 
 def laplacian(b: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from doreisa.analytics import Registry
-from doreisa.testing import run_coupled
+from doreisa.testing import object_locations, run_coupled
 
 pytestmark = [pytest.mark.ray, pytest.mark.mpi]
 
@@ -29,11 +29,11 @@ def where_registry(seen: dict[str, list[Any]]) -> Registry:
     @registry.analytic("where")
     def where(x: Any) -> Any:
         refs = [v for v in dict(x.dask).values() if isinstance(v, ray.ObjectRef)]
-        # in transit, a block may still be on its way: poll its locations (no ray.wait on borrowed
-        # references here: a Ray abort was seen after ray.wait(fetch_local=False) in CI-like runs)
+        # in transit, a block may still be on its way: poll its locations (object_locations asks
+        # one reference at a time: Ray 2.60 aborts on some multi-owner get_object_locations calls)
         deadline = time.monotonic() + 30
         while True:
-            locations = ray.experimental.get_object_locations(refs)
+            locations = object_locations(refs)
             if all(loc["node_ids"] for loc in locations.values()) or time.monotonic() > deadline:
                 break
             time.sleep(0.05)

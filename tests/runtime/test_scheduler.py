@@ -14,6 +14,7 @@ import pytest
 import ray
 
 from doreisa.runtime.scheduler import partitioned_get
+from doreisa.testing import object_locations
 
 pytestmark = pytest.mark.ray
 
@@ -105,7 +106,7 @@ def test_a_stencil_moves_halo_rows_not_blocks(spread: Any) -> None:
     halo = 2 * 2 * COLS * 8
     assert halo <= record["moved_bytes"] < halo + 3 * 1024, record
     blocks = [ref for ref in x.dask.values() if isinstance(ref, ray.ObjectRef)]
-    locations = ray.experimental.get_object_locations(blocks)
+    locations = object_locations(blocks)
     assert all(len(info["node_ids"]) == 1 for info in locations.values()), "no block was copied"
 
 

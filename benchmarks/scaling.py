@@ -1,0 +1,182 @@
+"""Scheduling that scales (issue #6): a wide reduction on 1 to 16 Ray nodes, per-node parts vs per-task.
+
+Starts its own ``ray.cluster_utils.Cluster`` on this machine (a head plus up to 16 nodes
+with 1 CPU and a small object store each; no dashboard; 127.0.0.1), puts ``B`` blocks into
+the stores of the first ``n`` nodes (one actor per node calls ``ray.put``, as doreisa's node
+actors do: the blocks live and stay there), then times ``x.sum()`` over the ``B``-chunk
+Dask array with
+
+* ``stock``: ``ray.util.dask.ray_dask_get``, Ray's Dask scheduler as doreisa 0.3 and
+  deisa-ray use it (one Ray task per Dask task, submitted from the driver);
+* ``parts``: :func:`doreisa.runtime.scheduler.partitioned_get` (one Ray task per node and
+  round, next to the blocks).
+
+``tasks_per_s`` = Dask tasks in the graph / wall time of ``dask.compute``. Every result is
+checked against the exact sum. Writes one JSON object::
+
+    .venv/bin/python benchmarks/scaling.py --json OUT.json [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import numpy as np
+
+STORE = 80 * 1024 * 1024
+BLOCK = (16, 16)
+
+
+def start_cluster(nodes: int) -> tuple[Any, str, list[str]]:
+    """Head (drives, runs no task) + ``nodes`` one-CPU nodes; returns the cluster, temp dir, node ids."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    temp_dir = tempfile.mkdtemp(prefix="dscale-", dir="/tmp")
+    os.makedirs(os.path.join(tempfile.gettempdir(), "ray"), exist_ok=True)
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 0,
+            "object_store_memory": STORE,
+            "node_ip_address": "127.0.0.1",
+            "include_dashboard": False,
+            "temp_dir": temp_dir,
+        },
+    )
+    for i in range(nodes):
+        cluster.add_node(
+            num_cpus=1, object_store_memory=STORE, node_ip_address="127.0.0.1", resources={f"bench_node_{i}": 1}
+        )
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, logging_level="WARNING")
+    ids = {}
+    for node in ray.nodes():
+        for name in node["Resources"]:
+            if name.startswith("bench_node_"):
+                ids[int(name.rsplit("_", 1)[1])] = node["NodeID"]
+    return cluster, temp_dir, [ids[i] for i in range(nodes)]
+
+
+class Holder:
+    """One per node: owns that node's blocks (``ray.put`` inside the node, like a doreisa node actor)."""
+
+    def __init__(self) -> None:
+        self.refs: list[Any] = []
+
+    def put(self, first: int, count: int) -> list[Any]:
+        import ray
+
+        self.refs = [ray.put(np.full(BLOCK, float(first + i))) for i in range(count)]
+        return self.refs
+
+    def drop(self) -> None:
+        self.refs = []
+
+
+def place_blocks(node_ids: list[str], n: int, total: int) -> tuple[list[Any], dict[str, str], list[Any]]:
+    """``total`` blocks, in contiguous runs over the first ``n`` nodes (as ranks fill nodes)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    holder = ray.remote(num_cpus=0)(Holder)
+    per = -(-total // n)
+    actors, refs, where = [], [], {}
+    for i in range(n):
+        first, count = i * per, min(per, total - i * per)
+        if count <= 0:
+            break
+        actor = holder.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_ids[i], soft=False)).remote()
+        actors.append(actor)
+        mine = ray.get(actor.put.remote(first, count))
+        refs += mine
+        where.update({r.hex(): node_ids[i] for r in mine})
+    return refs, where, actors
+
+
+def time_reduction(refs: list[Any], where: dict[str, str], reps: int, nodes: int) -> dict[str, Any]:
+    import dask
+    import dask.array as da
+    from ray.util.dask import ray_dask_get
+
+    from doreisa.runtime.scheduler import partitioned_get
+
+    total = len(refs)
+    expected = float(sum(range(total))) * BLOCK[0] * BLOCK[1]
+    graph = {("blocks", i, 0): ref for i, ref in enumerate(refs)}
+    x = da.Array(graph, "blocks", chunks=((BLOCK[0],) * total, (BLOCK[1],)), dtype=np.float64)  # pyright: ignore[reportCallIssue]
+    nbytes = {r.hex(): BLOCK[0] * BLOCK[1] * 8 for r in refs}
+    record: dict[str, Any] = {}
+    schedulers = {
+        "stock": ray_dask_get,
+        "parts": functools.partial(partitioned_get, leaf_nodes=where, leaf_bytes=nbytes, record=record),
+    }
+    out: dict[str, Any] = {}
+    one_per_node = x.blocks[list(range(0, total, -(-total // nodes)))]
+    for name, get in schedulers.items():
+        dask.compute(one_per_node.sum(), scheduler=get)  # starts a worker on every node: not timed
+        walls = []
+        for _ in range(reps):
+            started = time.perf_counter()
+            (value,) = dask.compute(x.sum(), scheduler=get)
+            walls.append(time.perf_counter() - started)
+            if value != expected:
+                raise AssertionError(f"{name}: sum {value} != {expected}")
+        out[name] = {"wall_s_median": statistics.median(walls), "wall_s_all": [round(w, 4) for w in walls]}
+    dask.compute(x.sum(), scheduler=schedulers["parts"])  # the record of the whole graph
+    tasks = record["tasks"]
+    for name in schedulers:
+        out[name]["tasks_per_s"] = tasks / out[name]["wall_s_median"]
+    out.update(dask_tasks=tasks, ray_tasks_parts=record["parts"], blocks=total)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    counts = (1, 4, 16) if args.quick else (1, 2, 4, 8, 16)
+    blocks, reps = (256, 1) if args.quick else (1024, 2)
+    started = time.monotonic()
+    import ray
+
+    cluster, temp_dir, node_ids = start_cluster(max(counts))
+    results: dict[str, Any] = {"blocks": blocks, "block_shape": list(BLOCK), "reps": reps, "runs": []}
+    try:
+        for n in counts:
+            refs, where, actors = place_blocks(node_ids, n, blocks)
+            try:
+                run = time_reduction(refs, where, reps, n)
+            except Exception as exc:  # one failing size must not lose the others
+                run = {"error": f"{type(exc).__name__}: {exc}"}
+            run["nodes"] = n
+            results["runs"].append(run)
+            print(f"[scaling] {n} nodes: {json.dumps(run)}", file=sys.stderr, flush=True)
+            del refs
+            for actor in actors:
+                ray.kill(actor)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    results["wall_s"] = round(time.monotonic() - started, 1)
+    args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
