@@ -7,7 +7,6 @@ memory (see :mod:`doreisa.runtime._wire`); the node actor puts the data in Ray a
 
 from __future__ import annotations
 
-import json
 import logging
 import operator
 import os
@@ -24,6 +23,7 @@ import numpy as np
 from doreisa.contract import ArraySpec, Contract, parse_contract
 from doreisa.errors import BlockMismatchError, BridgeError, LayoutError, RuntimeUnavailableError
 from doreisa.runtime import _names
+from doreisa.runtime._discovery import connect_to_node
 from doreisa.runtime._steer import RankFeedback
 from doreisa.runtime._wire import MessageReader, ShmRing, encode, recv_one, slot_bytes
 from doreisa.runtime.comm import Communicator, world_comm
@@ -135,7 +135,9 @@ class Bridge:
         timeout = connect_timeout or float(os.environ.get(_names.ENV_CONNECT_TIMEOUT, 60))
         hosts = self._comm.allgather(socket.gethostname())
         local_index = sum(1 for h in hosts[: self.rank] if h == hosts[self.rank])
-        self._sock, welcome = _connect(self.run_dir, hosts[self.rank], local_index, self.rank, self.size, timeout)
+        self._sock, welcome = connect_to_node(
+            self.run_dir, hosts[self.rank], local_index, self.rank, self.size, timeout
+        )
         self.node_id: str = welcome["node_id"]
         self.contract: Contract = parse_contract(welcome["contract"], source=f"{self.run_dir}/contract.yaml")
         self._arrays = {
@@ -526,47 +528,3 @@ def _out_chunks(state: _Array) -> list[list[int]]:
     if state.preprocess is not None:
         chunks = state.preprocess.chunks_of(chunks)
     return [list(c) for c in chunks]
-
-
-def _connect(
-    run_dir: Path, host: str, local_index: int, rank: int, size: int, timeout: float
-) -> tuple[socket.socket, dict[str, Any]]:
-    deadline = _time.monotonic() + timeout
-    wanted = os.environ.get(_names.ENV_NODE)
-    nodes_dir = run_dir / _names.NODES_SUBDIR
-    delay = 0.02
-    while True:
-        nodes = _nodes_on(nodes_dir, host, wanted)
-        if nodes:
-            node = nodes[local_index % len(nodes)]
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.connect(node["socket"])
-                sock.sendall(encode({"t": "hello", "rank": rank, "size": size, "pid": os.getpid(), "host": host}))
-                welcome = recv_one(sock, MessageReader(), max(1.0, deadline - _time.monotonic()))
-                sock.setblocking(True)
-                return sock, welcome
-            except (OSError, EOFError) as exc:
-                sock.close()
-                last = str(exc)
-        else:
-            last = f"no node actor registered for host {host!r} in {nodes_dir}"
-        if _time.monotonic() > deadline:
-            raise RuntimeUnavailableError(
-                f"rank {rank}: no doreisa runtime after {timeout:g} s ({last}). Is `doreisa run` running with "
-                f"--run-dir {run_dir}, and does Ray run on this node?"
-            )
-        _time.sleep(delay)
-        delay = min(delay * 2, 0.5)
-
-
-def _nodes_on(nodes_dir: Path, host: str, wanted: str | None) -> list[dict[str, Any]]:
-    found = []
-    for path in sorted(nodes_dir.glob("*.json")) if nodes_dir.is_dir() else []:
-        try:
-            info = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue  # being written
-        if (wanted and info["node_id"] == wanted) or (not wanted and info["host"] == host and info.get("ingest")):
-            found.append(info)
-    return found

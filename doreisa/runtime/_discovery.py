@@ -1,0 +1,64 @@
+"""How a rank finds and greets the node actor of its node (files in the run directory)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time as _time
+from pathlib import Path
+from typing import Any
+
+from doreisa.errors import RuntimeUnavailableError
+from doreisa.runtime import _names
+from doreisa.runtime._wire import MessageReader, encode, recv_one
+
+
+def connect_to_node(
+    run_dir: Path, host: str, local_index: int, rank: int, size: int, timeout: float
+) -> tuple[socket.socket, dict[str, Any]]:
+    """Connect to the node actor of ``host`` (the ``local_index``-th rank there picks its actor) and say hello.
+
+    Node actors register themselves as JSON files under ``run_dir/nodes``; either side may
+    start first, so this retries until ``timeout``.
+    """
+    deadline = _time.monotonic() + timeout
+    wanted = os.environ.get(_names.ENV_NODE)
+    nodes_dir = run_dir / _names.NODES_SUBDIR
+    delay = 0.02
+    while True:
+        nodes = nodes_on(nodes_dir, host, wanted)
+        if nodes:
+            node = nodes[local_index % len(nodes)]
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(node["socket"])
+                sock.sendall(encode({"t": "hello", "rank": rank, "size": size, "pid": os.getpid(), "host": host}))
+                welcome = recv_one(sock, MessageReader(), max(1.0, deadline - _time.monotonic()))
+                sock.setblocking(True)
+                return sock, welcome
+            except (OSError, EOFError) as exc:
+                sock.close()
+                last = str(exc)
+        else:
+            last = f"no node actor registered for host {host!r} in {nodes_dir}"
+        if _time.monotonic() > deadline:
+            raise RuntimeUnavailableError(
+                f"rank {rank}: no doreisa runtime after {timeout:g} s ({last}). Is `doreisa run` running with "
+                f"--run-dir {run_dir}, and does Ray run on this node?"
+            )
+        _time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+def nodes_on(nodes_dir: Path, host: str, wanted: str | None) -> list[dict[str, Any]]:
+    """The registered node actors of ``host`` that ingest blocks (or the one named ``wanted``)."""
+    found = []
+    for path in sorted(nodes_dir.glob("*.json")) if nodes_dir.is_dir() else []:
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # being written
+        if (wanted and info["node_id"] == wanted) or (not wanted and info["host"] == host and info.get("ingest")):
+            found.append(info)
+    return found
