@@ -1,0 +1,43 @@
+"""Running one part's Dask tasks in a worker, and swapping blocks in task definitions (no Ray)."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import numpy as np
+from dask._task_spec import DataNode, Task, TaskRef
+
+from doreisa.runtime.scheduler import _KEEP, _run_part, _Slot, _substitute  # pyright: ignore[reportPrivateUsage]
+
+
+def test_run_part_runs_in_order_and_returns_only_the_exports() -> None:
+    tasks = {
+        "double": Task("double", operator.mul, TaskRef("block"), 2),
+        "total": Task("total", np.sum, TaskRef("double")),
+        "plus": Task("plus", operator.add, TaskRef("total"), TaskRef("other")),
+    }
+    block = np.arange(4.0)
+    assert _run_part(tasks, ("block", "other"), ("plus",), block, 10.0) == 22.0
+    assert _run_part(tasks, ("block", "other"), ("double", "plus"), block, 1.0)[1] == 13.0
+
+
+def test_run_part_fills_slots_with_the_extra_inputs() -> None:
+    # a block Dask fused into a task's definition travels as a top-level argument
+    tasks = {"s": Task("s", np.sum, DataNode(None, _Slot(1)))}
+    assert _run_part(tasks, ("unused",), ("s",), 0, np.ones(5)) == 5.0
+
+
+def test_substitute_replaces_nested_values_without_touching_the_original() -> None:
+    marker = object()
+    inner = Task("inner", operator.add, DataNode(None, marker), 1)
+    outer = Task("outer", sum, [DataNode(None, {"k": (marker, 2)}), inner])
+
+    def swap(x: Any) -> Any:
+        return 40 if x is marker else _KEEP
+
+    new = _substitute({"outer": outer, "inner": inner}, swap)
+    assert new["inner"]({}) == 41
+    assert new["inner"] is not inner and inner.args[0].value is marker, "the original is left alone"
+    untouched = Task("t", operator.neg, 3)
+    assert _substitute(untouched, swap) is untouched
