@@ -9,7 +9,7 @@ from typing import Any
 
 from bench_common import Entry
 
-CONTEXT_KEYS = ("ranks", "block", "block_bytes", "peer", "scenario", "steps")
+CONTEXT_KEYS = ("ranks", "nodes", "block", "block_bytes", "mode", "peer", "scenario", "steps")
 
 
 def write(folder: Path, entries: list[Entry], raw: dict[str, Any], meta: dict[str, Any]) -> list[Path]:

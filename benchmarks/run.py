@@ -50,7 +50,7 @@ class Config:
     memory_steps: int
 
 
-QUICK = Config("quick", 100_000, 100, 3e8, (1, 2, 4), (16, 256), 30, 0.1, 300)
+QUICK = Config("quick", 100_000, 100, 3e8, (1, 2, 4), (16, 256), 30, 0.1, 600)
 FULL = Config("full", 300_000, 300, 1e9, (1, 2, 4, 8, 16), (16, 256), 100, 0.1, 2000)
 
 

@@ -26,6 +26,8 @@ Key = Hashable
 _DEPTH = 16  # fused subgraphs nest Task -> DataNode -> dict -> Task -> ...
 _KEEP = object()
 _ATOMS = frozenset({int, float, str, bytes, bool, type(None), slice})
+#: A graph that is one part on the caller's node reading at most this many bytes runs in the caller.
+LOCAL_BYTES = 1 << 20
 
 
 def partitioned_get(
@@ -36,6 +38,7 @@ def partitioned_get(
     leaf_bytes: Mapping[str, int] | None = None,
     ray_remote_args: Mapping[str, Any] | None = None,
     record: MutableMapping[str, Any] | None = None,
+    local_bytes: int = LOCAL_BYTES,
     **kwargs: Any,
 ) -> Any:
     """Dask ``get`` that runs each node's part of the graph as one Ray task on that node.
@@ -49,39 +52,31 @@ def partitioned_get(
     ray_remote_args : mapping, optional
         Options of every Ray task (e.g. the analytics nodes' resource, in transit).
     record : mutable mapping, optional
-        Receives ``tasks`` (Dask tasks), ``parts`` (Ray tasks), ``nodes`` and
-        ``moved_bytes`` (bytes of the parts' results copied to another node's store).
+        Receives ``tasks`` (Dask tasks), ``parts`` (Ray tasks), ``nodes``, ``local`` and
+        ``moved_bytes`` (bytes of the parts' results read on another node).
+    local_bytes : int
+        A graph that is a single part on this process's node, reading at most this many
+        bytes of blocks, runs here: a Ray task would cost more than the work (a few ms
+        against a few hundred µs for a small step). 0: always a Ray task.
     """
     import ray
-    from dask._task_spec import Alias, DataNode, convert_legacy_graph
     from dask.core import flatten
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    if not isinstance(dsk, Mapping):
-        dsk = dsk.__dask_graph__()
-    graph = convert_legacy_graph(dict(dsk))
-    leaves: dict[Key, Any] = {}  # block key -> its object reference
-    for key, task in graph.items():
-        if isinstance(task, DataNode) and isinstance(task.value, ray.ObjectRef):
-            leaves[key] = task.value
-    _follow_aliases(graph, leaves, Alias)
-    tasks = {key: task for key, task in graph.items() if key not in leaves}
     sizes = leaf_bytes or {}
-    embedded = {key: _refs(task, ray.ObjectRef) for key, task in tasks.items()}  # blocks Dask fused in
-    inline: dict[Key, dict[str, int]] = {}
-    for key, found in embedded.items():
-        for ref in found:
-            if (where := leaf_nodes.get(ref.hex())) is not None:
-                weights = inline.setdefault(key, {})
-                weights[where] = weights.get(where, 0) + sizes.get(ref.hex(), 1)
-    wanted = list(flatten(keys))
-    parts = partition(
-        {key: task.dependencies for key, task in tasks.items()},
-        {key: leaf_nodes.get(ref.hex()) for key, ref in leaves.items()},
-        wanted,
-        leaf_bytes={key: sizes.get(ref.hex(), 1) for key, ref in leaves.items()},
-        inline_weights=inline,
-    )
+    wanted: list[Key] = list(flatten(keys))
+    leaves, tasks, embedded, parts = _cut(dsk, wanted, leaf_nodes, sizes)
+
+    here = ray.get_runtime_context().get_node_id()
+    if len(parts) == 1 and parts[0].node in (here, None):
+        part = parts[0]
+        body, named, fused = _prepare(part, tasks, embedded, ray.ObjectRef)
+        read = sum(sizes.get(ref.hex(), local_bytes + 1) for ref in [leaves[k] for k in part.leaves] + fused)
+        if read <= local_bytes:
+            out = _run_part(body, named, part.exports, *ray.get([leaves[k] for k in named] + fused))
+            if record is not None:
+                record.update(tasks=len(tasks), parts=1, nodes=1, local=True, moved_bytes=0)
+            return _repack(keys, dict(zip(part.exports, out if len(part.exports) > 1 else [out], strict=True)))
 
     refs: dict[Key, Any] = dict(leaves)
     base = dict(ray_remote_args or {})
@@ -89,14 +84,7 @@ def partitioned_get(
         options = dict(base, num_returns=max(1, len(part.exports)), name=f"doreisa:part:{part.round}")
         if part.node is not None:
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(part.node, soft=True)
-        named = part.leaves + part.inputs
-        fused = list(dict.fromkeys(ref for k in part.keys for ref in embedded[k]))
-        slots = {ref: _Slot(len(named) + i) for i, ref in enumerate(fused)}
-
-        def to_slot(x: Any, slots: dict[Any, _Slot] = slots) -> Any:
-            return slots[x] if isinstance(x, ray.ObjectRef) else _KEEP
-
-        body = {k: _substitute(tasks[k], to_slot) if embedded[k] else tasks[k] for k in part.keys}
+        body, named, fused = _prepare(part, tasks, embedded, ray.ObjectRef)
         # every block and input is a top-level argument: Ray fetches them before the part starts
         out = _run_part_remote().options(**options).remote(body, named, part.exports, *(refs[k] for k in named), *fused)
         refs.update(zip(part.exports, out if len(part.exports) > 1 else [out], strict=True))
@@ -104,6 +92,54 @@ def partitioned_get(
     if record is not None:
         _record(record, parts, tasks, refs)
     return _repack(keys, values)
+
+
+def _cut(
+    dsk: Any, wanted: list[Key], leaf_nodes: Mapping[str, str], sizes: Mapping[str, int]
+) -> tuple[dict[Key, Any], dict[Key, Any], dict[Key, list[Any]], list[Part]]:
+    """The graph's blocks (key -> reference), its tasks, the blocks fused into each task, its parts."""
+    import ray
+    from dask._task_spec import Alias, DataNode, convert_legacy_graph
+
+    if not isinstance(dsk, Mapping):
+        dsk = dsk.__dask_graph__()
+    graph = convert_legacy_graph(dict(dsk))
+    leaves: dict[Key, Any] = {}
+    for key, task in graph.items():
+        if isinstance(task, DataNode) and isinstance(task.value, ray.ObjectRef):
+            leaves[key] = task.value
+    _follow_aliases(graph, leaves, Alias)
+    tasks = {key: task for key, task in graph.items() if key not in leaves}
+    embedded = {key: _refs(task, ray.ObjectRef) for key, task in tasks.items()}  # blocks Dask fused in
+    inline: dict[Key, dict[str, int]] = {}
+    for key, found in embedded.items():
+        for ref in found:
+            if (where := leaf_nodes.get(ref.hex())) is not None:
+                weights = inline.setdefault(key, {})
+                weights[where] = weights.get(where, 0) + sizes.get(ref.hex(), 1)
+    parts = partition(
+        {key: task.dependencies for key, task in tasks.items()},
+        {key: leaf_nodes.get(ref.hex()) for key, ref in leaves.items()},
+        wanted,
+        leaf_bytes={key: sizes.get(ref.hex(), 1) for key, ref in leaves.items()},
+        inline_weights=inline,
+    )
+    return leaves, tasks, embedded, parts
+
+
+def _prepare(
+    part: Part, tasks: Mapping[Key, Any], embedded: Mapping[Key, list[Any]], ref_type: type
+) -> tuple[dict[Key, Any], tuple[Key, ...], list[Any]]:
+    """A part's tasks with the blocks fused into them replaced by slots; its named inputs; those blocks."""
+    named = part.leaves + part.inputs
+    fused = list(dict.fromkeys(ref for k in part.keys for ref in embedded[k]))
+    slots = {ref: _Slot(len(named) + i) for i, ref in enumerate(fused)}
+
+    def to_slot(x: Any) -> Any:
+        return slots[x] if isinstance(x, ref_type) else _KEEP
+
+    body = {k: _substitute(tasks[k], to_slot) if embedded[k] else tasks[k] for k in part.keys}
+    return body, named, fused
 
 
 def _follow_aliases(graph: Mapping[Key, Any], leaves: dict[Key, Any], alias_type: type) -> None:
@@ -151,7 +187,9 @@ def _record(
         if not size:
             size = len(cloudpickle.dumps(ray.get(refs[k])))  # pyright: ignore[reportPrivateImportUsage]
         moved += size * len(readers[k] - {producer[k]})
-    record.update(tasks=len(tasks), parts=len(parts), nodes=len({p.node for p in parts}), moved_bytes=moved)
+    record.update(
+        tasks=len(tasks), parts=len(parts), nodes=len({p.node for p in parts}), local=False, moved_bytes=moved
+    )
 
 
 def object_locations(refs: list[Any]) -> dict[Any, dict[str, Any]]:

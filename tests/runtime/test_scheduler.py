@@ -118,3 +118,22 @@ def test_an_error_in_a_task_reaches_the_caller_with_its_type(spread: Any) -> Non
 
     with pytest.raises(ZeroDivisionError, match=r"bad block of shape \(64, 48\)"):
         dask.compute(x.map_blocks(boom, dtype=np.float64).sum(), scheduler=get_with(spread, {}))
+
+
+@pytest.mark.parametrize("local_bytes", [1 << 20, 0])
+def test_a_small_graph_on_the_callers_node_runs_in_the_caller(ray_cluster: Any, local_bytes: int) -> None:
+    here = ray.get_runtime_context().get_node_id()
+    blocks = [np.full((8, 8), float(i)) for i in range(3)]
+    refs = [ray.put(b) for b in blocks]
+    x = da.Array({("local", i, 0): r for i, r in enumerate(refs)}, "local", chunks=((8,) * 3, (8,)), dtype=np.float64)  # pyright: ignore[reportCallIssue]
+    record: dict[str, Any] = {}
+    get = functools.partial(
+        partitioned_get,
+        leaf_nodes={r.hex(): here for r in refs},
+        leaf_bytes={r.hex(): 512 for r in refs},
+        record=record,
+        local_bytes=local_bytes,
+    )
+    (mean, top) = dask.compute(x.mean(), x.max(), scheduler=get)
+    assert (mean, top) == (1.0, 2.0)
+    assert record["parts"] == 1 and record["local"] is bool(local_bytes), record
