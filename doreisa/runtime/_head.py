@@ -2,7 +2,10 @@
 
 :class:`HeadState` is plain logic (tested without Ray); the runtime runs it as a threaded
 Ray actor. Node actors call :meth:`HeadState.add`; the analytics driver long-polls
-:meth:`HeadState.take`. A step is delivered complete or not at all: a step still missing
+:meth:`HeadState.take`. The actor serves several calls at once, so one node actor's batches
+may run out of order: each carries a sequence number and is applied in order, which keeps
+a rank's blocks (and events) in the order it published them, so the steps of an array
+complete in step order. A step is delivered complete or not at all: a step still missing
 blocks after ``step_timeout`` seconds is dropped, its blocks released, and reported lost.
 """
 
@@ -42,16 +45,37 @@ class HeadState:
         # recently completed steps: a late duplicate must not open a new (never complete) step
         self._done: collections.deque[tuple[str, int]] = collections.deque(maxlen=4096)
         self._done_set: set[tuple[str, int]] = set()
+        # per sender: the next sequence number to apply, and batches that came early (with when)
+        self._next_seq: dict[str, int] = {}
+        self._early: dict[str, dict[int, tuple[list[dict[str, Any]], float]]] = {}
 
-    def add(self, batch: list[dict[str, Any]]) -> None:
-        """Record blocks and events from a node actor."""
+    def add(self, batch: list[dict[str, Any]], sender: str | None = None, seq: int | None = None) -> None:
+        """Record blocks and events from a node actor: its ``seq``-th batch (0, 1, ...), if numbered."""
         with self._cond:
-            for item in batch:
-                if item["kind"] == "block":
-                    self._add_block(item)
-                else:
-                    self._events.append(item)
+            if sender is None or seq is None:
+                self._apply(batch)
+            else:
+                self._early.setdefault(sender, {})[seq] = (batch, time.monotonic())
+                self._apply_in_order(sender, skip_gap=False)
             self._cond.notify_all()
+
+    def _apply_in_order(self, sender: str, *, skip_gap: bool) -> None:
+        early, seq = self._early[sender], self._next_seq.get(sender, 0)
+        while early:
+            if seq not in early:
+                if not skip_gap:
+                    break
+                seq = min(early)  # a batch that never came (its sender died mid-call): go on without it
+            self._apply(early.pop(seq)[0])
+            seq += 1
+        self._next_seq[sender] = seq
+
+    def _apply(self, batch: list[dict[str, Any]]) -> None:
+        for item in batch:
+            if item["kind"] == "block":
+                self._add_block(item)
+            else:
+                self._events.append(item)
 
     def _add_block(self, item: dict[str, Any]) -> None:
         key = (item["array"], item["step"])
@@ -106,6 +130,9 @@ class HeadState:
 
     def _expire(self) -> None:
         now = time.monotonic()
+        for sender, early in self._early.items():
+            if early and now - min(when for _, when in early.values()) > self._step_timeout:
+                self._apply_in_order(sender, skip_gap=True)
         for key, partial in list(self._partial.items()):
             if now - partial.first_seen > self._step_timeout:
                 del self._partial[key]

@@ -283,7 +283,9 @@ class NodeActor:
         self._head = head
         self._transit = transit or []
         self._next = 0
+        self._seq = 0  # batches to the head are numbered: the head applies them in order
         node_id = ray.get_runtime_context().get_node_id()
+        self._sender = f"node-{node_id}"
         self._server = NodeServer(
             run_dir=run_dir,
             node_id=node_id,
@@ -303,7 +305,8 @@ class NodeActor:
         return actor.relay.remote(block), node
 
     def _report(self, batch: list[dict[str, Any]]) -> None:
-        self._head.add.remote(batch)
+        self._head.add.remote(batch, self._sender, self._seq)
+        self._seq += 1
 
     def node_id(self) -> str:
         """The Ray node this actor serves."""

@@ -141,3 +141,22 @@ def test_duplicate_after_completion_is_counted_not_a_new_step() -> None:
     assert head.take(0)["partial"] == 0
     assert head.flush() == []  # no 'step_lost' for a step that was delivered
     assert head.duplicates == 1
+
+
+def test_a_senders_batches_apply_in_order_whatever_order_they_arrive_in() -> None:
+    # the head actor serves calls concurrently: batch 1 of a node may run before its batch 0
+    head = HeadState(step_timeout=60)
+    head.add([_block(0, (1, 0), 1)], "node-b", 0)
+    head.add([_block(2, (0, 0), 0)], "node-a", 1)  # early: held
+    head.add([_block(2, (1, 0), 1)], "node-b", 1)
+    assert head.take(0)["steps"] == [], "step 2 must not complete before node-a's batch 0 is applied"
+    head.add([_block(0, (0, 0), 0)], "node-a", 0)
+    assert [s["step"] for s in head.take(0)["steps"]] == [0, 2]
+
+
+def test_a_batch_that_never_comes_is_skipped_after_the_step_timeout() -> None:
+    head = HeadState(step_timeout=0.05)
+    head.add([_block(3, (0, 0), 0), _block(3, (1, 0), 1)], "node-a", 1)  # batch 0 is lost
+    assert head.take(0)["steps"] == []
+    time.sleep(0.1)
+    assert [s["step"] for s in head.take(0)["steps"]] == [3], "expiry applies what waited behind the gap"
