@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     counts = (1, 4, 16) if args.quick else (1, 2, 4, 8, 16)
-    blocks, reps = (256, 1) if args.quick else (1024, 2)
+    blocks, reps = (256, 1) if args.quick else (1024, 1)
     started = time.monotonic()
     import ray
 
