@@ -55,9 +55,7 @@ import contextlib
 import functools
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -79,39 +77,13 @@ RANKS = 2
 # -- the cluster ---------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def cluster() -> Iterator[Any]:
+def cluster() -> Any:
     """Head (analytics resource) + 2 simulation nodes on 127.0.0.1, each with one CPU."""
-    import ray
-    from ray.cluster_utils import Cluster
+    from doreisa.testing import local_cluster
 
-    temp_dir = tempfile.mkdtemp(prefix="dplace-", dir="/tmp")
-    os.makedirs("/tmp/ray", exist_ok=True)  # Cluster.add_node writes Ray's address file there
-    made = None
-    try:
-        made = Cluster(
-            initialize_head=True,
-            head_node_args={
-                "num_cpus": 1,
-                "object_store_memory": NODE_STORE,
-                "node_ip_address": "127.0.0.1",
-                "include_dashboard": False,
-                "temp_dir": temp_dir,
-                "resources": {ANALYTICS_RESOURCE: 1},
-            },
-        )
-        for _ in range(2):
-            made.add_node(num_cpus=1, object_store_memory=NODE_STORE, node_ip_address="127.0.0.1")
-        made.wait_for_nodes()
-        ray.init(address=made.address, namespace="doreisa-bench-placement", logging_level="WARNING")
-        yield made
-    finally:
-        with contextlib.suppress(Exception):
-            ray.shutdown()
-        if made is not None:
-            with contextlib.suppress(Exception):
-                made.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    return local_cluster(
+        2, head_resources={ANALYTICS_RESOURCE: 1}, store_bytes=NODE_STORE, namespace="doreisa-bench-placement"
+    )
 
 
 def guarded(fn: Callable[[], Any]) -> Any:

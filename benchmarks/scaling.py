@@ -23,10 +23,8 @@ import argparse
 import functools
 import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -40,35 +38,16 @@ STORE = 80 * 1024 * 1024
 BLOCK = (16, 16)
 
 
-def start_cluster(nodes: int) -> tuple[Any, str, list[str]]:
-    """Head (drives, runs no task) + ``nodes`` one-CPU nodes; returns the cluster, temp dir, node ids."""
+def node_ids(nodes: int) -> list[str]:
+    """Ids of the nodes ``local_cluster`` started with the resources ``bench_node_<i>``, in order."""
     import ray
-    from ray.cluster_utils import Cluster
 
-    temp_dir = tempfile.mkdtemp(prefix="dscale-", dir="/tmp")
-    os.makedirs(os.path.join(tempfile.gettempdir(), "ray"), exist_ok=True)
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 0,
-            "object_store_memory": STORE,
-            "node_ip_address": "127.0.0.1",
-            "include_dashboard": False,
-            "temp_dir": temp_dir,
-        },
-    )
-    for i in range(nodes):
-        cluster.add_node(
-            num_cpus=1, object_store_memory=STORE, node_ip_address="127.0.0.1", resources={f"bench_node_{i}": 1}
-        )
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, logging_level="WARNING")
     ids = {}
     for node in ray.nodes():
         for name in node["Resources"]:
             if name.startswith("bench_node_"):
                 ids[int(name.rsplit("_", 1)[1])] = node["NodeID"]
-    return cluster, temp_dir, [ids[i] for i in range(nodes)]
+    return [ids[i] for i in range(nodes)]
 
 
 class Holder:
@@ -154,11 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     import ray
 
-    cluster, temp_dir, node_ids = start_cluster(max(counts))
+    from doreisa.testing import local_cluster
+
     results: dict[str, Any] = {"blocks": blocks, "block_shape": list(BLOCK), "reps": reps, "runs": []}
-    try:
+    nodes = max(counts)
+    resources = {i: {f"bench_node_{i}": 1.0} for i in range(nodes)}
+    # the head drives and runs no task; every block lives on a one-CPU node
+    with local_cluster(nodes, head_cpus=0, node_resources=resources, store_bytes=STORE, namespace="doreisa-scaling"):
+        ids = node_ids(nodes)
         for n in counts:
-            refs, where, actors = place_blocks(node_ids, n, blocks)
+            refs, where, actors = place_blocks(ids, n, blocks)
             try:
                 run = time_reduction(refs, where, reps, n)
             except Exception as exc:  # one failing size must not lose the others
@@ -169,10 +153,6 @@ def main(argv: list[str] | None = None) -> int:
             del refs
             for actor in actors:
                 ray.kill(actor)
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
     results["wall_s"] = round(time.monotonic() - started, 1)
     args.json.write_text(json.dumps(results, indent=1))
     return 0

@@ -9,9 +9,14 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +84,78 @@ def run_coupled(
 def python_command(script: str | os.PathLike[str], *args: str) -> list[str]:
     """``[sys.executable, script, *args]``."""
     return [sys.executable, str(Path(script)), *args]
+
+
+@contextlib.contextmanager
+def local_cluster(
+    nodes: int,
+    *,
+    head_cpus: int = 1,
+    head_resources: Mapping[str, float] | None = None,
+    node_resources: Mapping[int, Mapping[str, float]] | None = None,
+    store_bytes: int = 200 * 1024 * 1024,
+    namespace: str = "doreisa-testing",
+) -> Iterator[Any]:
+    """A Ray cluster of a head and ``nodes`` one-CPU nodes on this machine, connected as this driver.
+
+    Every node listens on 127.0.0.1, keeps its files in a private temporary folder (removed at
+    the end) and starts no dashboard; token authentication stays as Ray sets it. Try in
+    transit placement on one machine with ``head_resources={"doreisa_analytics": 1}``.
+
+    Parameters
+    ----------
+    nodes : int
+        Nodes besides the head.
+    head_cpus : int
+        CPUs of the head (0: it runs no task).
+    head_resources, node_resources : mapping, optional
+        Custom resources of the head, and of the i-th node.
+    store_bytes : int
+        Object store of each node.
+    namespace : str
+        Ray namespace of this driver.
+
+    Yields
+    ------
+    ray.cluster_utils.Cluster
+    """
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the loopback trap
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+    from ray.cluster_utils import Cluster
+
+    temp_dir = tempfile.mkdtemp(prefix="doreisa-cluster-", dir="/tmp")
+    # Cluster.add_node writes Ray's default address file whatever temp_dir says; we never read it
+    # (explicit addresses only), but its folder must exist.
+    os.makedirs(os.path.join(tempfile.gettempdir(), "ray"), exist_ok=True)
+    cluster = None
+    try:
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={
+                "num_cpus": head_cpus,
+                "object_store_memory": store_bytes,
+                "node_ip_address": "127.0.0.1",
+                "include_dashboard": False,
+                "temp_dir": temp_dir,
+                "resources": dict(head_resources or {}),
+            },
+        )
+        for i in range(nodes):
+            resources = dict((node_resources or {}).get(i, {}))
+            cluster.add_node(
+                num_cpus=1, object_store_memory=store_bytes, node_ip_address="127.0.0.1", resources=resources
+            )
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, namespace=namespace, logging_level=logging.WARNING)
+        yield cluster
+    finally:
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                cluster.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def object_locations(refs: list[Any]) -> dict[Any, dict[str, Any]]:

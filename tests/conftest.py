@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,31 +26,9 @@ def ray_cluster() -> Iterator[Any]:
     ``doreisa_analytics`` resource: with an in_transit contract it is the analytics node and
     the two others are the simulation nodes.
     """
-    import ray
-    from ray.cluster_utils import Cluster
+    from doreisa.testing import local_cluster
 
-    temp_dir = tempfile.mkdtemp(prefix="dt-", dir="/tmp")
-    # Cluster.add_node writes Ray's default address file whatever temp_dir says; we never read it
-    # (explicit addresses only), but its folder must exist.
-    os.makedirs(os.path.join(tempfile.gettempdir(), "ray"), exist_ok=True)
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 1,
-            "object_store_memory": NODE_STORE,
-            "node_ip_address": "127.0.0.1",
-            "include_dashboard": False,
-            "temp_dir": temp_dir,
-            "resources": {ANALYTICS_RESOURCE: 1},
-        },
-    )
-    for _ in range(2):
-        cluster.add_node(num_cpus=1, object_store_memory=NODE_STORE, node_ip_address="127.0.0.1")
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, namespace="doreisa-tests", logging_level="WARNING")
-    try:
+    with local_cluster(
+        2, head_resources={ANALYTICS_RESOURCE: 1}, store_bytes=NODE_STORE, namespace="doreisa-tests"
+    ) as cluster:
         yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
