@@ -74,9 +74,12 @@ def partitioned_get(
         read = sum(sizes.get(ref.hex(), local_bytes + 1) for ref in [leaves[k] for k in part.leaves] + fused)
         if read <= local_bytes:
             out = _run_part(body, named, part.exports, *ray.get([leaves[k] for k in named] + fused))
+            done: dict[Key, Any] = dict(zip(part.exports, out if len(part.exports) > 1 else [out], strict=True))
+            blocks = [k for k in wanted if k not in done]  # blocks wanted as they are
+            done.update(zip(blocks, ray.get([leaves[k] for k in blocks]), strict=True))
             if record is not None:
                 record.update(tasks=len(tasks), parts=1, nodes=1, local=True, moved_bytes=0)
-            return _repack(keys, dict(zip(part.exports, out if len(part.exports) > 1 else [out], strict=True)))
+            return _repack(keys, done)
 
     refs: dict[Key, Any] = dict(leaves)
     base = dict(ray_remote_args or {})

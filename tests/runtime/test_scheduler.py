@@ -134,6 +134,11 @@ def test_a_small_graph_on_the_callers_node_runs_in_the_caller(ray_cluster: Any, 
         record=record,
         local_bytes=local_bytes,
     )
-    (mean, top) = dask.compute(x.mean(), x.max(), scheduler=get)
+    (mean, top, block) = dask.compute(x.mean(), x.max(), x.blocks[1], scheduler=get)
     assert (mean, top) == (1.0, 2.0)
+    np.testing.assert_array_equal(block, blocks[1])
+    # a hand-written graph may ask for a block as it is, next to a task that reads it
+    total, raw = get({"blk": refs[2], "total": (np.sum, "blk")}, ["total", "blk"])
+    assert total == 128.0
+    np.testing.assert_array_equal(raw, blocks[2])
     assert record["parts"] == 1 and record["local"] is bool(local_bytes), record
