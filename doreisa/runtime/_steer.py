@@ -172,7 +172,7 @@ class RankFeedback:
         """Reduce this rank's block for the monitors of ``name`` due at ``step`` (collective)."""
         if not self._monitors[name]:
             return
-        monitors = [m for m in self._monitors.get(name, ()) if step % m.every == 0]
+        monitors = [m for m in self._monitors[name] if step % m.every == 0]
         if not monitors:
             return
         spec = self.contract.arrays[name]

@@ -210,12 +210,11 @@ class Bridge:
         LayoutError
             At the first publish of an array, if the ranks' blocks do not tile it.
         """
+        self.stats.calls += 1
         state = self._arrays.get(name)
         if state is not None and type(step) is int and state.last_step < step < state.skip_below:
             state.last_step = step  # fast path: a step that nothing can make wanted
-            self.stats.calls += 1
             return False
-        self.stats.calls += 1
         if time is not None:
             time = float(time)  # numpy scalars are not JSON
         if state is None:

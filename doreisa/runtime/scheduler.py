@@ -70,11 +70,12 @@ def partitioned_get(
     here = ray.get_runtime_context().get_node_id()
     if len(parts) == 1 and parts[0].node in (here, None):
         part = parts[0]
-        body, named, fused = _prepare(part, tasks, embedded, ray.ObjectRef)
+        fused = _fused(part, embedded)
         read = sum(sizes.get(ref.hex(), local_bytes + 1) for ref in [leaves[k] for k in part.leaves] + fused)
         if read <= local_bytes:
+            body, named, fused = _prepare(part, tasks, embedded, ray.ObjectRef)
             out = _run_part(body, named, part.exports, *ray.get([leaves[k] for k in named] + fused))
-            done: dict[Key, Any] = dict(zip(part.exports, out if len(part.exports) > 1 else [out], strict=True))
+            done = _by_key(part.exports, out)
             blocks = [k for k in wanted if k not in done]  # blocks wanted as they are
             done.update(zip(blocks, ray.get([leaves[k] for k in blocks]), strict=True))
             if record is not None:
@@ -90,7 +91,7 @@ def partitioned_get(
         body, named, fused = _prepare(part, tasks, embedded, ray.ObjectRef)
         # every block and input is a top-level argument: Ray fetches them before the part starts
         out = _run_part_remote().options(**options).remote(body, named, part.exports, *(refs[k] for k in named), *fused)
-        refs.update(zip(part.exports, out if len(part.exports) > 1 else [out], strict=True))
+        refs.update(_by_key(part.exports, out))
     values: dict[Key, Any] = dict(zip(wanted, ray.get([refs[k] for k in wanted]), strict=True))
     if record is not None:
         _record(record, parts, tasks, refs)
@@ -130,12 +131,17 @@ def _cut(
     return leaves, tasks, embedded, parts
 
 
+def _fused(part: Part, embedded: Mapping[Key, list[Any]]) -> list[Any]:
+    """The blocks Dask fused into the part's task definitions, each once."""
+    return list(dict.fromkeys(ref for k in part.keys for ref in embedded[k]))
+
+
 def _prepare(
     part: Part, tasks: Mapping[Key, Any], embedded: Mapping[Key, list[Any]], ref_type: type
 ) -> tuple[dict[Key, Any], tuple[Key, ...], list[Any]]:
     """A part's tasks with the blocks fused into them replaced by slots; its named inputs; those blocks."""
     named = part.leaves + part.inputs
-    fused = list(dict.fromkeys(ref for k in part.keys for ref in embedded[k]))
+    fused = _fused(part, embedded)
     slots = {ref: _Slot(len(named) + i) for i, ref in enumerate(fused)}
 
     def to_slot(x: Any) -> Any:
@@ -143,6 +149,11 @@ def _prepare(
 
     body = {k: _substitute(tasks[k], to_slot) if embedded[k] else tasks[k] for k in part.keys}
     return body, named, fused
+
+
+def _by_key(exports: tuple[Key, ...], out: Any) -> dict[Key, Any]:
+    """What :func:`_run_part` returned (one value, or a tuple of several), by export key."""
+    return dict(zip(exports, out if len(exports) > 1 else [out], strict=True))
 
 
 def _follow_aliases(graph: Mapping[Key, Any], leaves: dict[Key, Any], alias_type: type) -> None:
@@ -177,10 +188,9 @@ def _record(
         for k in p.inputs:
             readers[k].add(p.node)
     here = ray.get_runtime_context().get_node_id()
-    for p in parts:
-        for k in p.exports:
-            if not any(k in q.inputs for q in parts):
-                readers[k].add(here)  # a result for the caller
+    for nodes in readers.values():
+        if not nodes:
+            nodes.add(here)  # read by no part: a result for the caller
     crossing = [k for k, nodes in readers.items() if nodes - {producer[k]}]
     located = object_locations([refs[k] for k in crossing])
     moved = 0
