@@ -255,27 +255,6 @@ def laplacian(b: np.ndarray) -> np.ndarray:
     return out
 
 
-class BlockHolder:
-    """On one simulation node: puts blocks into that node's object store and owns them."""
-
-    def __init__(self) -> None:
-        self.refs: list[Any] = []
-
-    def node_id(self) -> str:
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
-
-    def put(self, seeds: list[int], shape: tuple[int, int]) -> list[Any]:
-        import ray
-
-        self.refs = [ray.put(make_block(seed, shape)) for seed in seeds]
-        return self.refs
-
-    def drop(self) -> None:
-        self.refs = []
-
-
 def block_copies(refs: list[Any]) -> int:
     """Bytes of the blocks' extra copies in other nodes' object stores."""
     from doreisa.testing import object_locations  # one reference per call: safe with several owners
@@ -299,21 +278,14 @@ class HaloRig:
 
     def __init__(self, *, block_rows: int, cols: int, blocks_per_node: int) -> None:
         import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from doreisa.testing import put_on_node  # an owner actor on each node, as a node actor
 
         self.sim_nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"] and not n["Resources"].get(ANALYTICS_RESOURCE)]
         if len(self.sim_nodes) < 2:
             raise RuntimeError(f"need 2 simulation nodes, found {len(self.sim_nodes)}")
         self.sim_nodes = self.sim_nodes[:2]
-        holder_cls = ray.remote(BlockHolder)
-        self.holders = [
-            holder_cls.options(
-                num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)
-            ).remote()
-            for node in self.sim_nodes
-        ]
-        if ray.get([h.node_id.remote() for h in self.holders]) != self.sim_nodes:
-            raise RuntimeError("a block holder is not on its node")
+        self.holders = [put_on_node(node, [])[0] for node in self.sim_nodes]
         self.nblocks = 2 * blocks_per_node
         self.shape = (block_rows, cols)
         self.owner = [i // blocks_per_node for i in range(self.nblocks)]  # block i -> holder index
@@ -331,7 +303,8 @@ class HaloRig:
         self.release()
         refs: list[Any] = []
         for h, holder in enumerate(self.holders):
-            refs += ray.get(holder.put.remote([i for i in range(self.nblocks) if self.owner[i] == h], self.shape))
+            mine = [make_block(i, self.shape) for i in range(self.nblocks) if self.owner[i] == h]
+            refs += ray.get(holder.put.remote(mine))
         self._generation += 1
         name = f"placement-blocks-{self._generation}"
         graph = {(name, i, 0): ref for i, ref in enumerate(refs)}

@@ -50,37 +50,18 @@ def node_ids(nodes: int) -> list[str]:
     return [ids[i] for i in range(nodes)]
 
 
-class Holder:
-    """One per node: owns that node's blocks (``ray.put`` inside the node, like a doreisa node actor)."""
-
-    def __init__(self) -> None:
-        self.refs: list[Any] = []
-
-    def put(self, first: int, count: int) -> list[Any]:
-        import ray
-
-        self.refs = [ray.put(np.full(BLOCK, float(first + i))) for i in range(count)]
-        return self.refs
-
-    def drop(self) -> None:
-        self.refs = []
-
-
 def place_blocks(node_ids: list[str], n: int, total: int) -> tuple[list[Any], dict[str, str], list[Any]]:
     """``total`` blocks, in contiguous runs over the first ``n`` nodes (as ranks fill nodes)."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    from doreisa.testing import put_on_node  # an actor on each node owns its blocks, as a node actor does
 
-    holder = ray.remote(num_cpus=0)(Holder)
     per = -(-total // n)
     actors, refs, where = [], [], {}
     for i in range(n):
         first, count = i * per, min(per, total - i * per)
         if count <= 0:
             break
-        actor = holder.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_ids[i], soft=False)).remote()
+        actor, mine = put_on_node(node_ids[i], [np.full(BLOCK, float(first + k)) for k in range(count)])
         actors.append(actor)
-        mine = ray.get(actor.put.remote(first, count))
         refs += mine
         where.update({r.hex(): node_ids[i] for r in mine})
     return refs, where, actors

@@ -158,6 +158,47 @@ def local_cluster(
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+class BlockOwner:
+    """A Ray actor's class: puts blocks into the object store of its node and owns them, as a
+    doreisa node actor does (the blocks live as long as the actor holds them)."""
+
+    def __init__(self) -> None:
+        self.refs: list[Any] = []
+
+    def node_id(self) -> str:
+        """The Ray node this actor runs on."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+    def put(self, blocks: list[Any]) -> list[Any]:
+        """Store ``blocks`` (replacing the ones held before); their references."""
+        import ray
+
+        self.refs = [ray.put(b) for b in blocks]
+        return self.refs
+
+    def drop(self) -> None:
+        """Forget the blocks (freed once nobody else holds their references)."""
+        self.refs = []
+
+
+def put_on_node(node_id: str, blocks: list[Any]) -> tuple[Any, list[Any]]:
+    """Blocks stored on Ray node ``node_id`` and owned by a :class:`BlockOwner` actor there.
+
+    Returns the actor (``ray.kill`` it, or call ``drop``, to free the blocks; ``put`` stores
+    new ones) and the blocks' references. Raises ``RuntimeError`` if the actor is not on that node.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
+    owner = ray.remote(num_cpus=0)(BlockOwner).options(scheduling_strategy=strategy).remote()
+    if (where := ray.get(owner.node_id.remote())) != node_id:
+        raise RuntimeError(f"the block owner runs on node {where}, not on {node_id}")
+    return owner, ray.get(owner.put.remote(blocks)) if blocks else []
+
+
 def object_locations(refs: list[Any]) -> dict[Any, dict[str, Any]]:
     """Where objects live: ``{ref: {"node_ids": [...], "object_size": n}}``.
 

@@ -14,7 +14,7 @@ import pytest
 import ray
 
 from doreisa.runtime.scheduler import partitioned_get
-from doreisa.testing import object_locations
+from doreisa.testing import object_locations, put_on_node
 
 pytestmark = pytest.mark.ray
 
@@ -24,30 +24,16 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 ROWS, COLS = 64, 48  # 6 row blocks of 64 x 48 float64 (24 KiB each), two per node
 
 
-class Holder:
-    """Owns blocks in its node's object store, as a doreisa node actor does."""
-
-    def put(self, blocks: list[np.ndarray]) -> list[Any]:
-        import ray
-
-        self.refs = [ray.put(b) for b in blocks]
-        return self.refs
-
-
 @pytest.fixture(scope="module")
 def spread(ray_cluster: Any) -> Iterator[tuple[np.ndarray, da.Array, dict[str, str], dict[str, int]]]:
     """A 384 x 48 array as 6 blocks, 2 on each node of the cluster."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
     assert len(nodes) == 3
     full = np.arange(6 * ROWS * COLS, dtype=np.float64).reshape(6 * ROWS, COLS) % 97
-    holder = ray.remote(num_cpus=0)(Holder)
     refs, where, actors = [], {}, []
     for i, node in enumerate(nodes):
-        actor = holder.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote()
+        actor, mine = put_on_node(node, [full[(2 * i + j) * ROWS : (2 * i + j + 1) * ROWS] for j in range(2)])
         actors.append(actor)
-        mine = ray.get(actor.put.remote([full[(2 * i + j) * ROWS : (2 * i + j + 1) * ROWS] for j in range(2)]))
         refs += mine
         where.update({r.hex(): node for r in mine})
     x = da.Array(  # pyright: ignore[reportCallIssue]
