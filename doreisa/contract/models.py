@@ -332,6 +332,10 @@ class Backpressure(_Model):
     policy: Literal["block", "skip"] = Field(
         default="block", description="block: the simulation waits; skip: the step is not copied, and counted"
     )
+    staging_mb: PositiveInt = Field(
+        default=64,
+        description="node shared memory (MiB) each rank may fill per array before publish waits for the node actor",
+    )
 
 
 class Timeouts(_Model):

@@ -26,15 +26,17 @@ from typing import Any
 import numpy as np
 
 from doreisa.runtime import _names
-from doreisa.runtime._wire import MessageReader, ShmRing, encode
+from doreisa.runtime._wire import MessageReader, ShmRing, encode, encode_free
 
 log = logging.getLogger("doreisa.node")
 
 
 @dataclass
 class _Ring:
+    array: str
     ring: ShmRing
-    shape: tuple[int, ...]
+    views: list[np.ndarray[Any, Any]]
+    index: tuple[int, ...]
     dtype: np.dtype[Any]
     chunks: list[list[int]]
     n: int
@@ -45,13 +47,16 @@ class _Conn:
     sock: socket.socket
     reader: MessageReader = field(default_factory=MessageReader)
     rank: int | None = None
-    rings: dict[str, _Ring] = field(default_factory=dict[str, _Ring])
+    rings: dict[int, _Ring] = field(default_factory=dict[int, _Ring])
     lock: threading.Lock = field(default_factory=threading.Lock)
     closed: bool = False
 
     def send(self, message: dict[str, Any]) -> None:
+        self.send_bytes(encode(message))
+
+    def send_bytes(self, frame: bytes) -> None:
         with self.lock:
-            self.sock.sendall(encode(message))
+            self.sock.sendall(frame)
 
 
 class NodeServer:
@@ -187,8 +192,10 @@ class NodeServer:
             # even if the rank or this actor dies without cleaning up.
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(message["path"])
-            conn.rings[message["a"]] = _Ring(
-                ring, tuple(message["shape"]), np.dtype(message["dtype"]), message["chunks"], message["n"]
+            dtype = np.dtype(message["dtype"])
+            views = ring.views(tuple(message["shape"]), dtype)
+            conn.rings[message["id"]] = _Ring(
+                message["a"], ring, views, tuple(message["i"]), dtype, message["chunks"], message["n"]
             )
         elif kind == "hello":
             conn.rank = message["rank"]
@@ -202,25 +209,25 @@ class NodeServer:
             batch.append({"kind": "closed", "rank": conn.rank, "stats": message["stats"], "node": self.node_id})
 
     def _ingest(self, conn: _Conn, message: dict[str, Any], batch: list[dict[str, Any]]) -> None:
-        entry = conn.rings[message["a"]]
-        view = entry.ring.view(message["slot"], entry.shape, entry.dtype)
+        entry = conn.rings[message["ring"]]
+        view = entry.views[message["slot"]]
         start = time.perf_counter()
         # Both copy the slot before returning: into this node's object store (in situ), or into a
         # task argument shipped to an analytics node (in transit). Either way this actor owns the block.
-        relay = self._relay if self._relay is not None and message["a"] in self._relayed else None
+        relay = self._relay if self._relay is not None and entry.array in self._relayed else None
         ref, where = relay(view) if relay is not None else (self._put(view), self.node_id)
         self.counts["put_seconds"] += time.perf_counter() - start
-        del view
-        conn.send({"t": "free", "a": message["a"], "slot": message["slot"]})
+        entry.ring.freed[message["slot"]] += 1  # after the copy: the rank may write the slot again
+        conn.send_bytes(encode_free(message["ring"], message["slot"]))  # wakes a rank waiting for a slot
         self.counts["blocks"] += 1
         self.counts["bytes"] += entry.ring.slot_size
         batch.append(
             {
                 "kind": "block",
-                "array": message["a"],
+                "array": entry.array,
                 "step": message["s"],
                 "time": message["tm"],
-                "index": tuple(message["i"]),
+                "index": entry.index,
                 "chunks": entry.chunks,
                 "n": entry.n,
                 "dtype": entry.dtype.str,
@@ -237,6 +244,7 @@ class NodeServer:
         self._conns.pop(conn.sock.fileno(), None)
         conn.sock.close()
         for entry in conn.rings.values():
+            entry.views.clear()
             entry.ring.close()
         conn.rings.clear()
 

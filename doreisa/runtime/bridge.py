@@ -25,7 +25,7 @@ from doreisa.errors import BlockMismatchError, BridgeError, LayoutError, Runtime
 from doreisa.runtime import _names
 from doreisa.runtime._discovery import connect_to_node
 from doreisa.runtime._steer import RankFeedback
-from doreisa.runtime._wire import MessageReader, ShmRing, encode, recv_one, slot_bytes
+from doreisa.runtime._wire import MessageReader, ShmRing, encode, encode_put, recv_one, slot_bytes
 from doreisa.runtime.comm import Communicator, world_comm
 from doreisa.runtime.layout import BlockPlan, Layout, check_block, default_offset, make_layout
 from doreisa.runtime.preprocess import Preprocessor, make_preprocessor
@@ -33,8 +33,18 @@ from doreisa.runtime.schedule import ArraySchedule
 
 log = logging.getLogger("doreisa.bridge")
 
-MAX_RING_SLOTS = 4
-SMALL_SLOT = 1 << 20
+#: A ring has at least this many slots (if ``max_in_flight`` allows), whatever its blocks' size.
+MIN_RING_SLOTS = 4
+#: Read the socket at least every this many copies, so that the node actor's wake-ups never pile up.
+DRAIN_EVERY = 32
+
+
+def ring_slots(slot_size: int, max_in_flight: int, staging_bytes: int) -> int:
+    """Slots of a rank's ring: as many as ``staging_bytes`` holds, at least :data:`MIN_RING_SLOTS`.
+
+    Never more than ``max_in_flight``: a slot is busy only while its step is in flight.
+    """
+    return min(max_in_flight, max(MIN_RING_SLOTS, staging_bytes // slot_size))
 
 
 @dataclass
@@ -67,6 +77,7 @@ class BridgeStats:
 @dataclass
 class _Array:
     name: str
+    ring_id: int
     spec: ArraySpec
     schedule: ArraySchedule
     preprocess: Preprocessor | None
@@ -77,12 +88,33 @@ class _Array:
     out_shape: tuple[int, ...] = ()
     out_dtype: np.dtype[Any] | None = None
     ring: ShmRing | None = None
-    free: set[int] = field(default_factory=set[int])
+    #: a view of each slot; the free slots (the last one freed is reused first: its lines are still
+    #: cached); the slots handed to the node actor, in order; and how many times each was handed over
+    views: list[np.ndarray[Any, Any]] = field(default_factory=list[np.ndarray[Any, Any]])
+    free: list[int] = field(default_factory=list[int])
+    pending: list[int] = field(default_factory=list[int])
+    used: list[int] = field(default_factory=list[int])
+    index: tuple[int, ...] = ()
     #: steps below this are known unwanted (step-count cadence that nothing can change)
     skip_below: int = -1
 
     def __post_init__(self) -> None:
         self.dtype = np.dtype(self.spec.dtype)
+
+    def reclaim(self) -> bool:
+        """Move the slots the node actor has taken (its count caught up with ours) to ``free``; any free?"""
+        if self.pending and self.ring is not None:
+            freed, used = self.ring.freed, self.used
+            done = [s for s in self.pending if freed[s] == used[s]]
+            if done:
+                self.pending = [s for s in self.pending if freed[s] != used[s]]
+                self.free += done
+        return bool(self.free)
+
+    def idle(self) -> bool:
+        """Has the node actor taken every slot handed to it?"""
+        self.reclaim()
+        return not self.pending
 
 
 class Bridge:
@@ -125,6 +157,7 @@ class Bridge:
         self._detached: str | None = None
         self._in_flight: dict[int, set[str]] = {}
         self._reader = MessageReader()
+        self._since_drain = 0
         where = run_dir or os.environ.get(_names.ENV_RUN_DIR)
         if not where:
             raise RuntimeUnavailableError(
@@ -141,8 +174,10 @@ class Bridge:
         self.node_id: str = welcome["node_id"]
         self.contract: Contract = parse_contract(welcome["contract"], source=f"{self.run_dir}/contract.yaml")
         self._arrays = {
-            name: _Array(name, spec, ArraySchedule(self.contract.cadence_of(name)), make_preprocessor(spec.preprocess))
-            for name, spec in self.contract.arrays.items()
+            name: _Array(
+                name, i, spec, ArraySchedule(self.contract.cadence_of(name)), make_preprocessor(spec.preprocess)
+            )
+            for i, (name, spec) in enumerate(self.contract.arrays.items())
         }
         self._steer = RankFeedback(
             self.contract,
@@ -267,7 +302,7 @@ class Bridge:
         if self._detached is None:
             try:
                 self._wait(
-                    lambda: all(s.ring is None or len(s.free) == s.ring.slots for s in self._arrays.values()),
+                    lambda: all(s.idle() for s in self._arrays.values()),
                     self.contract.timeouts.step,
                     "the node actor to take the last blocks",
                 )
@@ -277,6 +312,7 @@ class Bridge:
         self._sock.close()
         for state in self._arrays.values():
             if state.ring is not None:
+                state.views = []
                 state.ring.close(unlink=True)
         return self.stats.as_dict()
 
@@ -363,10 +399,10 @@ class Bridge:
 
     def _make_room(self, name: str, step: int) -> bool:
         policy = self.contract.backpressure
-        state = self._arrays[name]
         # Credits only grow while unread, so stale counts that show room are right: read the socket
-        # only when they show none (at most every MAX_RING_SLOTS copies, when the slots run out).
-        if not (len(self._in_flight) < policy.max_in_flight and (state.free or state.ring is None)):
+        # only when they show none, or every DRAIN_EVERY copies (free slots are seen in shared memory).
+        self._since_drain += 1
+        if self._since_drain >= DRAIN_EVERY or len(self._in_flight) >= policy.max_in_flight:
             self._drain()
         if self._detached is not None and policy.policy == "block":
             self.stats.dropped += 1
@@ -391,9 +427,12 @@ class Bridge:
         if state.ring is None:
             self._open_ring(state)
         assert state.ring is not None
+        pending = state.pending
+        if pending and (not state.free or state.ring.freed[pending[-1]] == state.used[pending[-1]]):
+            state.reclaim()  # the node actor takes slots in order: the last one taken means all are
         if not state.free:
             try:
-                self._wait(lambda: bool(state.free), self.contract.timeouts.block, "a free shared memory slot")
+                self._wait(state.reclaim, self.contract.timeouts.block, "a free shared memory slot")
             except BridgeError as exc:
                 self._detach(str(exc))
                 self.stats.dropped += 1
@@ -408,10 +447,11 @@ class Bridge:
                     "(declare a changed dtype with params.dtype)"
                 )
         slot = state.free.pop()
-        dst = state.ring.view(slot, state.out_shape, state.out_dtype)
+        dst = state.views[slot]
         np.copyto(dst, part, casting="no")
-        index = state.plan.index + (0,) * (len(state.out_shape) - len(state.plan.index))  # preprocess may add dims
-        if not self._send({"t": "put", "a": state.name, "s": step, "tm": time, "slot": slot, "i": index}):
+        state.used[slot] += 1
+        state.pending.append(slot)
+        if not self._send_bytes(encode_put(state.ring_id, slot, step, time)):
             self.stats.dropped += 1
             return False
         self._in_flight.setdefault(step, set()).add(state.name)
@@ -421,20 +461,25 @@ class Bridge:
         return True
 
     def _open_ring(self, state: _Array) -> None:
-        assert state.out_dtype is not None and state.layout is not None
+        assert state.out_dtype is not None and state.layout is not None and state.plan is not None
         size = slot_bytes(int(np.prod(state.out_shape)) * state.out_dtype.itemsize)
-        # small blocks get more slots (they cost nothing), so a busy node actor rarely makes a rank wait
-        slots = min(
-            self.contract.backpressure.max_in_flight, MAX_RING_SLOTS if size > SMALL_SLOT else 4 * MAX_RING_SLOTS
-        )
+        # a burst of steps faster than the node actor ingests them fills the ring before publish waits
+        backpressure = self.contract.backpressure
+        slots = ring_slots(size, backpressure.max_in_flight, int(backpressure.staging_mb * (1 << 20)))
         base = _names.SHM_DIR if os.path.isdir(_names.SHM_DIR) else str(self.run_dir)
         path = os.path.join(base, f"{_names.SHM_PREFIX}{self.run_dir.name}-{self.rank}-{state.name}")
         state.ring = ShmRing(path, slots, size, create=True)
-        state.free = set(range(slots))
+        state.views = state.ring.views(state.out_shape, state.out_dtype)
+        state.free = list(range(slots - 1, -1, -1))
+        state.used = [0] * slots
+        # preprocess may add dims
+        state.index = state.plan.index + (0,) * (len(state.out_shape) - len(state.plan.index))
         self._send(
             {
                 "t": "ring",
                 "a": state.name,
+                "id": state.ring_id,
+                "i": list(state.index),
                 "path": path,
                 "slots": slots,
                 "slot_size": size,
@@ -446,6 +491,7 @@ class Bridge:
         )
 
     def _drain(self) -> None:
+        self._since_drain = 0
         for message in self._reader.feed(b""):  # left over from recv_one
             self._handle(message)
         while True:
@@ -464,9 +510,7 @@ class Bridge:
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("t")
-        if kind == "free":
-            self._arrays[message["a"]].free.add(message["slot"])
-        elif kind == "done":
+        if kind == "done":  # ("free" only wakes a rank waiting for a slot: the counters say which)
             self._steer.on_done(message["items"], message.get("decisions", []))
             for name, step in message["items"]:
                 pending = self._in_flight.get(step)
@@ -498,10 +542,13 @@ class Bridge:
             self._detach(str(exc))
 
     def _send(self, message: dict[str, Any]) -> bool:
+        return self._send_bytes(encode(message))
+
+    def _send_bytes(self, frame: bytes) -> bool:
         if self._detached is not None:
             return False
         try:
-            self._sock.sendall(encode(message))
+            self._sock.sendall(frame)
         except OSError as exc:
             self._detach(f"lost the node actor: {exc}")
             return False

@@ -345,6 +345,8 @@ CASES = [
         "'block' or 'skip'",
     ),
     Bad("bad-max-in-flight", ARRAY + "backpressure:\n  max_in_flight: 0\n", 7, "backpressure.max_in_flight", "than 0"),
+    Bad("bad-staging", ARRAY + "backpressure:\n  staging_mb: 0.5\n", 7, "backpressure.staging_mb", "integer"),
+    Bad("zero-staging", ARRAY + "backpressure:\n  staging_mb: 0\n", 7, "backpressure.staging_mb", "than 0"),
     Bad("bad-placement-mode", ARRAY + "placement:\n  mode: remote\n", 7, "placement.mode", "'in_situ' or 'in_transit'"),
     Bad(
         "bad-array-placement-mode",

@@ -17,8 +17,8 @@ import pytest
 from doreisa.contract import parse_contract
 from doreisa.errors import BlockMismatchError, BridgeError, RuntimeUnavailableError
 from doreisa.runtime import _names
-from doreisa.runtime._wire import MessageReader, encode, recv_one
-from doreisa.runtime.bridge import Bridge
+from doreisa.runtime._wire import MessageReader, encode, encode_put, recv_one
+from doreisa.runtime.bridge import MIN_RING_SLOTS, Bridge, ring_slots
 from doreisa.runtime.comm import SingleProcessComm
 
 Rig = Any  # conftest.Rig
@@ -321,6 +321,78 @@ def test_close_after_a_burst_of_frees(node: Callable[..., Rig]) -> None:
     assert rig.kinds()[-1] == "closed"
 
 
+@pytest.mark.parametrize(
+    ("slot_size", "in_flight", "staging", "slots"),
+    [
+        (192, 4, 64 << 20, 4),  # the default max_in_flight bounds the ring
+        (192, 1, 64 << 20, 1),
+        (512 << 10, 1000, 64 << 20, 128),  # a burst of 128 steps fits before publish waits
+        (1 << 20, 1000, 64 << 20, 64),
+        (64 << 20, 1000, 64 << 20, MIN_RING_SLOTS),  # large blocks still get a few slots
+        (1 << 20, 1000, 1, MIN_RING_SLOTS),
+    ],
+)
+def test_ring_slots(slot_size: int, in_flight: int, staging: int, slots: int) -> None:
+    assert ring_slots(slot_size, in_flight, staging) == slots
+
+
+def _slots_seen(
+    node: Callable[..., Rig], contract: str, put_delay: float, steps: int, data: Callable[[int], np.ndarray[Any, Any]]
+) -> tuple[Rig, list[int], Bridge]:
+    """Publish ``steps`` steps to a node whose put takes ``put_delay`` s; the slot (address) of each put."""
+    addresses: list[int] = []
+
+    def put(view: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        addresses.append(view.ctypes.data)
+        time.sleep(put_delay)
+        return view.copy()
+
+    rig = node(contract, put=put)
+    bridge = Bridge(SingleProcessComm(), run_dir=rig.run_dir, connect_timeout=5)
+    for step in range(steps):
+        assert bridge.publish("field", data(step), step=step)
+        if not put_delay:
+            rig.wait(lambda n=step + 1: len(rig.blocks()) >= n, "the node to take the block")
+    return rig, addresses, bridge
+
+
+def _all_blocks_intact(rig: Rig, bridge: Bridge, steps: int, data: Callable[[int], np.ndarray[Any, Any]]) -> None:
+    assert bridge.close()["published"] == steps
+    rig.wait(lambda: len(rig.blocks()) == steps, "every block")
+    assert sorted(b["step"] for b in rig.blocks()) == list(range(steps))
+    for block in rig.blocks():  # each slot was rewritten only after the node had copied it
+        np.testing.assert_array_equal(block["ref"], data(block["step"]))
+
+
+def test_paced_steps_reuse_the_slot_freed_last(node: Callable[..., Rig]) -> None:
+    contract = _contract(extra="backpressure: {max_in_flight: 100}")
+    rig, addresses, bridge = _slots_seen(node, contract, 0.0, 6, _data)
+    _all_blocks_intact(rig, bridge, 6, _data)
+    assert len(set(addresses)) == 1  # the same cached slot every step, not a rotation over 100 slots
+
+
+def test_a_burst_faster_than_the_node_is_staged(node: Callable[..., Rig]) -> None:
+    contract = _contract(extra="backpressure: {max_in_flight: 100, staging_mb: 1}")  # 100 slots
+    rig, _, bridge = _slots_seen(node, contract, 0.005, 12, _data)
+    _all_blocks_intact(rig, bridge, 12, _data)
+
+
+def test_a_full_ring_waits_for_the_node(node: Callable[..., Rig]) -> None:
+    contract = """
+arrays:
+  field: {dtype: float64, shape: [512, 256], block: [512, 256]}
+cadence: {every: 1}
+backpressure: {max_in_flight: 100, staging_mb: 2}
+"""  # 1 MiB blocks, 2 MiB of staging: the ring has MIN_RING_SLOTS slots
+
+    def data(step: int) -> np.ndarray[Any, Any]:
+        return np.full((512, 256), float(step))
+
+    rig, addresses, bridge = _slots_seen(node, contract, 0.02, 9, data)
+    _all_blocks_intact(rig, bridge, 9, data)
+    assert len(set(addresses)) == MIN_RING_SLOTS
+
+
 # -- the node side --------------------------------------------------------------------------
 
 
@@ -336,7 +408,7 @@ def _raw_rank(rig: Rig, rank: int) -> socket.socket:
 def test_bad_message_is_reported_and_the_node_keeps_serving(node: Callable[..., Rig]) -> None:
     rig = node(_contract())
     sock = _raw_rank(rig, 7)
-    sock.sendall(encode({"t": "put", "a": "field", "s": 0, "tm": None, "slot": 0, "i": [0, 0]}))  # no ring
+    sock.sendall(encode_put(0, 0, 0, None))  # ring 0 was never announced
     rig.wait(lambda: "error" in rig.kinds(), "the error event")
     (error,) = [r for r in rig.reports if r["kind"] == "error"]
     assert error["rank"] == 7
@@ -352,7 +424,7 @@ def test_bad_message_is_reported_and_the_node_keeps_serving(node: Callable[..., 
 def test_messages_after_a_bad_one_are_handled(node: Callable[..., Rig]) -> None:
     rig = node(_contract())
     sock = _raw_rank(rig, 3)
-    bad = encode({"t": "put", "a": "field", "s": 0, "tm": None, "slot": 0, "i": [0, 0]})
+    bad = encode_put(0, 0, 0, None)
     sock.sendall(bad + encode({"t": "close", "rank": 3, "stats": {"calls": 0}}))
     rig.wait(lambda: "error" in rig.kinds(), "the error event")
     try:

@@ -1,4 +1,4 @@
-"""Length-prefixed JSON framing and the shared memory ring."""
+"""Length-prefixed framing (JSON control messages, binary data-path records) and the shared memory ring."""
 
 from __future__ import annotations
 
@@ -12,7 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from doreisa.runtime._wire import ALIGN, MAX_MESSAGE, MessageReader, ShmRing, encode, recv_one, slot_bytes
+from doreisa.runtime._wire import (
+    ALIGN,
+    BINARY,
+    MAX_MESSAGE,
+    MessageReader,
+    ShmRing,
+    encode,
+    encode_free,
+    encode_put,
+    recv_one,
+    slot_bytes,
+)
 
 MESSAGES = [
     {"t": "hello", "rank": 3, "size": 4},
@@ -60,6 +71,44 @@ def test_incomplete_frame_waits_for_more() -> None:
     reader = MessageReader()
     assert list(reader.feed(frame[:-1])) == []
     assert list(reader.feed(frame[-1:])) == [MESSAGES[1]]
+
+
+def test_binary_records_round_trip() -> None:
+    stream = encode_put(3, 17, 2**40, 0.25) + encode_free(3, 17) + encode_put(0, 0, 5, None)
+    assert MessageReader().feed(stream) == [
+        {"t": "put", "ring": 3, "slot": 17, "s": 2**40, "tm": 0.25},
+        {"t": "free", "ring": 3, "slot": 17},
+        {"t": "put", "ring": 0, "slot": 0, "s": 5, "tm": None},  # no simulation time travels as NaN
+    ]
+
+
+def test_binary_records_are_small_and_flagged() -> None:
+    frame = encode_put(1, 2, 3, 4.0)
+    (header,) = struct.unpack_from("!I", frame)
+    assert header & BINARY
+    assert len(frame) == 4 + (header & ~BINARY) == 27
+    assert len(encode_free(1, 2)) == 11
+
+
+@pytest.mark.parametrize("cut", [1, 2, 5, 11, 13])
+def test_binary_and_json_frames_interleave_in_fragments(cut: int) -> None:
+    frames = [encode(MESSAGES[0]), encode_put(2, 9, 12, 1.5), encode(MESSAGES[2]), encode_free(2, 9)]
+    stream = b"".join(frames)
+    reader = MessageReader()
+    got = [m for start in range(0, len(stream), cut) for m in reader.feed(stream[start : start + cut])]
+    assert got == [
+        MESSAGES[0],
+        {"t": "put", "ring": 2, "slot": 9, "s": 12, "tm": 1.5},
+        MESSAGES[2],
+        {"t": "free", "ring": 2, "slot": 9},
+    ]
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x07abc", b"\x01" + bytes(5), b"\x02" + bytes(9)])
+def test_unknown_binary_record_is_refused(payload: bytes) -> None:
+    frame = struct.pack("!I", BINARY | len(payload)) + payload
+    with pytest.raises(ValueError, match="unknown binary record"):
+        MessageReader().feed(frame)
 
 
 def test_oversize_header_is_refused() -> None:
@@ -111,7 +160,7 @@ def test_ring_is_shared_between_mappings(tmp_path: Path) -> None:
     size = slot_bytes(6 * 8)
     writer = ShmRing(path, 3, size, create=True)
     reader = ShmRing(path, 3, size, create=False)
-    assert Path(path).stat().st_size == 3 * size
+    assert Path(path).stat().st_size == writer.header_bytes + 3 * size
     for slot in range(3):
         writer.view(slot, (2, 3), np.dtype("float64"))[...] = np.arange(6.0).reshape(2, 3) + 10 * slot
     for slot in range(3):
@@ -125,6 +174,20 @@ def test_ring_is_shared_between_mappings(tmp_path: Path) -> None:
     assert not Path(path).exists()
 
 
+def test_views_are_one_per_slot_and_shared(tmp_path: Path) -> None:
+    path = str(tmp_path / "ring")
+    writer = ShmRing(path, 3, 64, create=True)
+    reader = ShmRing(path, 3, 64, create=False)
+    views = writer.views((2, 2), np.dtype("int64"))
+    assert [v.shape for v in views] == [(2, 2)] * 3
+    for slot, view in enumerate(views):
+        view[...] = slot
+    assert [int(v.sum()) for v in reader.views((4,), np.dtype("int64"))] == [0, 4, 8]
+    del views
+    reader.close()
+    writer.close(unlink=True)
+
+
 def test_view_offsets_per_slot(tmp_path: Path) -> None:
     path = str(tmp_path / "ring")
     ring = ShmRing(path, 4, 128, create=True)
@@ -132,10 +195,26 @@ def test_view_offsets_per_slot(tmp_path: Path) -> None:
         ring.view(slot, (3,), np.dtype("int32"))[...] = [slot + 1, slot + 2, slot + 3]
     ring.close()
     raw = np.fromfile(path, dtype=np.uint8)
+    assert ring.header_bytes % 4096 == 0 and len(raw) == ring.header_bytes + 4 * 128
     for slot in range(4):
-        at = slot * 128
+        at = ring.header_bytes + slot * 128
         np.testing.assert_array_equal(raw[at : at + 12].view(np.int32), [slot + 1, slot + 2, slot + 3])
         assert not raw[at + 12 : at + 128].any()  # the rest of the slot is untouched
+
+
+def test_freed_counters_are_shared(tmp_path: Path) -> None:
+    path = str(tmp_path / "ring")
+    rank = ShmRing(path, 600, 64, create=True)  # 4,800 bytes of counters: the header spans two pages
+    node = ShmRing(path, 600, 64, create=False)
+    assert rank.header_bytes == 8192
+    assert list(rank.freed[:3]) == [0, 0, 0]
+    node.freed[599] += 1
+    node.freed[1] = 2**40
+    assert (rank.freed[599], rank.freed[1]) == (1, 2**40)
+    rank.views((8,), np.dtype("float64"))[599][...] = 7.0  # the last slot ends at the end of the file
+    assert node.view(599, (8,), np.dtype("float64"))[-1] == 7.0
+    node.close()
+    rank.close(unlink=True)
 
 
 def test_ring_create_refuses_existing_file(tmp_path: Path) -> None:
