@@ -165,7 +165,8 @@ def peer_scenarios(raw: dict[str, Any]) -> list[Entry]:
     runs["sparse-C256"] = scenarios.stepped(**common, chunk=256, every=10, in_flight=NO_BACKPRESSURE)
     runs["dense-C256-default-backpressure"] = scenarios.stepped(**common, chunk=256)
     raw["peer_scenarios"] = runs
-    d = runs["dense-C256-default-backpressure"]
+    d, dense = runs["dense-C256-default-backpressure"], runs["dense-C256"]
+    ingest = dense["put_s_per_block"]
     return [
         Entry(
             "sim_blocked_default_backpressure_ms",
@@ -173,7 +174,23 @@ def peer_scenarios(raw: dict[str, Any]) -> list[Entry]:
             "ms",
             params={**common, "block": "256x256", "max_in_flight": 4},
             notes="publish per wanted step with the default backpressure (the simulation waits for the analytics)",
-        )
+        ),
+        Entry(
+            "sim_blocked_p90_ms",
+            dense["publish_us"]["p90"] / 1e3,
+            "ms",
+            params={**common, "block": "256x256", "max_in_flight": NO_BACKPRESSURE},
+            notes="p90 of publish per wanted step in the dense 256x256 scenario (the median is compared with the "
+            "peers): steps that found no free ring slot, or that the node actor's thread preempted",
+        ),
+        Entry(
+            "node_ingest_ms_per_block",
+            None if ingest is None else 1e3 * ingest,
+            "ms",
+            params={**common, "block": "256x256"},
+            notes="node actor's ray.put per 512 KiB block in the dense scenario (one serving thread for the node's "
+            "4 ranks, 2 shared cores): what the ring's staging absorbs when ranks publish faster",
+        ),
     ]
 
 

@@ -247,15 +247,17 @@ class Bridge:
         """
         self.stats.calls += 1
         state = self._arrays.get(name)
-        if state is not None and type(step) is int and state.last_step < step < state.skip_below:
-            state.last_step = step  # fast path: a step that nothing can make wanted
-            return False
-        if time is not None:
-            time = float(time)  # numpy scalars are not JSON
-        if state is None:
+        if state is not None and type(step) is int and state.last_step < step:  # the common case: a valid step
+            state.last_step = step
+            if step < state.skip_below:
+                return False  # fast path: a step that nothing can make wanted
+        elif state is None:
             self._array(name)  # raises with the list of known arrays
             raise AssertionError("unreachable")
-        step = self._check_step(state, step)
+        else:
+            step = self._check_step(state, step)
+        if time is not None:
+            time = float(time)  # numpy scalars are not JSON
         if state.layout is None:
             self._setup_layout(state, block, offset)
         self._begin_step(step, time)
@@ -263,7 +265,9 @@ class Bridge:
         self._steer.monitor(name, block, state.box, step, time)
         if not state.schedule.wanted(step, time):
             return self._unwanted(state, step, time)
-        self._check_block(state, block, offset, step)
+        shape = state.box[1]
+        if not (type(block) is np.ndarray and block.shape == shape and block.dtype == state.dtype and offset is None):
+            self._check_block(state, block, offset, step)  # raises with what is wrong, if anything is
         if self._closed:
             raise BridgeError("publish() after close()")
         if self._detached is not None:
@@ -407,6 +411,8 @@ class Bridge:
         if self._detached is not None and policy.policy == "block":
             self.stats.dropped += 1
             return False
+        if policy.policy == "block" and (len(self._in_flight) < policy.max_in_flight or step in self._in_flight):
+            return True
         room = lambda: step in self._in_flight or len(self._in_flight) < policy.max_in_flight  # noqa: E731
         if policy.policy == "skip":
             if all(self._comm.allgather(room())):
