@@ -268,13 +268,8 @@ class Bridge:
         shape = state.box[1]
         if not (type(block) is np.ndarray and block.shape == shape and block.dtype == state.dtype and offset is None):
             self._check_block(state, block, offset, step)  # raises with what is wrong, if anything is
-        if self._closed:
-            raise BridgeError("publish() after close()")
-        if self._detached is not None:
-            if self.contract.backpressure.policy == "skip":
-                self._comm.allgather(False)  # the others are in this collective: make them skip too
-            self.stats.dropped += 1
-            return False
+        if self._closed or self._detached is not None:
+            return self._refuse()
         if not self._make_room(name, step):
             return False
         self._steer.handed_over(name, step)
@@ -282,6 +277,14 @@ class Bridge:
             self.stats.not_selected += 1
             return False
         return self._copy(state, block, step, time)
+
+    def _refuse(self) -> bool:
+        if self._closed:
+            raise BridgeError("publish() after close()")
+        if self.contract.backpressure.policy == "skip":
+            self._comm.allgather(False)  # the others are in this collective: make them skip too
+        self.stats.dropped += 1
+        return False
 
     def _unwanted(self, state: _Array, step: int, time: float | None) -> bool:
         if state.schedule.cadence.by_time:
