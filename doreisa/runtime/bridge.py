@@ -33,18 +33,19 @@ from doreisa.runtime.schedule import ArraySchedule
 
 log = logging.getLogger("doreisa.bridge")
 
-#: A ring has at least this many slots (if ``max_in_flight`` allows), whatever its blocks' size.
-MIN_RING_SLOTS = 4
+#: A ring has at least this many slots (if ``max_in_flight`` allows), whatever its blocks' size,
+#: and at most this many (each slot costs a view on both sides and a counter).
+MIN_RING_SLOTS, MAX_RING_SLOTS = 4, 1024
 #: Read the socket at least every this many copies, so that the node actor's wake-ups never pile up.
 DRAIN_EVERY = 32
 
 
 def ring_slots(slot_size: int, max_in_flight: int, staging_bytes: int) -> int:
-    """Slots of a rank's ring: as many as ``staging_bytes`` holds, at least :data:`MIN_RING_SLOTS`.
+    """Slots of a rank's ring: as many as ``staging_bytes`` holds, within the ring's bounds.
 
     Never more than ``max_in_flight``: a slot is busy only while its step is in flight.
     """
-    return min(max_in_flight, max(MIN_RING_SLOTS, staging_bytes // slot_size))
+    return min(max_in_flight, MAX_RING_SLOTS, max(MIN_RING_SLOTS, staging_bytes // slot_size))
 
 
 @dataclass
@@ -474,7 +475,7 @@ class Bridge:
         size = slot_bytes(int(np.prod(state.out_shape)) * state.out_dtype.itemsize)
         # a burst of steps faster than the node actor ingests them fills the ring before publish waits
         backpressure = self.contract.backpressure
-        slots = ring_slots(size, backpressure.max_in_flight, int(backpressure.staging_mb * (1 << 20)))
+        slots = ring_slots(size, backpressure.max_in_flight, backpressure.staging_mb << 20)
         base = _names.SHM_DIR if os.path.isdir(_names.SHM_DIR) else str(self.run_dir)
         path = os.path.join(base, f"{_names.SHM_PREFIX}{self.run_dir.name}-{self.rank}-{state.name}")
         state.ring = ShmRing(path, slots, size, create=True)

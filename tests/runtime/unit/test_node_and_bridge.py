@@ -18,7 +18,7 @@ from doreisa.contract import parse_contract
 from doreisa.errors import BlockMismatchError, BridgeError, RuntimeUnavailableError
 from doreisa.runtime import _names
 from doreisa.runtime._wire import MessageReader, encode, encode_put, recv_one
-from doreisa.runtime.bridge import MIN_RING_SLOTS, Bridge, ring_slots
+from doreisa.runtime.bridge import MAX_RING_SLOTS, MIN_RING_SLOTS, Bridge, ring_slots
 from doreisa.runtime.comm import SingleProcessComm
 
 Rig = Any  # conftest.Rig
@@ -330,6 +330,7 @@ def test_close_after_a_burst_of_frees(node: Callable[..., Rig]) -> None:
         (1 << 20, 1000, 64 << 20, 64),
         (64 << 20, 1000, 64 << 20, MIN_RING_SLOTS),  # large blocks still get a few slots
         (1 << 20, 1000, 1, MIN_RING_SLOTS),
+        (64, 10**6, 64 << 20, MAX_RING_SLOTS),  # tiny blocks: a million slots would cost seconds of views
     ],
 )
 def test_ring_slots(slot_size: int, in_flight: int, staging: int, slots: int) -> None:
