@@ -104,12 +104,15 @@ class _Array:
 
     def reclaim(self) -> bool:
         """Move the slots the node actor has taken (its count caught up with ours) to ``free``; any free?"""
-        if self.pending and self.ring is not None:
-            freed, used = self.ring.freed, self.used
-            done = [s for s in self.pending if freed[s] == used[s]]
-            if done:
-                self.pending = [s for s in self.pending if freed[s] != used[s]]
-                self.free += done
+        if not self.pending or self.ring is None:
+            return bool(self.free)
+        freed, used, last = self.ring.freed, self.used, self.pending[-1]
+        if self.free and freed[last] != used[last]:
+            return True  # the node takes slots in order: the last one handed over not taken yet, skip the scan
+        still: list[int] = []
+        for s in self.pending:  # in order: the last one handed over ends on top of ``free``
+            (self.free if freed[s] == used[s] else still).append(s)
+        self.pending = still
         return bool(self.free)
 
     def idle(self) -> bool:
@@ -437,10 +440,7 @@ class Bridge:
         if state.ring is None:
             self._open_ring(state)
         assert state.ring is not None
-        pending = state.pending
-        if pending and (not state.free or state.ring.freed[pending[-1]] == state.used[pending[-1]]):
-            state.reclaim()  # the node actor takes slots in order: the last one taken means all are
-        if not state.free:
+        if not state.reclaim():
             try:
                 self._wait(state.reclaim, self.contract.timeouts.block, "a free shared memory slot")
             except BridgeError as exc:
