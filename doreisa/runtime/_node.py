@@ -49,7 +49,8 @@ class _Conn:
     rank: int | None = None
     rings: dict[int, _Ring] = field(default_factory=dict[int, _Ring])
     lock: threading.Lock = field(default_factory=threading.Lock)
-    closed: bool = False
+    closed: bool = False  # the rank said 'close'
+    deaf: bool = False  # a send failed: the rank has left, the messages it sent before may still be read
 
     def send(self, message: dict[str, Any]) -> None:
         self.send_bytes(encode(message))
@@ -114,12 +115,9 @@ class NodeServer:
     def progress(self, items: list[tuple[str, int]], decisions: list[dict[str, Any]] | None = None) -> None:
         """Tell every rank of this node that these (array, step) have been analysed, and what was decided."""
         message = {"t": "done", "items": items, "decisions": decisions or []}
+        frame = encode(message)
         for conn in list(self._conns.values()):
-            if not conn.closed:
-                try:
-                    conn.send(message)
-                except OSError:
-                    conn.closed = True
+            self._tell(conn, frame)
 
     def stop(self) -> None:
         """Stop serving, close every connection and unmap every ring."""
@@ -218,7 +216,7 @@ class NodeServer:
         ref, where = relay(view) if relay is not None else (self._put(view), self.node_id)
         self.counts["put_seconds"] += time.perf_counter() - start
         entry.ring.freed[message["slot"]] += 1  # after the copy: the rank may write the slot again
-        conn.send_bytes(encode_free(message["ring"], message["slot"]))  # wakes a rank waiting for a slot
+        self._tell(conn, encode_free(message["ring"], message["slot"]))  # wakes a rank waiting for a slot
         self.counts["blocks"] += 1
         self.counts["bytes"] += entry.ring.slot_size
         batch.append(
@@ -237,6 +235,21 @@ class NodeServer:
                 "ref": ref,
             }
         )
+
+    @staticmethod
+    def _tell(conn: _Conn, frame: bytes) -> None:
+        """Send to a rank unless it has left; a rank that has left needs nothing more.
+
+        A rank's ``close`` returns as soon as it sees its last slot freed in shared memory, so it
+        may be gone before this node has told it so: its block is in the store all the same, and
+        the 'close' (or end of stream) still unread on the connection reports how it left.
+        """
+        if conn.closed or conn.deaf:
+            return
+        try:
+            conn.send_bytes(frame)
+        except OSError:
+            conn.deaf = True
 
     def _close_conn(self, conn: _Conn) -> None:
         with contextlib.suppress(KeyError, ValueError):

@@ -17,7 +17,7 @@ import pytest
 from doreisa.contract import parse_contract
 from doreisa.errors import BlockMismatchError, BridgeError, RuntimeUnavailableError
 from doreisa.runtime import _names
-from doreisa.runtime._wire import MessageReader, encode, encode_put, recv_one
+from doreisa.runtime._wire import MessageReader, ShmRing, encode, encode_put, recv_one, slot_bytes
 from doreisa.runtime.bridge import MAX_RING_SLOTS, MIN_RING_SLOTS, Bridge, ring_slots
 from doreisa.runtime.comm import SingleProcessComm
 
@@ -432,6 +432,42 @@ def test_messages_after_a_bad_one_are_handled(node: Callable[..., Rig]) -> None:
         rig.wait(lambda: "closed" in rig.kinds(), "the close behind the bad message", timeout=0.5)
     finally:
         sock.close()
+
+
+def test_a_block_whose_rank_left_before_its_free_is_kept(node: Callable[..., Rig], run_dir: str) -> None:
+    # A rank's close() returns once it sees its last slot freed in shared memory, before the node's
+    # 'free' message is sent: sending it then fails (EPIPE), and the block must be reported anyway.
+    gate = threading.Event()
+
+    def put_after_the_rank_left(view: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        gate.wait(5)
+        return view.copy()
+
+    rig = node(_contract(), put=put_after_the_rank_left)
+    sock = _raw_rank(rig, 1)
+    size = slot_bytes(24 * 8)
+    ring = ShmRing(os.path.join(run_dir, "ring"), 1, size, create=True)
+    (slot,) = ring.views(SHAPE, np.dtype("float64"))
+    slot[...] = _data(50)
+    announce = {"t": "ring", "a": "field", "id": 0, "i": [0, 0], "path": ring.path, "slots": 1, "slot_size": size}
+    sock.sendall(encode({**announce, "shape": list(SHAPE), "dtype": "<f8", "chunks": [[6], [4]], "n": 1}))
+    sock.sendall(encode_put(0, 0, 50, None) + encode({"t": "close", "rank": 1, "stats": {"calls": 1}}))
+    sock.close()
+    gate.set()
+    rig.wait(lambda: "closed" in rig.kinds(), "the rank's close")
+    assert rig.kinds() == ["hello", "block", "closed"]  # no error, no 'lost'
+    np.testing.assert_array_equal(rig.ref(50), _data(50))
+    del slot
+    ring.close()
+
+
+def test_a_rank_that_left_without_close_is_lost_even_after_a_failed_send(node: Callable[..., Rig]) -> None:
+    rig = node(_contract())
+    sock = _raw_rank(rig, 2)
+    sock.close()
+    rig.server.progress([("field", 0)])  # may fail (EPIPE) or not, depending on who is first
+    rig.wait(lambda: "lost" in rig.kinds(), "the lost event")
+    assert rig.kinds() == ["hello", "lost"]
 
 
 def test_node_counts(rig_bridge: MakeRig) -> None:
