@@ -206,13 +206,15 @@ def step_stats(run: Coupled, *, ranks: int, steps: int, every: int) -> dict[str,
         "wrong_values": wrong,
         "missing_results": missing,
         "wall_s": run.wall_s,
-        "put_s_per_block": _put_per_block(run.node_counts),
+        "put_s_per_block": _per_block(run.node_counts, "put_seconds"),
+        "puts_per_block": _per_block(run.node_counts, "puts"),
     }
 
 
-def _put_per_block(counts: list[dict[str, Any]]) -> float | None:
+def _per_block(counts: list[dict[str, Any]], what: str) -> float | None:
+    """A node actor count (seconds storing blocks, objects stored) per block ingested."""
     blocks = sum(c.get("blocks", 0) for c in counts)
-    return sum(c.get("put_seconds", 0.0) for c in counts) / blocks if blocks else None
+    return sum(c.get(what, 0) for c in counts) / blocks if blocks else None
 
 
 class MemorySampler:

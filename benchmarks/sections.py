@@ -187,11 +187,16 @@ def peer_scenarios(raw: dict[str, Any]) -> list[Entry]:
             "node_ingest_ms_per_block",
             None if ingest is None else 1e3 * ingest,
             "ms",
-            params={**common, "block": "256x256"},
-            notes="node actor's ray.put per 512 KiB block in the dense scenario (one serving thread for the node's "
-            "4 ranks, 2 shared cores): what the ring's staging absorbs when ranks publish faster",
+            params={**common, "block": "256x256", "puts_per_block": _rounded(dense["puts_per_block"])},
+            notes="node actor's time storing one 512 KiB block in the dense scenario (one serving thread for the "
+            "node's 4 ranks, 2 shared cores; the blocks of a step that arrive together are one ray.put): what the "
+            "ring's staging absorbs when ranks publish faster",
         ),
     ]
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def memory(cfg: Any, raw: dict[str, Any]) -> list[Entry]:

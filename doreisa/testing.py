@@ -199,6 +199,23 @@ def put_on_node(node_id: str, blocks: list[Any]) -> tuple[Any, list[Any]]:
     return owner, ray.get(owner.put.remote(blocks)) if blocks else []
 
 
+def block_objects(x: Any) -> list[Any]:
+    """The Ray objects that hold the blocks of ``x``, a Dask array as doreisa hands it to an analytic.
+
+    A block is an object of its own, or (when a node stored several blocks of a step together)
+    a ``(getitem, object, position)`` task; each object is listed once.
+    """
+    import ray
+
+    found: dict[Any, None] = {}
+    for value in dict(x.dask).values():
+        if isinstance(value, ray.ObjectRef):
+            found[value] = None
+        elif isinstance(value, tuple) and len(value) == 3 and isinstance(value[1], ray.ObjectRef):  # pyright: ignore[reportUnknownArgumentType]
+            found[value[1]] = None
+    return list(found)
+
+
 def object_locations(refs: list[Any]) -> dict[Any, dict[str, Any]]:
     """Where objects live: ``{ref: {"node_ids": [...], "object_size": n}}``.
 

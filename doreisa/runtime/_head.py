@@ -29,6 +29,8 @@ class _Partial:
     first_seen: float
     blocks: dict[tuple[int, ...], Any] = field(default_factory=dict[tuple[int, ...], Any])
     nodes: dict[tuple[int, ...], str] = field(default_factory=dict[tuple[int, ...], str])
+    # a block stored with others of its step in one object: its position in that object
+    parts: dict[tuple[int, ...], int] = field(default_factory=dict[tuple[int, ...], int])
     ranks: set[int] = field(default_factory=set[int])
 
 
@@ -93,6 +95,8 @@ class HeadState:
             return
         partial.blocks[item["index"]] = item["ref"]
         partial.nodes[item["index"]] = item.get("where", item["node"])
+        if item.get("part") is not None:
+            partial.parts[item["index"]] = item["part"]
         partial.ranks.add(item["rank"])
         if len(partial.blocks) == partial.n:
             del self._partial[key]
@@ -109,6 +113,7 @@ class HeadState:
                     "dtype": partial.dtype,
                     "blocks": partial.blocks,
                     "nodes": partial.nodes,
+                    "parts": partial.parts,
                 }
             )
 

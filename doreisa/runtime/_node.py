@@ -4,8 +4,12 @@ Ranks are not Ray drivers (a Ray driver costs ~200 MB and ~2 s per rank). Each r
 a wanted block into its shared memory ring and sends a few bytes on a Unix socket; the node
 actor's serving thread copies the slot into Ray's object store with ``ray.put`` (so the
 actor owns the object, and the data outlives the rank), frees the slot, and reports the
-reference to the head. :class:`NodeServer` is the plain logic (``put`` and ``report`` are
-injected, so it is tested without Ray); :class:`NodeActor` is the Ray actor around it.
+reference to the head. The blocks of one array and step that arrive together (one per
+rank of the node, in a dense step) go into one object with one ``ray.put``: a put costs
+~1 ms whatever its size on these machines, so a node of R ranks pays it once per step
+instead of R times; each block is then reported as (object, position in it).
+:class:`NodeServer` is the plain logic (``put`` and ``report`` are injected, so it is
+tested without Ray); :class:`NodeActor` is the Ray actor around it.
 """
 
 from __future__ import annotations
@@ -43,6 +47,18 @@ class _Ring:
 
 
 @dataclass
+class _Put:
+    """A block announced by a rank, not yet copied out of its slot."""
+
+    conn: _Conn
+    entry: _Ring
+    slot: int
+    ring_id: int
+    step: int
+    time: float | None
+
+
+@dataclass
 class _Conn:
     sock: socket.socket
     reader: MessageReader = field(default_factory=MessageReader)
@@ -70,10 +86,10 @@ class NodeServer:
         node_id: str,
         host: str,
         contract_text: str,
-        put: Callable[[np.ndarray[Any, Any]], Any],
+        put: Callable[[Any], Any],
         report: Callable[[list[dict[str, Any]]], None],
         ingest: bool = True,
-        relay: Callable[[np.ndarray[Any, Any]], tuple[Any, str]] | None = None,
+        relay: Callable[[Any], tuple[Any, str]] | None = None,
         relayed: frozenset[str] = frozenset(),
     ) -> None:
         self.node_id = node_id
@@ -93,7 +109,8 @@ class NodeServer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._listener: socket.socket | None = None
-        self.counts = {"blocks": 0, "bytes": 0, "ranks": 0, "put_seconds": 0.0}
+        self._puts: list[_Put] = []  # this round's blocks, copied together at the end of the round
+        self.counts = {"blocks": 0, "bytes": 0, "ranks": 0, "puts": 0, "put_seconds": 0.0}
 
     def start(self) -> None:
         """Listen, publish the socket in the run folder, and serve in a background thread."""
@@ -140,6 +157,7 @@ class NodeServer:
                     self._accept()
                 else:
                     self._read(key.data, batch)
+            self._ingest(batch)
             if batch:
                 try:
                     self._report(batch)
@@ -163,6 +181,7 @@ class NodeServer:
         except OSError:
             data = b""
         if not data:
+            self._ingest(batch)  # before its rings are unmapped
             if conn.rank is not None and not conn.closed:
                 batch.append({"kind": "lost", "rank": conn.rank, "node": self.node_id})
             self._close_conn(conn)
@@ -170,6 +189,7 @@ class NodeServer:
         try:
             messages = conn.reader.feed(data)
         except ValueError as exc:  # a corrupt stream: nothing more can be read from it
+            self._ingest(batch)
             batch.append({"kind": "error", "rank": conn.rank, "error": f"unreadable stream: {exc}"})
             self._close_conn(conn)
             return
@@ -183,19 +203,16 @@ class NodeServer:
     def _handle(self, conn: _Conn, message: dict[str, Any], batch: list[dict[str, Any]]) -> None:
         kind = message["t"]
         if kind == "put":
-            self._ingest(conn, message, batch)
-        elif kind == "ring":
-            ring = ShmRing(message["path"], message["slots"], message["slot_size"], create=False)
-            # Both sides have it mapped: remove the name now, so that nothing is left in /dev/shm
-            # even if the rank or this actor dies without cleaning up.
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(message["path"])
-            dtype = np.dtype(message["dtype"])
-            views = ring.views(tuple(message["shape"]), dtype)
-            conn.rings[message["id"]] = _Ring(
-                message["a"], ring, views, tuple(message["i"]), dtype, message["chunks"], message["n"]
-            )
-        elif kind == "hello":
+            entry = conn.rings[message["ring"]]
+            if not 0 <= message["slot"] < entry.ring.slots:
+                raise ValueError(f"slot {message['slot']} of a ring of {entry.ring.slots}")
+            self._puts.append(_Put(conn, entry, message["slot"], message["ring"], message["s"], message["tm"]))
+            return
+        if kind == "ring":
+            self._map_ring(conn, message)
+            return
+        self._ingest(batch)  # what a rank says next follows its blocks
+        if kind == "hello":
             conn.rank = message["rank"]
             self.counts["ranks"] += 1
             conn.send({"t": "welcome", "node_id": self.node_id, "contract": self._contract_text})
@@ -206,35 +223,70 @@ class NodeServer:
             conn.closed = True
             batch.append({"kind": "closed", "rank": conn.rank, "stats": message["stats"], "node": self.node_id})
 
-    def _ingest(self, conn: _Conn, message: dict[str, Any], batch: list[dict[str, Any]]) -> None:
-        entry = conn.rings[message["ring"]]
-        view = entry.views[message["slot"]]
-        start = time.perf_counter()
-        # Both copy the slot before returning: into this node's object store (in situ), or into a
-        # task argument shipped to an analytics node (in transit). Either way this actor owns the block.
-        relay = self._relay if self._relay is not None and entry.array in self._relayed else None
-        ref, where = relay(view) if relay is not None else (self._put(view), self.node_id)
-        self.counts["put_seconds"] += time.perf_counter() - start
-        entry.ring.freed[message["slot"]] += 1  # after the copy: the rank may write the slot again
-        self._tell(conn, encode_free(message["ring"], message["slot"]))  # wakes a rank waiting for a slot
-        self.counts["blocks"] += 1
-        self.counts["bytes"] += entry.ring.slot_size
-        batch.append(
-            {
-                "kind": "block",
-                "array": entry.array,
-                "step": message["s"],
-                "time": message["tm"],
-                "index": entry.index,
-                "chunks": entry.chunks,
-                "n": entry.n,
-                "dtype": entry.dtype.str,
-                "rank": conn.rank,
-                "node": self.node_id,
-                "where": where,
-                "ref": ref,
-            }
+    @staticmethod
+    def _map_ring(conn: _Conn, message: dict[str, Any]) -> None:
+        ring = ShmRing(message["path"], message["slots"], message["slot_size"], create=False)
+        # Both sides have it mapped: remove the name now, so that nothing is left in /dev/shm
+        # even if the rank or this actor dies without cleaning up.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(message["path"])
+        dtype = np.dtype(message["dtype"])
+        views = ring.views(tuple(message["shape"]), dtype)
+        conn.rings[message["id"]] = _Ring(
+            message["a"], ring, views, tuple(message["i"]), dtype, message["chunks"], message["n"]
         )
+
+    def _ingest(self, batch: list[dict[str, Any]]) -> None:
+        """Copy this round's announced blocks out of their slots: one object per array and step."""
+        groups: dict[tuple[str, int], list[_Put]] = {}
+        for put in self._puts:
+            groups.setdefault((put.entry.array, put.step), []).append(put)
+        self._puts = []
+        for (array, _), puts in groups.items():
+            views = [p.entry.views[p.slot] for p in puts]
+            start = time.perf_counter()
+            # Both copy the slots before returning: into this node's object store (in situ), or into
+            # a task argument shipped to an analytics node (in transit). Either way this actor owns the blocks.
+            relay = self._relay if self._relay is not None and array in self._relayed else None
+            try:
+                if relay is not None:
+                    ref, where = relay(views[0] if len(views) == 1 else views)
+                else:
+                    ref, where = self._put(views[0] if len(views) == 1 else views), self.node_id
+            except Exception as exc:  # the store refused it: the blocks are lost, and said so
+                log.exception("node %s: cannot store %d block(s) of %r", self.node_id[:8], len(puts), array)
+                ref, where, error = None, self.node_id, f"{type(exc).__name__}: {exc}"
+            else:
+                error = None
+            self.counts["put_seconds"] += time.perf_counter() - start
+            self.counts["puts"] += 1
+            for position, put in enumerate(puts):
+                put.entry.ring.freed[put.slot] += 1  # after the copy: the rank may write the slot again
+                self._tell(put.conn, encode_free(put.ring_id, put.slot))  # wakes a rank waiting for a slot
+                if error is not None:
+                    batch.append({"kind": "error", "rank": put.conn.rank, "error": error})
+                    continue
+                self.counts["blocks"] += 1
+                self.counts["bytes"] += put.entry.ring.slot_size
+                batch.append(self._block(put, ref, position if len(puts) > 1 else None, where))
+
+    def _block(self, put: _Put, ref: Any, part: int | None, where: str) -> dict[str, Any]:
+        entry = put.entry
+        return {
+            "kind": "block",
+            "array": entry.array,
+            "step": put.step,
+            "time": put.time,
+            "index": entry.index,
+            "chunks": entry.chunks,
+            "n": entry.n,
+            "dtype": entry.dtype.str,
+            "rank": put.conn.rank,
+            "node": self.node_id,
+            "where": where,
+            "ref": ref,
+            "part": part,  # None: the object is the block; i: the block is the object's i-th
+        }
 
     @staticmethod
     def _tell(conn: _Conn, frame: bytes) -> None:
@@ -269,11 +321,12 @@ class TransitActor:
         self.blocks = 0
         self.bytes = 0
 
-    def relay(self, block: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        """Return the block: Ray stores the return value in this node's object store."""
-        self.blocks += 1
-        self.bytes += block.nbytes
-        return block
+    def relay(self, blocks: np.ndarray[Any, Any] | list[np.ndarray[Any, Any]]) -> Any:
+        """Return the block (or blocks): Ray stores the return value in this node's object store."""
+        each = blocks if isinstance(blocks, list) else [blocks]
+        self.blocks += len(each)
+        self.bytes += sum(b.nbytes for b in each)
+        return blocks
 
     def counts(self) -> dict[str, int]:
         """Blocks and bytes received."""
@@ -320,10 +373,10 @@ class NodeActor:
         )
         self._server.start()
 
-    def _relay(self, block: np.ndarray[Any, Any]) -> tuple[Any, str]:
+    def _relay(self, blocks: np.ndarray[Any, Any] | list[np.ndarray[Any, Any]]) -> tuple[Any, str]:
         actor, node = self._transit[self._next % len(self._transit)]
         self._next += 1
-        return actor.relay.remote(block), node
+        return actor.relay.remote(blocks), node
 
     def _report(self, batch: list[dict[str, Any]]) -> None:
         self._head.add.remote(batch, self._sender, self._seq)
@@ -338,7 +391,7 @@ class NodeActor:
         self._server.progress(items, decisions)
 
     def counts(self) -> dict[str, Any]:
-        """Blocks and bytes ingested, ranks seen, seconds spent in ``ray.put``."""
+        """Blocks and bytes ingested, ranks seen, objects stored (``puts``) and seconds spent storing them."""
         return dict(self._server.counts)
 
     def stop(self) -> None:

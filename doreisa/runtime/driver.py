@@ -12,6 +12,7 @@ import csv
 import json
 import logging
 import math
+import operator
 import threading
 import traceback
 from collections.abc import Callable, Mapping
@@ -377,17 +378,26 @@ def _entry(step_data: Mapping[str, Any]) -> _Entry:
     where = step_data.get("nodes", {})
     for index, block in step_data["blocks"].items():
         if index in where and hasattr(block, "hex"):  # a Ray object reference (numpy blocks in tests)
-            nodes[block.hex()] = where[index]
+            key = block.hex()
+            nodes[key] = where[index]
             shape = [step_data["chunks"][d][i] for d, i in enumerate(index)]
-            nbytes[block.hex()] = math.prod(shape) * array.dtype.itemsize
+            nbytes[key] = nbytes.get(key, 0) + math.prod(shape) * array.dtype.itemsize  # an object of several blocks
     return _Entry(step_data["step"], step_data["time"], array, nodes, nbytes)
 
 
 def to_dask(step_data: Mapping[str, Any]) -> da.Array:
-    """A Dask array whose chunks are the step's blocks (Ray object references in a run)."""
+    """A Dask array whose chunks are the step's blocks (Ray object references in a run).
+
+    A block stored with others in one object (``parts``: its position there) is a task that
+    takes it out of the object: it runs where the object is, without a copy.
+    """
     chunks = tuple(tuple(c) for c in step_data["chunks"])
     name = f"doreisa-{step_data['array']}-{step_data['step']}-{id(step_data):x}"
-    graph = {(name, *index): block for index, block in step_data["blocks"].items()}
+    parts = step_data.get("parts", {})
+    graph = {
+        (name, *index): block if index not in parts else (operator.getitem, block, parts[index])
+        for index, block in step_data["blocks"].items()
+    }
     expected = math.prod(len(c) for c in chunks)
     assert len(graph) == expected, f"step {step_data['step']} has {len(graph)} of {expected} blocks"
     return da.Array(graph, name, chunks=chunks, dtype=np.dtype(step_data["dtype"]))  # pyright: ignore[reportCallIssue]

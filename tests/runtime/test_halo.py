@@ -12,7 +12,7 @@ import pytest
 import ray
 
 from doreisa.analytics import Registry
-from doreisa.testing import object_locations, run_coupled
+from doreisa.testing import block_objects, object_locations, run_coupled
 
 pytestmark = [pytest.mark.ray, pytest.mark.mpi]
 
@@ -39,14 +39,13 @@ def laplacian(b: np.ndarray) -> np.ndarray:
 
 
 def test_map_overlap_moves_only_halos(ray_cluster: Any) -> None:
-    import ray
 
     seen: dict[str, Any] = {}
     registry = Registry()
 
     @registry.analytic("stencil")
     def stencil(x: Any, *, step: int) -> Any:
-        blocks = [v for v in dict(x.dask).values() if isinstance(v, ray.ObjectRef)]
+        blocks = block_objects(x)
 
         def kernel(b: np.ndarray) -> np.ndarray:  # defined here: Ray workers cannot import this test module
             out = np.zeros_like(b)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from doreisa.analytics import Registry
-from doreisa.testing import object_locations, run_coupled
+from doreisa.testing import block_objects, object_locations, run_coupled
 
 pytestmark = [pytest.mark.ray, pytest.mark.mpi]
 
@@ -22,13 +22,12 @@ from fill import expected  # noqa: E402
 
 def where_registry(seen: dict[str, list[Any]]) -> Registry:
     """An analytic that records where its input blocks live and where its tasks run."""
-    import ray
 
     registry = Registry()
 
     @registry.analytic("where")
     def where(x: Any) -> Any:
-        refs = [v for v in dict(x.dask).values() if isinstance(v, ray.ObjectRef)]
+        refs = block_objects(x)
         # in transit, a block may still be on its way: poll its locations (object_locations asks
         # one reference at a time: Ray 2.60 aborts on some multi-owner get_object_locations calls)
         deadline = time.monotonic() + 30

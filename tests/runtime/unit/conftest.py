@@ -23,6 +23,17 @@ from doreisa.runtime.comm import SingleProcessComm
 NODE_ID = "n" * 56
 
 
+def _copy_blocks(views: Any) -> Any:
+    """What ``ray.put`` keeps of a block, or of a list of blocks stored together: a copy."""
+    return [v.copy() for v in views] if isinstance(views, list) else views.copy()
+
+
+@pytest.fixture
+def copy_blocks() -> Callable[[Any], Any]:
+    """The node's default ``put`` in these tests, for a test's own ``put`` to end with."""
+    return _copy_blocks
+
+
 @dataclass
 class Rig:
     """One node server and the reports it sent to the (absent) head."""
@@ -89,16 +100,14 @@ def node(run_dir: str) -> Iterator[Callable[..., Rig]]:
     """Start a NodeServer serving ``contract_text`` in ``run_dir``; stopped after the test."""
     servers: list[NodeServer] = []
 
-    def start(
-        contract_text: str, *, host: str | None = None, put: Callable[[np.ndarray[Any, Any]], Any] | None = None
-    ) -> Rig:
+    def start(contract_text: str, *, host: str | None = None, put: Callable[[Any], Any] | None = None) -> Rig:
         reports: list[dict[str, Any]] = []
         server = NodeServer(
             run_dir=run_dir,
             node_id=NODE_ID,
             host=host or socket.gethostname(),
             contract_text=contract_text,
-            put=put or (lambda view: view.copy()),
+            put=put or _copy_blocks,
             report=reports.extend,
         )
         server.start()

@@ -95,6 +95,16 @@ def test_to_dask_assembles_blocks() -> None:
     np.testing.assert_array_equal(array.compute(scheduler="sync"), DATA[("a", 0)])
 
 
+def test_to_dask_takes_blocks_stored_together_out_of_their_object() -> None:
+    step = _step("a", 0)
+    top, bottom = step["blocks"][(0, 0)], step["blocks"][(1, 0)]
+    stored = [bottom, top]  # one object of the step's two blocks, in the order the node stored them
+    step |= {"blocks": {(0, 0): stored, (1, 0): stored}, "parts": {(0, 0): 1, (1, 0): 0}}
+    array = to_dask(step)
+    np.testing.assert_array_equal(array.compute(scheduler="sync"), DATA[("a", 0)])
+    np.testing.assert_array_equal(array.blocks[1].compute(scheduler="sync"), bottom)
+
+
 def test_sink_without_directory_keeps_values_in_memory() -> None:
     sink = ResultSink(None)
     sink.record("m", 3, 0.5, np.float64(2.5))

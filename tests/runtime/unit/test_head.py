@@ -42,6 +42,7 @@ def test_step_is_delivered_only_when_complete() -> None:
         "chunks": CHUNKS,
         "dtype": "<f8",
         "blocks": {(0, 0): "ref-field-0-0", (1, 0): "ref-field-0-1"},
+        "parts": {},
     }
     (step,) = out["steps"]
     assert {key: step[key] for key in expected} == expected  # plus where each block is, for the scheduler
@@ -57,6 +58,14 @@ def test_steps_and_arrays_are_assembled_separately() -> None:
     assert out["partial"] == 2
     head.add([_block(0, (1, 0), 1, array="other"), _block(0, (1, 0), 1)])
     assert [(s["array"], s["step"]) for s in head.take(0)["steps"]] == [("other", 0), ("field", 0)]
+
+
+def test_blocks_stored_together_keep_their_position_in_the_object() -> None:
+    head = HeadState(step_timeout=60)
+    head.add([_block(0, (1, 0), 1) | {"ref": "both", "part": 0}, _block(0, (0, 0), 0) | {"ref": "both", "part": 1}])
+    (step,) = head.take(0)["steps"]
+    assert step["blocks"] == {(1, 0): "both", (0, 0): "both"}
+    assert step["parts"] == {(1, 0): 0, (0, 0): 1}
 
 
 def test_duplicate_block_is_ignored_and_counted() -> None:

@@ -434,31 +434,37 @@ def test_messages_after_a_bad_one_are_handled(node: Callable[..., Rig]) -> None:
         sock.close()
 
 
-def test_a_block_whose_rank_left_before_its_free_is_kept(node: Callable[..., Rig], run_dir: str) -> None:
+def _raw_ring(sock: socket.socket, run_dir: str, rank: int, ranks: int, slots: int = 1) -> list[np.ndarray[Any, Any]]:
+    """Announce the ring of a raw rank: block ``(rank, 0)`` of a ``6 * ranks`` x 4 array; its slots' views."""
+    size = slot_bytes(24 * 8)
+    ring = ShmRing(os.path.join(run_dir, f"ring-{rank}"), slots, size, create=True)
+    announce = {"t": "ring", "a": "field", "id": 0, "i": [rank, 0], "path": ring.path, "slots": slots}
+    layout = {"shape": list(SHAPE), "dtype": "<f8", "chunks": [[6] * ranks, [4]], "n": ranks}
+    sock.sendall(encode({**announce, "slot_size": size, **layout}))
+    return ring.views(SHAPE, np.dtype("float64"))
+
+
+def test_a_block_whose_rank_left_before_its_free_is_kept(
+    node: Callable[..., Rig], run_dir: str, copy_blocks: Callable[[Any], Any]
+) -> None:
     # A rank's close() returns once it sees its last slot freed in shared memory, before the node's
     # 'free' message is sent: sending it then fails (EPIPE), and the block must be reported anyway.
     gate = threading.Event()
 
-    def put_after_the_rank_left(view: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    def put_after_the_rank_left(views: Any) -> Any:
         gate.wait(5)
-        return view.copy()
+        return copy_blocks(views)
 
     rig = node(_contract(), put=put_after_the_rank_left)
     sock = _raw_rank(rig, 1)
-    size = slot_bytes(24 * 8)
-    ring = ShmRing(os.path.join(run_dir, "ring"), 1, size, create=True)
-    (slot,) = ring.views(SHAPE, np.dtype("float64"))
+    (slot,) = _raw_ring(sock, run_dir, 0, 1)
     slot[...] = _data(50)
-    announce = {"t": "ring", "a": "field", "id": 0, "i": [0, 0], "path": ring.path, "slots": 1, "slot_size": size}
-    sock.sendall(encode({**announce, "shape": list(SHAPE), "dtype": "<f8", "chunks": [[6], [4]], "n": 1}))
     sock.sendall(encode_put(0, 0, 50, None) + encode({"t": "close", "rank": 1, "stats": {"calls": 1}}))
     sock.close()
     gate.set()
     rig.wait(lambda: "closed" in rig.kinds(), "the rank's close")
     assert rig.kinds() == ["hello", "block", "closed"]  # no error, no 'lost'
     np.testing.assert_array_equal(rig.ref(50), _data(50))
-    del slot
-    ring.close()
 
 
 def test_a_rank_that_left_without_close_is_lost_even_after_a_failed_send(node: Callable[..., Rig]) -> None:
@@ -468,6 +474,61 @@ def test_a_rank_that_left_without_close_is_lost_even_after_a_failed_send(node: C
     rig.server.progress([("field", 0)])  # may fail (EPIPE) or not, depending on who is first
     rig.wait(lambda: "lost" in rig.kinds(), "the lost event")
     assert rig.kinds() == ["hello", "lost"]
+
+
+def test_blocks_of_a_step_that_arrive_together_are_stored_as_one_object(
+    node: Callable[..., Rig], run_dir: str, copy_blocks: Callable[[Any], Any]
+) -> None:
+    stored: list[int | None] = []  # per put: how many blocks it stored together (None: a block alone)
+    gate = threading.Event()
+
+    def put(views: Any) -> Any:
+        stored.append(len(views) if isinstance(views, list) else None)
+        gate.wait(5)
+        return copy_blocks(views)
+
+    rig = node(_contract(array="    shape: [12, 4]\n    block: [6, 4]"), put=put)
+    socks = [_raw_rank(rig, rank) for rank in (0, 1)]
+    slots = [_raw_ring(sock, run_dir, rank, 2, slots=2) for rank, sock in enumerate(socks)]
+    slots[0][0][...] = _data(0)
+    socks[0].sendall(encode_put(0, 0, 0, None))
+    rig.wait(lambda: stored == [None], "the node to store step 0 of rank 0")  # and wait at the gate
+    for rank, sock in enumerate(socks):  # both arrive while the node is busy: one round
+        slots[rank][1][...] = _data(10 + rank)
+        sock.sendall(encode_put(0, 1, 1, 0.5))
+    gate.set()
+    rig.wait(lambda: len(rig.blocks()) == 3, "three blocks")
+    assert stored == [None, 2]
+    first, *pair = rig.blocks()
+    assert (first["step"], first["part"]) == (0, None)
+    assert [(b["step"], b["rank"], b["part"], b["index"], b["time"]) for b in pair] == [
+        (1, 0, 0, (0, 0), 0.5),
+        (1, 1, 1, (1, 0), 0.5),
+    ]
+    assert pair[0]["ref"] is pair[1]["ref"]  # one object, each block at its position
+    for rank, block in enumerate(pair):
+        np.testing.assert_array_equal(block["ref"][block["part"]], _data(10 + rank))
+    assert (rig.server.counts["blocks"], rig.server.counts["puts"]) == (3, 2)
+    for sock in socks:  # the ranks are told that their slots are free again
+        assert recv_one(sock, MessageReader(), 5)["t"] == "free"
+        sock.close()
+
+
+def test_a_block_the_store_refuses_is_an_error_and_its_slot_is_freed(node: Callable[..., Rig], run_dir: str) -> None:
+    def full_store(views: Any) -> Any:
+        raise MemoryError("object store full")
+
+    rig = node(_contract(), put=full_store)
+    sock = _raw_rank(rig, 4)
+    (slot,) = _raw_ring(sock, run_dir, 0, 1)
+    slot[...] = _data(3)
+    sock.sendall(encode_put(0, 0, 3, None))
+    rig.wait(lambda: "error" in rig.kinds(), "the error event")
+    (error,) = [r for r in rig.reports if r["kind"] == "error"]
+    assert error == {"kind": "error", "rank": 4, "error": "MemoryError: object store full"}
+    assert rig.blocks() == []
+    assert recv_one(sock, MessageReader(), 5)["t"] == "free"  # the rank can write the slot again
+    sock.close()
 
 
 def test_node_counts(rig_bridge: MakeRig) -> None:
