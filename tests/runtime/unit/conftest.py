@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from doreisa.contract import parse_contract
 from doreisa.runtime import _names
 from doreisa.runtime._node import NodeServer
 from doreisa.runtime.bridge import Bridge
@@ -100,7 +101,14 @@ def node(run_dir: str) -> Iterator[Callable[..., Rig]]:
     """Start a NodeServer serving ``contract_text`` in ``run_dir``; stopped after the test."""
     servers: list[NodeServer] = []
 
-    def start(contract_text: str, *, host: str | None = None, put: Callable[[Any], Any] | None = None) -> Rig:
+    def start(
+        contract_text: str,
+        *,
+        host: str | None = None,
+        put: Callable[[Any], Any] | None = None,
+        relay: Callable[[Any], tuple[Any, str]] | None = None,
+    ) -> Rig:
+        """``relay``: the node relays every array with it (in transit) instead of ``put``."""
         reports: list[dict[str, Any]] = []
         server = NodeServer(
             run_dir=run_dir,
@@ -109,6 +117,8 @@ def node(run_dir: str) -> Iterator[Callable[..., Rig]]:
             contract_text=contract_text,
             put=put or _copy_blocks,
             report=reports.extend,
+            relay=relay,
+            relayed=frozenset(parse_contract(contract_text).arrays) if relay else frozenset(),
         )
         server.start()
         servers.append(server)

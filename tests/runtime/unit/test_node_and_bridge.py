@@ -476,10 +476,11 @@ def test_a_rank_that_left_without_close_is_lost_even_after_a_failed_send(node: C
     assert rig.kinds() == ["hello", "lost"]
 
 
+@pytest.mark.parametrize("placement", ["in_situ", "in_transit"])
 def test_blocks_of_a_step_that_arrive_together_are_stored_as_one_object(
-    node: Callable[..., Rig], run_dir: str, copy_blocks: Callable[[Any], Any]
+    node: Callable[..., Rig], run_dir: str, copy_blocks: Callable[[Any], Any], placement: str
 ) -> None:
-    stored: list[int | None] = []  # per put: how many blocks it stored together (None: a block alone)
+    stored: list[int | None] = []  # per put (or relay): how many blocks it stored together (None: a block alone)
     gate = threading.Event()
 
     def put(views: Any) -> Any:
@@ -487,7 +488,13 @@ def test_blocks_of_a_step_that_arrive_together_are_stored_as_one_object(
         gate.wait(5)
         return copy_blocks(views)
 
-    rig = node(_contract(array="    shape: [12, 4]\n    block: [6, 4]"), put=put)
+    contract = "arrays:\n  field: {dtype: float64, shape: [12, 4], block: [6, 4]}\ncadence: {every: 1}\n"
+    parse_contract(contract)  # valid, though the raw ranks here never read it
+    if placement == "in_situ":
+        rig = node(contract, put=put)
+        where = rig.node_id
+    else:
+        rig, where = node(contract, relay=lambda views: (put(views), "analytics-node")), "analytics-node"
     socks = [_raw_rank(rig, rank) for rank in (0, 1)]
     slots = [_raw_ring(sock, run_dir, rank, 2, slots=2) for rank, sock in enumerate(socks)]
     slots[0][0][...] = _data(0)
@@ -500,10 +507,10 @@ def test_blocks_of_a_step_that_arrive_together_are_stored_as_one_object(
     rig.wait(lambda: len(rig.blocks()) == 3, "three blocks")
     assert stored == [None, 2]
     first, *pair = rig.blocks()
-    assert (first["step"], first["part"]) == (0, None)
-    assert [(b["step"], b["rank"], b["part"], b["index"], b["time"]) for b in pair] == [
-        (1, 0, 0, (0, 0), 0.5),
-        (1, 1, 1, (1, 0), 0.5),
+    assert (first["step"], first["part"], first["where"]) == (0, None, where)
+    assert [(b["step"], b["rank"], b["part"], b["index"], b["time"], b["where"]) for b in pair] == [
+        (1, 0, 0, (0, 0), 0.5, where),
+        (1, 1, 1, (1, 0), 0.5, where),
     ]
     assert pair[0]["ref"] is pair[1]["ref"]  # one object, each block at its position
     for rank, block in enumerate(pair):
