@@ -238,26 +238,25 @@ class NodeServer:
 
     def _ingest(self, batch: list[dict[str, Any]]) -> None:
         """Copy this round's announced blocks out of their slots: one object per array and step."""
+        if not self._puts:
+            return
         groups: dict[tuple[str, int], list[_Put]] = {}
         for put in self._puts:
             groups.setdefault((put.entry.array, put.step), []).append(put)
         self._puts = []
         for (array, _), puts in groups.items():
             views = [p.entry.views[p.slot] for p in puts]
+            blocks = views[0] if len(views) == 1 else views
             start = time.perf_counter()
             # Both copy the slots before returning: into this node's object store (in situ), or into
             # a task argument shipped to an analytics node (in transit). Either way this actor owns the blocks.
             relay = self._relay if self._relay is not None and array in self._relayed else None
+            error = None
             try:
-                if relay is not None:
-                    ref, where = relay(views[0] if len(views) == 1 else views)
-                else:
-                    ref, where = self._put(views[0] if len(views) == 1 else views), self.node_id
+                ref, where = relay(blocks) if relay is not None else (self._put(blocks), self.node_id)
             except Exception as exc:  # the store refused it: the blocks are lost, and said so
                 log.exception("node %s: cannot store %d block(s) of %r", self.node_id[:8], len(puts), array)
                 ref, where, error = None, self.node_id, f"{type(exc).__name__}: {exc}"
-            else:
-                error = None
             self.counts["put_seconds"] += time.perf_counter() - start
             self.counts["puts"] += 1
             for position, put in enumerate(puts):

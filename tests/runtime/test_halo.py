@@ -39,7 +39,6 @@ def laplacian(b: np.ndarray) -> np.ndarray:
 
 
 def test_map_overlap_moves_only_halos(ray_cluster: Any) -> None:
-
     seen: dict[str, Any] = {}
     registry = Registry()
 
