@@ -7,7 +7,7 @@ actor owns the object, and the data outlives the rank), frees the slot, and repo
 reference to the head. The blocks of one array and step that arrive together (one per
 rank of the node, in a dense step) go into one object with one ``ray.put``: a put costs
 ~1 ms whatever its size on these machines, so a node of R ranks pays it once per step
-instead of R times; each block is then reported as (object, position in it).
+instead of R times; each block is then reported as (object, position in it), in rank order.
 :class:`NodeServer` is the plain logic (``put`` and ``report`` are injected, so it is
 tested without Ray); :class:`NodeActor` is the Ray actor around it.
 """
@@ -245,6 +245,7 @@ class NodeServer:
             groups.setdefault((put.entry.array, put.step), []).append(put)
         self._puts = []
         for (array, _), puts in groups.items():
+            puts.sort(key=lambda p: p.conn.rank if p.conn.rank is not None else -1)  # the selector's order is arbitrary
             views = [p.entry.views[p.slot] for p in puts]
             blocks = views[0] if len(views) == 1 else views
             start = time.perf_counter()
