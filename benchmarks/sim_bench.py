@@ -40,8 +40,14 @@ import doreisa
 
 def work_around_recv_one() -> None:
     """Make the bridge's ``recv_one`` return an already buffered message before reading the socket."""
-    from doreisa.runtime import _wire, bridge
+    import importlib
+    import importlib.util
 
+    from doreisa.runtime import _wire
+
+    # where the rank's link imports it (bridge.py itself in the doreisa versions before _link.py)
+    where = "doreisa.runtime._link" if importlib.util.find_spec("doreisa.runtime._link") else "doreisa.runtime.bridge"
+    module = importlib.import_module(where)
     original = _wire.recv_one
 
     def recv_one(sock: Any, reader: Any, timeout: float) -> dict[str, Any]:
@@ -49,7 +55,7 @@ def work_around_recv_one() -> None:
             return message
         return original(sock, reader, timeout)
 
-    bridge.recv_one = recv_one  # type: ignore[attr-defined]
+    module.recv_one = recv_one  # type: ignore[attr-defined]
 
 
 def run_skip(bridge: Any, args: argparse.Namespace) -> dict[str, Any]:

@@ -17,8 +17,9 @@ import pytest
 from doreisa.contract import parse_contract
 from doreisa.errors import BlockMismatchError, BridgeError, RuntimeUnavailableError
 from doreisa.runtime import _names
+from doreisa.runtime._link import MAX_RING_SLOTS, MIN_RING_SLOTS, ring_slots
 from doreisa.runtime._wire import MessageReader, ShmRing, encode, encode_put, recv_one, slot_bytes
-from doreisa.runtime.bridge import MAX_RING_SLOTS, MIN_RING_SLOTS, Bridge, ring_slots
+from doreisa.runtime.bridge import Bridge
 from doreisa.runtime.comm import SingleProcessComm
 
 Rig = Any  # conftest.Rig
