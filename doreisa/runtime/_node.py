@@ -244,8 +244,9 @@ class NodeServer:
         for put in self._puts:
             groups.setdefault((put.entry.array, put.step), []).append(put)
         self._puts = []
-        for (array, _), puts in groups.items():
-            puts.sort(key=lambda p: p.conn.rank if p.conn.rank is not None else -1)  # the selector's order is arbitrary
+        # The selector's order is arbitrary: steps in order (a rank's steps must complete in order), ranks in order.
+        for (array, _), puts in sorted(groups.items(), key=lambda group: group[0][1]):
+            puts.sort(key=lambda p: p.conn.rank if p.conn.rank is not None else -1)
             views = [p.entry.views[p.slot] for p in puts]
             blocks = views[0] if len(views) == 1 else views
             start = time.perf_counter()

@@ -46,7 +46,7 @@ class Rig:
     node_id = NODE_ID
 
     @staticmethod
-    def wait(predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    def wait(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
         """Poll ``predicate`` until it holds; fail the test after ``timeout`` s."""
         deadline = time.monotonic() + timeout
         while not predicate():

@@ -309,7 +309,7 @@ def test_close_after_a_burst_of_frees(node: Callable[..., Rig]) -> None:
     gate = threading.Event()
 
     def slow_put(view: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        gate.wait(5)
+        gate.wait(30)
         return view.copy()
 
     rig = node(_contract(extra="timeouts: {step: 0.3}"), put=slow_put)
@@ -390,9 +390,27 @@ backpressure: {max_in_flight: 100, staging_mb: 2}
     def data(step: int) -> np.ndarray[Any, Any]:
         return np.full((512, 256), float(step))
 
-    rig, addresses, bridge = _slots_seen(node, contract, 0.02, 9, data)
+    gate = threading.Event()
+    addresses: list[int] = []
+
+    def put(view: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        addresses.append(view.ctypes.data)
+        gate.wait(30)
+        return view.copy()
+
+    rig = node(contract, put=put)
+    bridge = Bridge(SingleProcessComm(), run_dir=rig.run_dir, connect_timeout=5)
+    for step in range(MIN_RING_SLOTS):  # the node holds the first block at the gate: the others fill the ring
+        assert bridge.publish("field", data(step), step=step)
+    opener = threading.Timer(0.2, gate.set)
+    opener.start()
+    assert bridge.publish("field", data(MIN_RING_SLOTS), step=MIN_RING_SLOTS)
+    assert gate.is_set(), "publish returned only once the node had freed a slot"
+    for step in range(MIN_RING_SLOTS + 1, 9):
+        assert bridge.publish("field", data(step), step=step)
     _all_blocks_intact(rig, bridge, 9, data)
     assert len(set(addresses)) == MIN_RING_SLOTS
+    opener.join()
 
 
 # -- the node side --------------------------------------------------------------------------
@@ -430,7 +448,7 @@ def test_messages_after_a_bad_one_are_handled(node: Callable[..., Rig]) -> None:
     sock.sendall(bad + encode({"t": "close", "rank": 3, "stats": {"calls": 0}}))
     rig.wait(lambda: "error" in rig.kinds(), "the error event")
     try:
-        rig.wait(lambda: "closed" in rig.kinds(), "the close behind the bad message", timeout=0.5)
+        rig.wait(lambda: "closed" in rig.kinds(), "the close behind the bad message")
     finally:
         sock.close()
 
@@ -453,7 +471,7 @@ def test_a_block_whose_rank_left_before_its_free_is_kept(
     gate = threading.Event()
 
     def put_after_the_rank_left(views: Any) -> Any:
-        gate.wait(5)
+        gate.wait(30)
         return copy_blocks(views)
 
     rig = node(_contract(), put=put_after_the_rank_left)
@@ -486,7 +504,7 @@ def test_blocks_of_a_step_that_arrive_together_are_stored_as_one_object(
 
     def put(views: Any) -> Any:
         stored.append(len(views) if isinstance(views, list) else None)
-        gate.wait(5)
+        gate.wait(30)
         return copy_blocks(views)
 
     contract = "arrays:\n  field: {dtype: float64, shape: [12, 4], block: [6, 4]}\ncadence: {every: 1}\n"
@@ -520,6 +538,35 @@ def test_blocks_of_a_step_that_arrive_together_are_stored_as_one_object(
     assert (rig.server.counts["blocks"], rig.server.counts["puts"]) == (3, 2)
     for sock in socks:  # the ranks are told that their slots are free again
         assert recv_one(sock, MessageReader(), 5)["t"] == "free"
+        sock.close()
+
+
+def test_a_ranks_steps_are_reported_in_order_whatever_order_the_ranks_come_in(
+    node: Callable[..., Rig], run_dir: str, copy_blocks: Callable[[Any], Any]
+) -> None:
+    gate = threading.Event()
+    puts: list[Any] = []
+
+    def put(views: Any) -> Any:
+        puts.append(views)
+        gate.wait(30)
+        return copy_blocks(views)
+
+    rig = node("arrays:\n  field: {dtype: float64, shape: [12, 4], block: [6, 4]}\ncadence: {every: 1}\n", put=put)
+    socks = [_raw_rank(rig, rank) for rank in (0, 1)]
+    slots = [_raw_ring(sock, run_dir, rank, 2, slots=2) for rank, sock in enumerate(socks)]
+    slots[0][0][...] = _data(0)
+    socks[0].sendall(encode_put(0, 0, 0, None))
+    # The node waits at the gate; rank 0's socket, read last, comes first in the next round's events.
+    rig.wait(lambda: len(puts) == 1, "the node to store step 0 of rank 0")
+    slots[0][1][...] = _data(6)
+    socks[0].sendall(encode_put(0, 1, 6, None))  # rank 0 is ahead: step 6 is seen first in the round
+    slots[1][0][...], slots[1][1][...] = _data(5), _data(6)
+    socks[1].sendall(encode_put(0, 0, 5, None) + encode_put(0, 1, 6, None))
+    gate.set()
+    rig.wait(lambda: len(rig.blocks()) == 4, "four blocks")
+    assert [(b["rank"], b["step"]) for b in rig.blocks()] == [(0, 0), (1, 5), (0, 6), (1, 6)]
+    for sock in socks:
         sock.close()
 
 
