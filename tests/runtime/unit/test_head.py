@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
+from doreisa.runtime import _head
 from doreisa.runtime._head import HeadState
 
 CHUNKS = [[2, 2], [3]]
@@ -25,6 +29,23 @@ def _block(step: int, index: tuple[int, ...], rank: int, *, array: str = "field"
         "node": "n0",
         "ref": f"ref-{array}-{step}-{rank}",
     }
+
+
+class Clock:
+    """The head's clock, moved by hand: expiry tests do not depend on how loaded the machine is."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(_head, "time", SimpleNamespace(monotonic=lambda: fake.now))
+    return fake
 
 
 def test_step_is_delivered_only_when_complete() -> None:
@@ -105,11 +126,12 @@ def test_take_wakes_up_when_a_step_completes() -> None:
     assert [s["step"] for s in out["steps"]] == [0]
 
 
-def test_incomplete_step_expires_into_step_lost() -> None:
+def test_incomplete_step_expires_into_step_lost(clock: Clock) -> None:
     head = HeadState(step_timeout=0.05)
     head.add([_block(4, (1, 0), 1, n=3), _block(4, (0, 0), 0, n=3)])
+    clock.advance(0.04)
     assert head.take(0)["events"] == []  # not yet
-    time.sleep(0.1)
+    clock.advance(0.02)
     out = head.take(0)
     assert out == {
         "steps": [],
@@ -119,10 +141,10 @@ def test_incomplete_step_expires_into_step_lost() -> None:
     assert head.take(0)["events"] == []  # reported once
 
 
-def test_expired_step_blocks_arriving_late_never_complete_it() -> None:
+def test_expired_step_blocks_arriving_late_never_complete_it(clock: Clock) -> None:
     head = HeadState(step_timeout=0.05)
     head.add([_block(4, (0, 0), 0)])
-    time.sleep(0.1)
+    clock.advance(0.1)
     assert [e["kind"] for e in head.take(0)["events"]] == ["step_lost"]
     head.add([_block(4, (1, 0), 1)])  # the straggler starts a new partial, never a half step
     assert head.take(0)["steps"] == []
@@ -163,9 +185,10 @@ def test_a_senders_batches_apply_in_order_whatever_order_they_arrive_in() -> Non
     assert [s["step"] for s in head.take(0)["steps"]] == [0, 2]
 
 
-def test_a_batch_that_never_comes_is_skipped_after_the_step_timeout() -> None:
+def test_a_batch_that_never_comes_is_skipped_after_the_step_timeout(clock: Clock) -> None:
     head = HeadState(step_timeout=0.05)
     head.add([_block(3, (0, 0), 0), _block(3, (1, 0), 1)], "node-a", 1)  # batch 0 is lost
+    clock.advance(0.04)
     assert head.take(0)["steps"] == []
-    time.sleep(0.1)
+    clock.advance(0.02)
     assert [s["step"] for s in head.take(0)["steps"]] == [3], "expiry applies what waited behind the gap"
