@@ -10,6 +10,7 @@ also says which steps the analytics have finished (``done``): what backpressure 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time as _time
@@ -68,7 +69,10 @@ class ArrayState:
     pending: list[int] = field(default_factory=list[int])
     used: list[int] = field(default_factory=list[int])
     index: tuple[int, ...] = ()
-    #: steps below this are known unwanted (step-count cadence that nothing can change)
+    #: a step-count cadence that nothing can change: its period and last wanted step (0: none such)
+    stride: int = 0
+    last_wanted: float = math.inf
+    #: steps below this are known unwanted, and this one wanted (when ``stride``)
     skip_below: int = -1
 
     def __post_init__(self) -> None:

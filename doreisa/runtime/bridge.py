@@ -8,6 +8,7 @@ data in Ray and owns it.
 
 from __future__ import annotations
 
+import math
 import operator
 import os
 import socket
@@ -127,6 +128,11 @@ class Bridge:
             report=self._report,
             wait=self._link.wait,
         )
+        for name, state in self._arrays.items():
+            cadence = state.schedule.cadence
+            if cadence.every is not None and self._steer.fixed_cadence(name):  # nothing can change which steps
+                state.stride = cadence.every
+                state.last_wanted = math.inf if cadence.stop is None else cadence.stop
 
     @property
     def feedback(self) -> Mapping[str, Any]:
@@ -192,20 +198,20 @@ class Bridge:
             state.last_step = step
             if step < state.skip_below:
                 return False  # fast path: a step that nothing can make wanted
+            known = step == state.skip_below  # the step a fixed cadence wants next: no steering hook to run
         elif state is None:
             self._array(name)  # raises with the list of known arrays
             raise AssertionError("unreachable")
         else:
-            step = self._check_step(state, step)
+            step, known = self._check_step(state, step), False
         if time is not None:
             time = float(time)  # numpy scalars are not JSON
-        if state.layout is None:
-            self._setup_layout(state, block, offset)
-        self._begin_step(step, time)
-        assert state.box is not None, "layout is set up at the first publish"
-        self._steer.monitor(name, block, state.box, step, time)
-        if not state.schedule.wanted(step, time):
+        if not (known or self._steered_wanted(state, block, step, time, offset)):
             return self._unwanted(state, step, time)
+        if state.stride:  # a fixed step cadence: the next wanted step is known, the steps before it take the fast path
+            following = step + state.stride
+            state.skip_below = following if following <= state.last_wanted else sys.maxsize
+        assert state.box is not None, "layout is set up at the first publish"
         shape = state.box[1]
         if not (type(block) is np.ndarray and block.shape == shape and block.dtype == state.dtype and offset is None):
             self._check_block(state, block, offset, step)  # raises with what is wrong, if anything is
@@ -213,11 +219,23 @@ class Bridge:
             return self._refuse()
         if not self._make_room(name, step):
             return False
-        self._steer.handed_over(name, step)
+        if not known:
+            self._steer.handed_over(name, step)
         if state.plan is None:
             self.stats.not_selected += 1
             return False
         return self._copy(state, block, step, time)
+
+    def _steered_wanted(
+        self, state: ArrayState, block: Any, step: int, time: float | None, offset: tuple[int, ...] | None
+    ) -> bool:
+        """The full path: the layout at the first publish, the steering hooks, then the cadence. Wanted?"""
+        if state.layout is None:
+            self._setup_layout(state, block, offset)
+        self._begin_step(step, time)
+        assert state.box is not None, "layout is set up at the first publish"
+        self._steer.monitor(state.name, block, state.box, step, time)
+        return state.schedule.wanted(step, time)
 
     def _refuse(self) -> bool:
         if self._closed:
@@ -231,7 +249,7 @@ class Bridge:
         if state.schedule.cadence.by_time:
             if time is None:
                 raise BlockMismatchError(f"array {state.name!r} has a simulation-time cadence: publish() needs time=")
-        elif self._steer.fixed_cadence(state.name):  # the next steps up to the next wanted one take the fast path
+        elif state.stride:  # the next steps up to the next wanted one take the fast path
             nxt = state.schedule.next_wanted(step)
             state.skip_below = sys.maxsize if nxt is None else nxt
         return False

@@ -21,6 +21,7 @@ from doreisa.runtime._link import MAX_RING_SLOTS, MIN_RING_SLOTS, ring_slots
 from doreisa.runtime._wire import MessageReader, ShmRing, encode, encode_put, recv_one, slot_bytes
 from doreisa.runtime.bridge import Bridge
 from doreisa.runtime.comm import SingleProcessComm
+from doreisa.runtime.schedule import ArraySchedule
 
 Rig = Any  # conftest.Rig
 MakeRig = Callable[[str], tuple[Rig, Bridge]]
@@ -217,6 +218,29 @@ def test_time_cadence(rig_bridge: MakeRig) -> None:
     assert published == [True, False, True, False, True]
     rig.finish(bridge)
     assert [(b["step"], b["time"]) for b in rig.blocks()] == [(0, 0.0), (2, 0.6), (4, 1.2)]
+
+
+@pytest.mark.parametrize(
+    ("cadence", "steps"),
+    [
+        ("{every: 1}", [0, 1, 2, 5, 6, 9]),  # gaps in the step numbers
+        ("{every: 3}", list(range(14))),
+        ("{every: 3}", [0, 2, 4, 7, 9, 10, 12, 13]),  # wanted steps 3 and 6 never published
+        ("{every: 4, start: 5, stop: 13}", list(range(20))),
+        ("{every: 2, stop: 5}", [1, 2, 4, 6, 8]),
+    ],
+)
+def test_a_fixed_cadence_copies_exactly_its_steps(rig_bridge: MakeRig, cadence: str, steps: list[int]) -> None:
+    # nothing steers: wanted and unwanted steps both take the bridge's fast paths after the first one
+    text = _contract(cadence, extra="backpressure: {max_in_flight: 100}")  # no analytics here say 'done'
+    rig, bridge = rig_bridge(text)
+    oracle = ArraySchedule(parse_contract(text).cadence_of("field"))
+    published = [s for s in steps if rig.publish(bridge, "field", _data(s), step=s)]
+    assert published == [s for s in steps if oracle.wanted(s, None)]
+    rig.finish(bridge)
+    assert [b["step"] for b in rig.blocks()] == published
+    for block in rig.blocks():
+        np.testing.assert_array_equal(rig.ref(block["step"]), _data(block["step"]))
 
 
 def test_close_returns_counts_and_no_ring_file_is_left(rig_bridge: MakeRig) -> None:
