@@ -63,6 +63,20 @@ def scaling(quick: bool, raw: dict[str, Any]) -> list[Entry]:
                 )
             )
         )
+        entries.append(
+            judged(
+                Entry(
+                    "scheduler_plan_ms",
+                    run.get("plan_ms"),
+                    "ms",
+                    reference=parts["wall_s_median"] * 1e3,
+                    target="info: ratio = share of the wall time that preparing graphs in advance could save",
+                    params={"nodes": run["nodes"], "blocks": run["blocks"], "dask_tasks": run["dask_tasks"]},
+                    notes="time partitioned_get spends cutting the graph into per-node parts and preparing them "
+                    "(record['plan_s']), against the wall time of the whole x.sum() with per-node parts",
+                )
+            )
+        )
     if good:
         top = max(good, key=lambda r: r["nodes"])
         entries.append(

@@ -100,7 +100,7 @@ def time_reduction(refs: list[Any], where: dict[str, str], reps: int, nodes: int
     tasks = record["tasks"]
     for name in schedulers:
         out[name]["tasks_per_s"] = tasks / out[name]["wall_s_median"]
-    out.update(dask_tasks=tasks, ray_tasks_parts=record["parts"], blocks=total)
+    out.update(dask_tasks=tasks, ray_tasks_parts=record["parts"], blocks=total, plan_ms=record["plan_s"] * 1e3)
     return out
 
 

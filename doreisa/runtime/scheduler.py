@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy as copy_module
 import functools
+import time
 from collections.abc import Hashable, Mapping, MutableMapping
 from typing import Any
 
@@ -52,8 +53,10 @@ def partitioned_get(
     ray_remote_args : mapping, optional
         Options of every Ray task (e.g. the analytics nodes' resource, in transit).
     record : mutable mapping, optional
-        Receives ``tasks`` (Dask tasks), ``parts`` (Ray tasks), ``nodes``, ``local`` and
-        ``moved_bytes`` (bytes of the parts' results read on another node).
+        Receives ``tasks`` (Dask tasks), ``parts`` (Ray tasks), ``nodes``, ``local``,
+        ``moved_bytes`` (bytes of the parts' results read on another node) and ``plan_s``
+        (seconds spent cutting the graph and preparing its parts: what preparing graphs
+        before the data arrives could save).
     local_bytes : int
         A graph that is a single part on this process's node, reading at most this many
         bytes of blocks, runs here: a Ray task would cost more than the work (a few ms
@@ -63,6 +66,7 @@ def partitioned_get(
     from dask.core import flatten
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    started = time.perf_counter()
     sizes = leaf_bytes or {}
     wanted: list[Key] = list(flatten(keys))
     leaves, tasks, embedded, parts = _cut(dsk, wanted, leaf_nodes, sizes)
@@ -74,27 +78,32 @@ def partitioned_get(
         read = sum(sizes.get(ref.hex(), local_bytes + 1) for ref in [leaves[k] for k in part.leaves] + fused)
         if read <= local_bytes:
             body, named, fused = _prepare(part, tasks, embedded, ray.ObjectRef)
+            plan_s = time.perf_counter() - started
             out = _run_part(body, named, part.exports, *ray.get([leaves[k] for k in named] + fused))
             done = _by_key(part.exports, out)
             blocks = [k for k in wanted if k not in done]  # blocks wanted as they are
             done.update(zip(blocks, ray.get([leaves[k] for k in blocks]), strict=True))
             if record is not None:
-                record.update(tasks=len(tasks), parts=1, nodes=1, local=True, moved_bytes=0)
+                record.update(tasks=len(tasks), parts=1, nodes=1, local=True, moved_bytes=0, plan_s=plan_s)
             return _repack(keys, done)
 
     refs: dict[Key, Any] = dict(leaves)
     base = dict(ray_remote_args or {})
+    plan_s = time.perf_counter() - started
     for part in parts:
         options = dict(base, num_returns=max(1, len(part.exports)), name=f"doreisa:part:{part.round}")
         if part.node is not None:
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(part.node, soft=True)
+        prepared = time.perf_counter()
         body, named, fused = _prepare(part, tasks, embedded, ray.ObjectRef)
+        plan_s += time.perf_counter() - prepared
         # every block and input is a top-level argument: Ray fetches them before the part starts
         out = _run_part_remote().options(**options).remote(body, named, part.exports, *(refs[k] for k in named), *fused)
         refs.update(_by_key(part.exports, out))
     values: dict[Key, Any] = dict(zip(wanted, ray.get([refs[k] for k in wanted]), strict=True))
     if record is not None:
         _record(record, parts, tasks, refs)
+        record["plan_s"] = plan_s
     return _repack(keys, values)
 
 

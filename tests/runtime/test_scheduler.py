@@ -75,6 +75,7 @@ def test_a_reduction_is_one_part_per_node_plus_the_combine(spread: Any) -> None:
     assert record["tasks"] > 6, "several Dask tasks..."
     assert record["parts"] == 4, "... in 4 Ray tasks: one per node, then the combine"
     assert record["nodes"] == 3
+    assert record["plan_s"] > 0, "the time spent cutting the graph is reported"
 
 
 def test_values_of_common_graphs(spread: Any) -> None:
@@ -139,4 +140,4 @@ def test_a_small_graph_on_the_callers_node_runs_in_the_caller(ray_cluster: Any, 
     total, raw = get({"blk": refs[2], "total": (np.sum, "blk")}, ["total", "blk"])
     assert total == 128.0
     np.testing.assert_array_equal(raw, blocks[2])
-    assert record["parts"] == 1 and record["local"] is bool(local_bytes), record
+    assert record["parts"] == 1 and record["local"] is bool(local_bytes) and record["plan_s"] > 0, record
