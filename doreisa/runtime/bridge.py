@@ -128,9 +128,13 @@ class Bridge:
             report=self._report,
             wait=self._link.wait,
         )
+        self._find_fixed_cadences()
+
+    def _find_fixed_cadences(self) -> None:
+        """Arrays whose step cadence nothing can change: their next wanted step is known in advance."""
         for name, state in self._arrays.items():
             cadence = state.schedule.cadence
-            if cadence.every is not None and self._steer.fixed_cadence(name):  # nothing can change which steps
+            if cadence.every is not None and self._steer.fixed_cadence(name):
                 state.stride = cadence.every
                 state.last_wanted = math.inf if cadence.stop is None else cadence.stop
 
