@@ -320,13 +320,31 @@ def _substitute(obj: Any, swap: Any, depth: int = 0) -> Any:
 
 
 def _refs(obj: Any, ref_type: type) -> list[Any]:
-    """The object references inside a task: its args, fused subgraphs, data nodes."""
+    """The object references inside a task: its args, fused subgraphs, data nodes.
+
+    The same walk as :func:`_substitute`, without building anything: it runs over every
+    task of every graph, most of which hold no reference.
+    """
+    from dask._task_spec import DataNode, Task
+
     found: list[Any] = []
-
-    def collect(x: Any) -> Any:
-        if isinstance(x, ref_type):
-            found.append(x)
-        return _KEEP
-
-    _substitute(obj, collect)
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    while stack:
+        x, depth = stack.pop()
+        kind = type(x)
+        if kind in _ATOMS or depth > _DEPTH:
+            continue
+        if kind is dict:
+            inner: Any = x.values()
+        elif kind is list or kind is tuple:
+            inner = x
+        elif isinstance(x, Task):
+            inner = (x.args, x.kwargs) if x.kwargs else (x.args,)
+        elif isinstance(x, DataNode):
+            inner = (x.value,)
+        else:
+            if isinstance(x, ref_type):
+                found.append(x)
+            continue
+        stack.extend((v, depth + 1) for v in reversed(list(inner)))
     return found

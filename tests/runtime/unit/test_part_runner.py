@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from dask._task_spec import DataNode, Task, TaskRef
 
-from doreisa.runtime.scheduler import _KEEP, _run_part, _Slot, _substitute  # pyright: ignore[reportPrivateUsage]
+from doreisa.runtime.scheduler import _KEEP, _refs, _run_part, _Slot, _substitute  # pyright: ignore[reportPrivateUsage]
 
 
 def test_run_part_runs_in_order_and_returns_only_the_exports() -> None:
@@ -41,3 +41,27 @@ def test_substitute_replaces_nested_values_without_touching_the_original() -> No
     assert new["inner"] is not inner and inner.args[0].value is marker, "the original is left alone"
     untouched = Task("t", operator.neg, 3)
     assert _substitute(untouched, swap) is untouched
+
+
+class _Ref:
+    """Stands for a Ray object reference."""
+
+
+def test_refs_finds_every_reference_in_order_as_substitute_walks() -> None:
+    a, b, c, d = _Ref(), _Ref(), _Ref(), _Ref()
+    fused = {"x": Task("x", operator.add, DataNode(None, c), 1)}  # a fused subgraph
+    task = Task("t", sum, [DataNode(None, {"k": (a, 2)}), b, DataNode(None, fused)], key=d)
+    seen: list[Any] = []
+
+    def collect(x: Any) -> Any:
+        if isinstance(x, _Ref):
+            seen.append(x)
+        return _KEEP
+
+    _substitute(task, collect)
+    assert _refs(task, _Ref) == seen == [a, b, c, d]
+    assert _refs(Task("plain", operator.neg, 3), _Ref) == []
+    deep: Any = a
+    for _ in range(20):  # deeper than any Dask task nests: not walked
+        deep = [deep]
+    assert _refs(Task("deep", len, deep), _Ref) == []
