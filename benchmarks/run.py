@@ -50,7 +50,7 @@ class Config:
     memory_steps: int
 
 
-QUICK = Config("quick", 100_000, 100, 3e8, (1, 2, 4), (16, 256), 30, 0.1, 600)
+QUICK = Config("quick", 100_000, 100, 3e8, (1, 2, 4), (16, 256), 30, 0.1, 2000)  # memory: the 2,000 steps of the target
 FULL = Config("full", 300_000, 300, 1e9, (1, 2, 4, 8, 16), (16, 256), 100, 0.1, 2000)
 
 
