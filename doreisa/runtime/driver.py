@@ -3,6 +3,11 @@
 No Ray import here: the driver receives complete steps as plain data whose blocks are Ray
 object references (opaque to this module) and a Dask scheduler to run graphs with. Tests
 can therefore drive it with numpy blocks and the synchronous scheduler.
+
+Analytics get arrays over :class:`~doreisa.runtime.graphs.Block` placeholders, named after
+the array and its place in the window, so that an analytic builds the same graph at every
+step; the scheduler gets the placeholders' blocks (``bindings``) and the Dask ``tokenize``
+of what it computes (``signature``), with which it reuses the graph's cut from step to step.
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ import csv
 import json
 import logging
 import math
-import operator
 import threading
 import traceback
 from collections.abc import Callable, Mapping
@@ -23,16 +27,22 @@ from typing import Any
 import dask.array as da
 import numpy as np
 from dask.base import compute as dask_compute
+from dask.base import tokenize
 from dask.config import set as dask_config_set
 
 from doreisa.analytics import BoundAnalytic, Feedback, windows_needed
 from doreisa.contract import Contract
 from doreisa.errors import ExpressionError
+from doreisa.runtime.graphs import bind, blocks_array, placeholder_array
 from doreisa.runtime.triggers import Transition, TriggerMachine, transitions_decision
 
 log = logging.getLogger("doreisa.driver")
 
 Scheduler = Callable[..., Any]
+#: ``(arrays, leaf_nodes, leaf_bytes, bindings) -> scheduler``: the Dask ``get`` for one computation.
+#: The scheduler is called as ``get(dsk, keys, signature=...)``, ``signature`` being the
+#: ``tokenize`` of the collections of an analytic's result (None for computes inside an analytic).
+SchedulerFor = Callable[[tuple[str, ...], Mapping[Any, str], Mapping[Any, int], Mapping[Any, Any]], Scheduler]
 
 
 @dataclass
@@ -154,9 +164,17 @@ def _scalar(value: Any) -> str | None:
 class _Entry:
     step: int
     time: float | None
-    array: da.Array
+    chunks: tuple[tuple[int, ...], ...]
+    dtype: np.dtype[Any]
+    blocks: dict[tuple[int, ...], Any]
+    parts: dict[tuple[int, ...], int]
     nodes: dict[str, str] = field(default_factory=dict[str, str])  # block reference id -> node holding it
     nbytes: dict[str, int] = field(default_factory=dict[str, int])
+
+    def view(self, name: str, position: int) -> tuple[da.Array, dict[Any, Any]]:
+        """The step as a Dask array over placeholders (its bindings): ``position`` steps before the newest
+        in the window; the same name at every step of the same layout."""
+        return placeholder_array(f"doreisa-{name}-{position}", self.chunks, self.dtype, self.blocks, self.parts)
 
 
 @dataclass
@@ -179,7 +197,10 @@ class AnalyticsDriver:
     sink : ResultSink
     scheduler : callable
         A Dask ``get`` function (``ray.util.dask.ray_dask_get`` in a run), set only inside a
-        scoped ``dask.config.set`` around each analytic.
+        scoped ``dask.config.set`` around each analytic; it gets graphs with their
+        placeholders bound to the blocks.
+    scheduler_for : callable, optional
+        Instead of ``scheduler``, the Dask ``get`` of each computation (see :data:`SchedulerFor`).
     on_done : callable
         Receives the (array, step) pairs whose analytics are finished (backpressure credit).
     """
@@ -191,14 +212,14 @@ class AnalyticsDriver:
         *,
         sink: ResultSink,
         scheduler: Scheduler,
-        scheduler_for: Callable[[tuple[str, ...], Mapping[Any, str], Mapping[Any, int]], Scheduler] | None = None,
+        scheduler_for: SchedulerFor | None = None,
         on_done: Callable[[list[tuple[str, int]], list[dict[str, Any]]], None] = lambda items, decisions: None,
     ) -> None:
         self.contract = contract
         self.bound = bound
         self.sink = sink
         self.scheduler = scheduler
-        self.scheduler_for = scheduler_for or (lambda arrays, nodes, nbytes: scheduler)
+        self.scheduler_for = scheduler_for or (lambda arrays, nodes, nbytes, bindings: _binding(scheduler, bindings))
         self._local = threading.local()
         self.on_done = on_done
         self.failures: list[Failure] = []
@@ -239,10 +260,12 @@ class AnalyticsDriver:
         if name not in arrays:
             return []
         at_step = {a: entries[0] for a in arrays if (entries := self._entries(a, step, 1))}
-        wanted = {(f, a): getattr(da, f)(at_step[a].array) for f, a in self.triggers.reductions if a in at_step}
-        self._local.scheduler = self._scheduler(tuple(at_step), step, 1)
+        views = {a: entry.view(a, 0) for a, entry in at_step.items()}
+        wanted = {(f, a): getattr(da, f)(views[a][0]) for f, a in self.triggers.reductions if a in views}
+        bindings = {k: v for _, bound in views.values() for k, v in bound.items()}
+        self._local.scheduler = self._scheduler(tuple(at_step), step, 1, bindings)
         try:
-            (values,) = dask_compute(wanted)
+            (values,) = self._compute(wanted)
         except Exception as exc:  # a trigger that cannot be evaluated must not stop the analytics
             self.failures.append(Failure("triggers", step, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
             return []
@@ -286,14 +309,19 @@ class AnalyticsDriver:
         windows = {name: self._entries(name, step, b.window) or [] for name in set(b.arrays)}
         entries = windows[b.arrays[0]]
         wrap = self._named if b.analytic.named else (lambda name, array: array)
-        args = {
-            name: [wrap(name, e.array) for e in ws] if b.window > 1 else wrap(name, ws[0].array)
-            for name, ws in windows.items()
-        }
+        args: dict[str, Any] = {}
+        bindings: dict[Any, Any] = {}
+        for name, ws in windows.items():
+            arrays = []
+            for position, e in zip(range(len(ws) - 1, -1, -1), ws, strict=True):
+                array, bound = e.view(name, position)
+                arrays.append(wrap(name, array))
+                bindings.update(bound)
+            args[name] = arrays if b.window > 1 else arrays[0]
         steps, times = [e.step for e in entries], [e.time for e in entries]
         self.counts.calls += 1
         try:
-            value = self._call(b, args, steps, times, feedback)
+            value = self._call(b, args, steps, times, feedback, bindings)
         except Exception as exc:  # an analytic's failure must not stop the others or the simulation
             self.counts.failed += 1
             failure = Failure(b.label, step, f"{type(exc).__name__}: {exc}", traceback.format_exc())
@@ -321,27 +349,49 @@ class AnalyticsDriver:
 
     def _dispatch(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
         """The Dask ``get`` in force during :meth:`deliver`: this thread's analytic's scheduler."""
-        scheduler = getattr(self._local, "scheduler", None) or self.scheduler
-        return scheduler(dsk, keys, **kwargs)
+        scheduler = getattr(self._local, "scheduler", None)
+        if scheduler is None:
+            return self.scheduler(dsk, keys, **kwargs)
+        return scheduler(dsk, keys, signature=getattr(self._local, "signature", None), **kwargs)
 
-    def _scheduler(self, arrays: tuple[str, ...], step: int, size: int) -> Scheduler:
+    def _compute(self, value: Any) -> Any:
+        """``dask.compute(value)``, telling the scheduler what it computes (Dask's ``tokenize``).
+
+        Without Dask's low-level optimisation: fusing each chunk's tasks into one saves Ray tasks
+        to a scheduler that sends one per Dask task, not to one that runs a node's tasks in a
+        single Ray task; and a fused task runs as a small graph of its own (about 100 µs each,
+        against 10 for a plain task). The scheduler culls what the keys do not need.
+        """
+        self._local.signature = tokenize(value)
+        try:
+            return dask_compute(value, optimize_graph=False)
+        finally:
+            self._local.signature = None
+
+    def _scheduler(self, arrays: tuple[str, ...], step: int, size: int, bindings: Mapping[Any, Any]) -> Scheduler:
         nodes: dict[str, str] = {}
         nbytes: dict[str, int] = {}
         for name in set(arrays):
             for entry in self._entries(name, step, size) or []:
                 nodes.update(entry.nodes)
                 nbytes.update(entry.nbytes)
-        return self.scheduler_for(arrays, nodes, nbytes)
+        return self.scheduler_for(arrays, nodes, nbytes, bindings)
 
     def _call(
-        self, b: BoundAnalytic, args: dict[str, Any], steps: list[int], times: list[float | None], feedback: Feedback
+        self,
+        b: BoundAnalytic,
+        args: dict[str, Any],
+        steps: list[int],
+        times: list[float | None],
+        feedback: Feedback,
+        bindings: Mapping[Any, Any],
     ) -> Any:
-        scheduler = self._scheduler(b.arrays, steps[-1], b.window)
+        scheduler = self._scheduler(b.arrays, steps[-1], b.window, bindings)
 
         def work() -> Any:
             self._local.scheduler = scheduler
             try:
-                (value,) = dask_compute(b.call(args, steps=steps, times=times, feedback=feedback))
+                (value,) = self._compute(b.call(args, steps=steps, times=times, feedback=feedback))
             finally:
                 self._local.scheduler = None
             return value
@@ -371,18 +421,32 @@ def _with_timeout(work: Callable[[], Any], limit: float, what: str) -> Any:
     return box["value"]
 
 
+def _binding(scheduler: Scheduler, bindings: Mapping[Any, Any]) -> Scheduler:
+    """``scheduler`` (which knows no placeholders) given graphs whose placeholders are bound."""
+
+    def get(dsk: Any, keys: Any, *, signature: Any = None, **kwargs: Any) -> Any:
+        return scheduler(bind(dsk, bindings), keys, **kwargs)
+
+    return get
+
+
 def _entry(step_data: Mapping[str, Any]) -> _Entry:
-    array = to_dask(step_data)
+    chunks = tuple(tuple(c) for c in step_data["chunks"])
+    dtype = np.dtype(step_data["dtype"])
+    blocks = dict(step_data["blocks"])
+    expected = math.prod(len(c) for c in chunks)
+    assert len(blocks) == expected, f"step {step_data['step']} has {len(blocks)} of {expected} blocks"
     nodes: dict[str, str] = {}
     nbytes: dict[str, int] = {}
     where = step_data.get("nodes", {})
-    for index, block in step_data["blocks"].items():
+    for index, block in blocks.items():
         if index in where and hasattr(block, "hex"):  # a Ray object reference (numpy blocks in tests)
             key = block.hex()
             nodes[key] = where[index]
-            shape = [step_data["chunks"][d][i] for d, i in enumerate(index)]
-            nbytes[key] = nbytes.get(key, 0) + math.prod(shape) * array.dtype.itemsize  # an object of several blocks
-    return _Entry(step_data["step"], step_data["time"], array, nodes, nbytes)
+            shape = [chunks[d][i] for d, i in enumerate(index)]
+            nbytes[key] = nbytes.get(key, 0) + math.prod(shape) * dtype.itemsize  # an object of several blocks
+    parts = dict(step_data.get("parts", {}))
+    return _Entry(step_data["step"], step_data["time"], chunks, dtype, blocks, parts, nodes, nbytes)
 
 
 def to_dask(step_data: Mapping[str, Any]) -> da.Array:
@@ -391,13 +455,5 @@ def to_dask(step_data: Mapping[str, Any]) -> da.Array:
     A block stored with others in one object (``parts``: its position there) is a task that
     takes it out of the object: it runs where the object is, without a copy.
     """
-    chunks = tuple(tuple(c) for c in step_data["chunks"])
     name = f"doreisa-{step_data['array']}-{step_data['step']}-{id(step_data):x}"
-    parts = step_data.get("parts", {})
-    graph = {
-        (name, *index): block if index not in parts else (operator.getitem, block, parts[index])
-        for index, block in step_data["blocks"].items()
-    }
-    expected = math.prod(len(c) for c in chunks)
-    assert len(graph) == expected, f"step {step_data['step']} has {len(graph)} of {expected} blocks"
-    return da.Array(graph, name, chunks=chunks, dtype=np.dtype(step_data["dtype"]))  # pyright: ignore[reportCallIssue]
+    return blocks_array(name, step_data["chunks"], step_data["dtype"], step_data["blocks"], step_data.get("parts"))

@@ -190,6 +190,7 @@ def _summary(session: Any, proc: subprocess.Popen[bytes] | None, error: str | No
         "steps_dropped": sum(s.get("dropped", 0) for s in state.closed.values()),
         "skipped": sorted({tuple(x) for s in state.closed.values() for x in s.get("skipped_steps", [])}),
         "analytic_calls": session.driver.counts.calls,
+        "graphs": {"cut": session.plans.misses, "reused": session.plans.hits},
         "results_recorded": session.sink.count,
         "array_results_not_saved": session.sink.unsaved,
         "analytic_failures": failures,
@@ -213,6 +214,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("steps lost (incomplete)", str(len(summary["steps_lost"]))),
         ("analytic calls", f"{summary['analytic_calls']} ({len(summary['analytic_failures'])} failed)"),
         ("cadence changes / steering", str(len(summary["cadence_changes"]))),
+        ("task graphs cut / reused", f"{summary['graphs']['cut']} / {summary['graphs']['reused']}"),
     ]
     if summary["error"]:
         rows.append(("error", summary["error"]))

@@ -11,22 +11,27 @@ tasks run one after the other, like Dask's synchronous scheduler; intermediate r
 no other part reads never become Ray objects.
 
 A reduction of 1,000 blocks on 16 nodes costs about 20 Ray tasks instead of more than 1,000.
+
+Building a graph's tasks and cutting them costs about 40 µs per task, paid at every step. A
+graph over :class:`~doreisa.runtime.graphs.Block` placeholders is the same at every step
+(see :mod:`doreisa.runtime.graphs`): :class:`Plans` keeps its cut, and later steps only bind
+the placeholders to their blocks and send the parts.
 """
 
 from __future__ import annotations
 
-import copy as copy_module
+import collections
 import functools
+import threading
 import time
-from collections.abc import Hashable, Mapping, MutableMapping
+from collections.abc import Callable, Hashable, Mapping, MutableMapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from doreisa.runtime.graphs import KEEP, Block, collect, substitute
 from doreisa.runtime.partition import Part, partition
 
 Key = Hashable
-_DEPTH = 16  # fused subgraphs nest Task -> DataNode -> dict -> Task -> ...
-_KEEP = object()
-_ATOMS = frozenset({int, float, str, bytes, bool, type(None), slice})
 #: A graph that is one part on the caller's node reading at most this many bytes runs in the caller.
 LOCAL_BYTES = 1 << 20
 
@@ -37,6 +42,9 @@ def partitioned_get(
     *,
     leaf_nodes: Mapping[str, str],
     leaf_bytes: Mapping[str, int] | None = None,
+    bindings: Mapping[Key, Any] | None = None,
+    plans: Plans | None = None,
+    signature: Hashable | None = None,
     ray_remote_args: Mapping[str, Any] | None = None,
     record: MutableMapping[str, Any] | None = None,
     local_bytes: int = LOCAL_BYTES,
@@ -50,13 +58,22 @@ def partitioned_get(
         What Dask passes to a scheduler.
     leaf_nodes, leaf_bytes : mapping
         Node and size of each block, keyed by its object reference id (``ref.hex()``).
+    bindings : mapping, optional
+        The block (object reference) of each :class:`~doreisa.runtime.graphs.Block`
+        placeholder in the graph, by placeholder key.
+    plans, signature : optional
+        Reuse of cut graphs: ``signature`` is what Dask's ``tokenize`` says of the collections
+        computed (the same analytic on the same layout of blocks at another step gives the same
+        one). A graph whose blocks are all placeholders is cut once per signature and placement
+        of its blocks; later calls bind the placeholders to their blocks and send the parts,
+        without building the graph's tasks again.
     ray_remote_args : mapping, optional
         Options of every Ray task (e.g. the analytics nodes' resource, in transit).
     record : mutable mapping, optional
         Receives ``tasks`` (Dask tasks), ``parts`` (Ray tasks), ``nodes``, ``local``,
-        ``moved_bytes`` (bytes of the parts' results read on another node) and ``plan_s``
-        (seconds spent cutting the graph and preparing its parts: what preparing graphs
-        before the data arrives could save).
+        ``moved_bytes`` (bytes of the parts' results read on another node), ``plan_s``
+        (seconds spent building the graph's tasks and cutting them into parts, or finding
+        that cut in ``plans``) and ``reused`` (whether the cut came from ``plans``).
     local_bytes : int
         A graph that is a single part on this process's node, reading at most this many
         bytes of blocks, runs here: a Ray task would cost more than the work (a few ms
@@ -68,50 +85,159 @@ def partitioned_get(
 
     started = time.perf_counter()
     sizes = leaf_bytes or {}
+    bound = bindings or {}
     wanted: list[Key] = list(flatten(keys))
-    leaves, tasks, embedded, parts = _cut(dsk, wanted, leaf_nodes, sizes)
 
-    here = ray.get_runtime_context().get_node_id()
-    if len(parts) == 1 and parts[0].node in (here, None):
-        part = parts[0]
-        fused = _fused(part, embedded)
-        read = sum(sizes.get(ref.hex(), local_bytes + 1) for ref in [leaves[k] for k in part.leaves] + fused)
-        if read <= local_bytes:
-            body, named, fused = _prepare(part, tasks, embedded, ray.ObjectRef)
+    def resolve(token: Any) -> Any:
+        """A block: its object reference, or the one bound to its placeholder."""
+        if type(token) is not Block:
+            return token
+        if token.key not in bound:
+            raise KeyError(f"no block bound to the placeholder {token.key!r}")
+        return bound[token.key]
+
+    plan, reused = _find_plan(dsk, wanted, leaf_nodes, sizes, resolve, bound, plans, signature)
+    named_as = dict(zip(plan.wanted, wanted, strict=True))  # a reused cut's keys stand for this call's
+    blocks = {k: resolve(token) for k, token in plan.leaves.items()}
+    parts = plan.parts
+    if len(parts) == 1 and parts[0].node in (ray.get_runtime_context().get_node_id(), None):
+        part, (body, named, fused) = parts[0], plan.prepared[0]
+        inputs = [blocks[k] for k in named] + [resolve(t) for t in fused]
+        if sum(sizes.get(ref.hex(), local_bytes + 1) for ref in inputs) <= local_bytes:
             plan_s = time.perf_counter() - started
-            out = _run_part(body, named, part.exports, *ray.get([leaves[k] for k in named] + fused))
-            done = _by_key(part.exports, out)
-            blocks = [k for k in wanted if k not in done]  # blocks wanted as they are
-            done.update(zip(blocks, ray.get([leaves[k] for k in blocks]), strict=True))
+            done = _by_key(part.exports, _run_part(body, named, part.exports, *ray.get(inputs)))
+            alone = [k for k in plan.wanted if k not in done]  # blocks wanted as they are
+            done.update(zip(alone, ray.get([blocks[k] for k in alone]), strict=True))
             if record is not None:
-                record.update(tasks=len(tasks), parts=1, nodes=1, local=True, moved_bytes=0, plan_s=plan_s)
-            return _repack(keys, done)
+                record.update(tasks=plan.tasks, parts=1, nodes=1, local=True, moved_bytes=0)
+                record.update(plan_s=plan_s, reused=reused)
+            return _repack(keys, {named_as[k]: v for k, v in done.items() if k in named_as})
 
-    refs: dict[Key, Any] = dict(leaves)
+    refs: dict[Key, Any] = dict(blocks)
     base = dict(ray_remote_args or {})
     plan_s = time.perf_counter() - started
-    for part in parts:
+    for i, (part, (body, named, fused)) in enumerate(zip(parts, plan.prepared, strict=True)):
         options = dict(base, num_returns=max(1, len(part.exports)), name=f"doreisa:part:{part.round}")
         if part.node is not None:
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(part.node, soft=True)
-        prepared = time.perf_counter()
-        body, named, fused = _prepare(part, tasks, embedded, ray.ObjectRef)
-        plan_s += time.perf_counter() - prepared
         # every block and input is a top-level argument: Ray fetches them before the part starts
-        out = _run_part_remote().options(**options).remote(body, named, part.exports, *(refs[k] for k in named), *fused)
+        inputs = [refs[k] for k in named] + [resolve(t) for t in fused]
+        sent = _Stored(plan.stored[i]) if plan.stored else body  # a reused cut's tasks are on the nodes already
+        out = _run_part_remote().options(**options).remote(sent, named, part.exports, *inputs)
         refs.update(_by_key(part.exports, out))
-    values: dict[Key, Any] = dict(zip(wanted, ray.get([refs[k] for k in wanted]), strict=True))
+    values = dict(zip(wanted, ray.get([refs[k] for k in plan.wanted]), strict=True))
     if record is not None:
-        _record(record, parts, tasks, refs)
-        record["plan_s"] = plan_s
+        _record(record, parts, plan.tasks, refs)
+        record.update(plan_s=plan_s, reused=reused)
     return _repack(keys, values)
 
 
-def _cut(
-    dsk: Any, wanted: list[Key], leaf_nodes: Mapping[str, str], sizes: Mapping[str, int]
-) -> tuple[dict[Key, Any], dict[Key, Any], dict[Key, list[Any]], list[Part]]:
-    """The graph's blocks (key -> reference), its tasks, the blocks fused into each task, its parts."""
+@dataclass
+class _Plan:
+    """A graph cut into parts, each part's tasks ready to send."""
+
+    wanted: list[Key]  # the keys it was cut for
+    leaves: dict[Key, Any]  # block key -> object reference or placeholder
+    tasks: int
+    parts: list[Part]
+    prepared: list[tuple[dict[Key, Any], tuple[Key, ...], list[Any]]]  # per part: see _prepare
+    reusable: bool  # every block is a placeholder: the cut holds no step's data
+    stored: list[Any] = field(default_factory=list[Any])  # per part: its tasks in the object store, once kept
+
+
+class Plans:
+    """Cut graphs by signature and block placement, for :func:`partitioned_get`; the ``size`` latest kept.
+
+    Safe to share between threads (an abandoned analytic may still be running).
+    """
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self.hits = 0
+        self.misses = 0
+        self._plans: collections.OrderedDict[Hashable, _Plan] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> _Plan | None:
+        """The plan stored under ``key``, if any (counted as a hit or a miss)."""
+        with self._lock:
+            plan = self._plans.get(key)
+            if plan is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+            self._plans.move_to_end(key)
+            return plan
+
+    def put(self, key: Hashable, plan: _Plan) -> None:
+        """Keep ``plan``; forget the least recently used one beyond ``size``."""
+        with self._lock:
+            self._plans[key] = plan
+            self._plans.move_to_end(key)
+            while len(self._plans) > self.size:
+                self._plans.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every plan (and free the tasks they keep in the object store)."""
+        with self._lock:
+            self._plans.clear()
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+
+def _find_plan(
+    dsk: Any,
+    wanted: list[Key],
+    leaf_nodes: Mapping[str, str],
+    sizes: Mapping[str, int],
+    resolve: Callable[[Any], Any],
+    bound: Mapping[Key, Any],
+    plans: Plans | None,
+    signature: Hashable | None,
+) -> tuple[_Plan, bool]:
+    """The cut of ``dsk``: from ``plans`` (True) or made now (False, and kept when it can be reused)."""
     import ray
+
+    if plans is None or signature is None:
+        return _plan(dsk, wanted, leaf_nodes, sizes, resolve, ray.ObjectRef), False
+    placement = tuple((k, leaf_nodes.get(h := ref.hex()), sizes.get(h)) for k, ref in bound.items())
+    key = (signature, len(wanted), placement)
+    if (plan := plans.get(key)) is not None:
+        return plan, True
+    plan = _plan(dsk, wanted, leaf_nodes, sizes, resolve, ray.ObjectRef)
+    if plan.reusable:
+        # sent once; each worker keeps the tasks it has run (see _tasks_of), later steps send a reference
+        plan.stored = [ray.put(body) for body, _, _ in plan.prepared]
+        plans.put(key, plan)
+    return plan, False
+
+
+def _plan(
+    dsk: Any,
+    wanted: list[Key],
+    leaf_nodes: Mapping[str, str],
+    sizes: Mapping[str, int],
+    resolve: Callable[[Any], Any],
+    ref_type: type,
+) -> _Plan:
+    leaves, tasks, embedded, parts = _cut(dsk, wanted, leaf_nodes, sizes, resolve, (ref_type, Block))
+    prepared = [_prepare(part, tasks, embedded, (ref_type, Block)) for part in parts]
+    tokens = [*leaves.values(), *(t for found in embedded.values() for t in found)]
+    reusable = all(type(t) is Block for t in tokens)
+    return _Plan(wanted, leaves, len(tasks), parts, prepared, reusable)
+
+
+def _cut(
+    dsk: Any,
+    wanted: list[Key],
+    leaf_nodes: Mapping[str, str],
+    sizes: Mapping[str, int],
+    resolve: Callable[[Any], Any],
+    kinds: tuple[type, ...],
+) -> tuple[dict[Key, Any], dict[Key, Any], dict[Key, list[Any]], list[Part]]:
+    """The graph's blocks (key -> token: a reference or a placeholder), its tasks, the blocks fused
+    into each task, its parts."""
     from dask._task_spec import Alias, DataNode, convert_legacy_graph
 
     if not isinstance(dsk, Mapping):
@@ -119,44 +245,55 @@ def _cut(
     graph = convert_legacy_graph(dict(dsk))
     leaves: dict[Key, Any] = {}
     for key, task in graph.items():
-        if isinstance(task, DataNode) and isinstance(task.value, ray.ObjectRef):
+        if isinstance(task, DataNode) and isinstance(task.value, kinds):
             leaves[key] = task.value
     _follow_aliases(graph, leaves, Alias)
-    tasks = {key: task for key, task in graph.items() if key not in leaves}
-    embedded = {key: _refs(task, ray.ObjectRef) for key, task in tasks.items()}  # blocks Dask fused in
+    tasks = _needed({key: task for key, task in graph.items() if key not in leaves}, wanted)
+    embedded = {key: collect(task, kinds) for key, task in tasks.items()}  # blocks Dask fused in
     inline: dict[Key, dict[str, int]] = {}
     for key, found in embedded.items():
-        for ref in found:
-            if (where := leaf_nodes.get(ref.hex())) is not None:
+        for token in found:
+            ref = resolve(token).hex()
+            if (where := leaf_nodes.get(ref)) is not None:
                 weights = inline.setdefault(key, {})
-                weights[where] = weights.get(where, 0) + sizes.get(ref.hex(), 1)
+                weights[where] = weights.get(where, 0) + sizes.get(ref, 1)
+    hexes = {key: resolve(token).hex() for key, token in leaves.items()}
     parts = partition(
         {key: task.dependencies for key, task in tasks.items()},
-        {key: leaf_nodes.get(ref.hex()) for key, ref in leaves.items()},
+        {key: leaf_nodes.get(h) for key, h in hexes.items()},
         wanted,
-        leaf_bytes={key: sizes.get(ref.hex(), 1) for key, ref in leaves.items()},
+        leaf_bytes={key: sizes.get(h, 1) for key, h in hexes.items()},
         inline_weights=inline,
     )
     return leaves, tasks, embedded, parts
 
 
-def _fused(part: Part, embedded: Mapping[Key, list[Any]]) -> list[Any]:
-    """The blocks Dask fused into the part's task definitions, each once."""
-    return list(dict.fromkeys(ref for k in part.keys for ref in embedded[k]))
+def _needed(tasks: Mapping[Key, Any], wanted: list[Key]) -> dict[Key, Any]:
+    """The tasks that ``wanted`` needs (a graph Dask did not optimise holds every task of its layers)."""
+    seen: set[Key] = set()
+    stack = [k for k in wanted if k in tasks]
+    while stack:
+        key = stack.pop()
+        if key in seen:
+            continue
+        seen.add(key)
+        stack.extend(d for d in tasks[key].dependencies if d in tasks and d not in seen)
+    return {key: task for key, task in tasks.items() if key in seen}
 
 
 def _prepare(
-    part: Part, tasks: Mapping[Key, Any], embedded: Mapping[Key, list[Any]], ref_type: type
+    part: Part, tasks: Mapping[Key, Any], embedded: Mapping[Key, list[Any]], kinds: tuple[type, ...]
 ) -> tuple[dict[Key, Any], tuple[Key, ...], list[Any]]:
-    """A part's tasks with the blocks fused into them replaced by slots; its named inputs; those blocks."""
+    """A part's tasks with the blocks fused into them replaced by slots; its named inputs; those
+    blocks (references or placeholders), each once."""
     named = part.leaves + part.inputs
-    fused = _fused(part, embedded)
-    slots = {ref: _Slot(len(named) + i) for i, ref in enumerate(fused)}
+    fused = list(dict.fromkeys(token for k in part.keys for token in embedded[k]))
+    slots = {token: _Slot(len(named) + i) for i, token in enumerate(fused)}
 
     def to_slot(x: Any) -> Any:
-        return slots[x] if isinstance(x, ref_type) else _KEEP
+        return slots[x] if isinstance(x, kinds) else KEEP
 
-    body = {k: _substitute(tasks[k], to_slot) if embedded[k] else tasks[k] for k in part.keys}
+    body = {k: substitute(tasks[k], to_slot) if embedded[k] else tasks[k] for k in part.keys}
     return body, named, fused
 
 
@@ -178,9 +315,7 @@ def _follow_aliases(graph: Mapping[Key, Any], leaves: dict[Key, Any], alias_type
                     changed = True
 
 
-def _record(
-    record: MutableMapping[str, Any], parts: list[Part], tasks: Mapping[Key, Any], refs: Mapping[Key, Any]
-) -> None:
+def _record(record: MutableMapping[str, Any], parts: list[Part], tasks: int, refs: Mapping[Key, Any]) -> None:
     """What one computation cost: Dask tasks, parts (Ray tasks), nodes, bytes sent between nodes.
 
     ``moved_bytes`` adds, for every result of a part, its size times the number of other
@@ -209,9 +344,7 @@ def _record(
         if not size:
             size = len(cloudpickle.dumps(ray.get(refs[k])))  # pyright: ignore[reportPrivateImportUsage]
         moved += size * len(readers[k] - {producer[k]})
-    record.update(
-        tasks=len(tasks), parts=len(parts), nodes=len({p.node for p in parts}), local=False, moved_bytes=moved
-    )
+    record.update(tasks=tasks, parts=len(parts), nodes=len({p.node for p in parts}), local=False, moved_bytes=moved)
 
 
 def object_locations(refs: list[Any]) -> dict[Any, dict[str, Any]]:
@@ -243,7 +376,9 @@ def _run_part_remote() -> Any:
     return ray.remote(_run_part)
 
 
-def _run_part(tasks: dict[Key, Any], input_keys: tuple[Key, ...], exports: tuple[Key, ...], *inputs: Any) -> Any:
+def _run_part(
+    tasks: dict[Key, Any] | _Stored, input_keys: tuple[Key, ...], exports: tuple[Key, ...], *inputs: Any
+) -> Any:
     """Run one part's tasks in order (inside a Ray worker on the part's node).
 
     ``inputs`` are the values of ``input_keys``, then the blocks that the tasks hold as
@@ -251,11 +386,13 @@ def _run_part(tasks: dict[Key, Any], input_keys: tuple[Key, ...], exports: tuple
     """
 
     def from_slot(x: Any) -> Any:
-        return inputs[x.index] if isinstance(x, _Slot) else _KEEP
+        return inputs[x.index] if isinstance(x, _Slot) else KEEP
+
+    tasks = _tasks_of(tasks)
 
     values: dict[Key, Any] = dict(zip(input_keys, inputs, strict=False))
     if len(inputs) > len(input_keys):
-        tasks = {key: _substitute(task, from_slot) for key, task in tasks.items()}
+        tasks = {key: substitute(task, from_slot) for key, task in tasks.items()}
     remaining: dict[Key, int] = {}
     for task in tasks.values():
         for dep in task.dependencies:
@@ -272,6 +409,38 @@ def _run_part(tasks: dict[Key, Any], input_keys: tuple[Key, ...], exports: tuple
     return tuple(values[k] for k in exports)
 
 
+class _Stored:
+    """A part's tasks in the object store (a cut reused from step to step): fetched once per worker."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, ref: Any) -> None:
+        self.ref = ref
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Stored, (self.ref,))
+
+
+#: In each worker: the stored parts' tasks it has run, by reference id; the latest ``_KEPT`` kept.
+_TASKS: collections.OrderedDict[str, dict[Key, Any]] = collections.OrderedDict()
+_KEPT = 64
+
+
+def _tasks_of(tasks: dict[Key, Any] | _Stored) -> dict[Key, Any]:
+    if not isinstance(tasks, _Stored):
+        return tasks
+    key = tasks.ref.hex()
+    found = _TASKS.get(key)
+    if found is None:
+        import ray
+
+        found = _TASKS[key] = ray.get(tasks.ref)
+        while len(_TASKS) > _KEPT:
+            _TASKS.popitem(last=False)
+    _TASKS.move_to_end(key)
+    return found
+
+
 class _Slot:
     """Stands for the part's ``index``-th input inside a task definition (a block Dask fused in)."""
 
@@ -282,69 +451,3 @@ class _Slot:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_Slot, (self.index,))
-
-
-def _substitute(obj: Any, swap: Any, depth: int = 0) -> Any:
-    """``obj`` with every ``x`` for which ``swap(x)`` is not ``_KEEP`` replaced by ``swap(x)``.
-
-    Walks what a Dask task holds: arguments, keyword arguments, data nodes, fused subgraphs
-    (dicts of tasks), lists and tuples. Returns ``obj`` itself when nothing changed; never
-    modifies it.
-    """
-    from dask._task_spec import DataNode, Task
-
-    kind = type(obj)
-    if kind in _ATOMS or depth > _DEPTH:
-        return obj
-    if kind is dict:
-        items = {k: _substitute(v, swap, depth + 1) for k, v in obj.items()}
-        return items if any(items[k] is not v for k, v in obj.items()) else obj
-    if kind is list or kind is tuple:
-        seq = [_substitute(v, swap, depth + 1) for v in obj]
-        if all(a is b for a, b in zip(seq, obj, strict=True)):
-            return obj
-        return seq if kind is list else tuple(seq)
-    if isinstance(obj, Task):
-        args = _substitute(obj.args, swap, depth + 1)
-        kwargs = _substitute(obj.kwargs, swap, depth + 1) if obj.kwargs else obj.kwargs
-        if args is obj.args and kwargs is obj.kwargs:
-            return obj
-        clone = copy_module.copy(obj)
-        clone.args, clone.kwargs = args, kwargs
-        return clone
-    if isinstance(obj, DataNode):
-        value = _substitute(obj.value, swap, depth + 1)
-        return obj if value is obj.value else DataNode(obj.key, value)
-    new = swap(obj)
-    return obj if new is _KEEP else new
-
-
-def _refs(obj: Any, ref_type: type) -> list[Any]:
-    """The object references inside a task: its args, fused subgraphs, data nodes.
-
-    The same walk as :func:`_substitute`, without building anything: it runs over every
-    task of every graph, most of which hold no reference.
-    """
-    from dask._task_spec import DataNode, Task
-
-    found: list[Any] = []
-    stack: list[tuple[Any, int]] = [(obj, 0)]
-    while stack:
-        x, depth = stack.pop()
-        kind = type(x)
-        if kind in _ATOMS or depth > _DEPTH:
-            continue
-        if kind is dict:
-            inner: Any = x.values()
-        elif kind is list or kind is tuple:
-            inner = x
-        elif isinstance(x, Task):
-            inner = (x.args, x.kwargs) if x.kwargs else (x.args,)
-        elif isinstance(x, DataNode):
-            inner = (x.value,)
-        else:
-            if isinstance(x, ref_type):
-                found.append(x)
-            continue
-        stack.extend((v, depth + 1) for v in reversed(list(inner)))
-    return found

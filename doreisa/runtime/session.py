@@ -31,7 +31,7 @@ from doreisa.runtime import _names
 from doreisa.runtime._head import HeadState
 from doreisa.runtime._node import NodeActor, TransitActor
 from doreisa.runtime.driver import AnalyticsDriver, Provenance, ResultSink
-from doreisa.runtime.scheduler import partitioned_get
+from doreisa.runtime.scheduler import Plans, partitioned_get
 
 log = logging.getLogger("doreisa.session")
 
@@ -142,6 +142,7 @@ class Session:
         self._head: Any = None
         self._nodes: list[Any] = []
         self._transit: list[Any] = []
+        self.plans = Plans()  # graphs cut at one step, reused at the next ones
         self.driver = AnalyticsDriver(
             contract,
             self.bound,
@@ -210,13 +211,22 @@ class Session:
         return any(node["Resources"].get(r, 0) > 0 for r in resources)
 
     def scheduler_for(
-        self, arrays: tuple[str, ...], leaf_nodes: Mapping[Any, str], leaf_bytes: Mapping[Any, int]
+        self,
+        arrays: tuple[str, ...],
+        leaf_nodes: Mapping[Any, str],
+        leaf_bytes: Mapping[Any, int],
+        bindings: Mapping[Any, Any],
     ) -> Any:
         """Dask-on-Ray for analytics of ``arrays``: tasks next to their blocks, on analytics nodes if in transit."""
         resources = self._transit_resources(arrays)
         remote_args = {"resources": dict.fromkeys(resources, 0.001)} if resources else {}
         return functools.partial(
-            partitioned_get, leaf_nodes=leaf_nodes, leaf_bytes=leaf_bytes, ray_remote_args=remote_args
+            partitioned_get,
+            leaf_nodes=leaf_nodes,
+            leaf_bytes=leaf_bytes,
+            bindings=bindings,
+            plans=self.plans,
+            ray_remote_args=remote_args,
         )
 
     def _notify_done(self, items: list[tuple[str, int]], decisions: list[dict[str, Any]]) -> None:
@@ -350,6 +360,7 @@ class Session:
             ray.kill(self._head)
         self._nodes, self._head = [], None
         self.driver.release()
+        self.plans.clear()  # the cut graphs' tasks kept in the object store
         self.provenance.skipped(self.state.closed)
         self.sink.close()
         self.provenance.close()

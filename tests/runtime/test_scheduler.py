@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import functools
-import operator
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import dask
@@ -13,8 +13,10 @@ import dask.array as da
 import numpy as np
 import pytest
 import ray
+from dask.base import tokenize
 
-from doreisa.runtime.scheduler import partitioned_get
+from doreisa.runtime.graphs import blocks_array, placeholder_array
+from doreisa.runtime.scheduler import Plans, partitioned_get
 from doreisa.testing import block_objects, object_locations, put_on_node
 
 pytestmark = pytest.mark.ray
@@ -25,9 +27,43 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 ROWS, COLS = 64, 48  # 6 row blocks of 64 x 48 float64 (24 KiB each), two per node
 
 
+@dataclass
+class Placed:
+    """A step's blocks on the cluster's nodes, as the node actors hold them."""
+
+    blocks: dict[tuple[int, int], Any]  # index -> object reference
+    parts: dict[tuple[int, int], int]  # index -> position in its object (blocks stored together)
+    where: dict[str, str]  # reference id -> node
+    nbytes: dict[str, int]
+    actors: list[Any]
+
+
+def place(full: np.ndarray, nodes: list[str], how: str) -> Placed:
+    """The 6 row blocks of ``full``, 2 on each node: each an object ("alone"), or each node's two in one."""
+    placed = Placed({}, {}, {}, {}, [])
+    for i, node in enumerate(nodes):
+        pair = [full[(2 * i + j) * ROWS : (2 * i + j + 1) * ROWS] for j in range(2)]
+        actor, refs = put_on_node(node, pair if how == "alone" else [pair])
+        placed.actors.append(actor)
+        for j in range(2):
+            placed.blocks[(2 * i + j, 0)] = refs[j] if how == "alone" else refs[0]
+            if how == "together":
+                placed.parts[(2 * i + j, 0)] = j
+        placed.where.update({r.hex(): node for r in refs})
+        placed.nbytes.update({r.hex(): 2 * ROWS * COLS * 8 // len(refs) for r in refs})
+    return placed
+
+
+@pytest.fixture(scope="module")
+def nodes(ray_cluster: Any) -> list[str]:
+    found = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+    assert len(found) == 3
+    return found
+
+
 @pytest.fixture(scope="module", params=["alone", "together"])
 def spread(
-    ray_cluster: Any, request: pytest.FixtureRequest
+    nodes: list[str], request: pytest.FixtureRequest
 ) -> Iterator[tuple[np.ndarray, da.Array, dict[str, str], dict[str, int]]]:
     """A 384 x 48 array as 6 blocks, 2 on each node of the cluster.
 
@@ -35,24 +71,11 @@ def spread(
     node actor stores the blocks of a step that its ranks publish at once: a block is then a
     task that takes it out of the object.
     """
-    nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
-    assert len(nodes) == 3
     full = np.arange(6 * ROWS * COLS, dtype=np.float64).reshape(6 * ROWS, COLS) % 97
-    graph, where, nbytes, actors = {}, {}, {}, []
-    for i, node in enumerate(nodes):
-        pair = [full[(2 * i + j) * ROWS : (2 * i + j + 1) * ROWS] for j in range(2)]
-        if request.param == "alone":
-            actor, refs = put_on_node(node, pair)
-            graph.update({("spread", 2 * i + j, 0): ref for j, ref in enumerate(refs)})
-        else:
-            actor, refs = put_on_node(node, [pair])
-            graph.update({("spread", 2 * i + j, 0): (operator.getitem, refs[0], j) for j in range(2)})
-        actors.append(actor)
-        where.update({r.hex(): node for r in refs})
-        nbytes.update({r.hex(): 2 * ROWS * COLS * 8 // len(refs) for r in refs})
-    x = da.Array(graph, "spread", chunks=((ROWS,) * 6, (COLS,)), dtype=np.float64)  # pyright: ignore[reportCallIssue]
-    yield full, x, where, nbytes
-    for actor in actors:
+    placed = place(full, nodes, request.param)
+    x = blocks_array("spread", ((ROWS,) * 6, (COLS,)), np.float64, placed.blocks, placed.parts)
+    yield full, x, placed.where, placed.nbytes
+    for actor in placed.actors:
         ray.kill(actor)
 
 
@@ -141,3 +164,56 @@ def test_a_small_graph_on_the_callers_node_runs_in_the_caller(ray_cluster: Any, 
     assert total == 128.0
     np.testing.assert_array_equal(raw, blocks[2])
     assert record["parts"] == 1 and record["local"] is bool(local_bytes) and record["plan_s"] > 0, record
+
+
+# -- a graph cut once, reused at the next steps -----------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["alone", "together"])
+def test_a_graph_cut_once_is_reused_with_the_next_steps_blocks(nodes: list[str], how: str) -> None:
+    plans = Plans()
+    records = []
+    for step, shift in enumerate([0, 0, 0, 1]):  # 3 steps, then blocks on other nodes
+        full = (np.arange(6 * ROWS * COLS, dtype=np.float64).reshape(6 * ROWS, COLS) + 1000 * step) % 997
+        placed = place(full, nodes[shift:] + nodes[:shift], how)
+        x, bindings = placeholder_array("doreisa-t-0", ((ROWS,) * 6, (COLS,)), np.float64, placed.blocks, placed.parts)
+        y = (x.map_overlap(stencil, depth=1, boundary="none") ** 2).sum(axis=0)
+        record: dict[str, Any] = {}
+        get = functools.partial(
+            partitioned_get,
+            leaf_nodes=placed.where,
+            leaf_bytes=placed.nbytes,
+            bindings=bindings,
+            plans=plans,
+            signature=tokenize(y),
+            record=record,
+        )
+        (value,) = dask.compute(y, scheduler=get, optimize_graph=False)
+        np.testing.assert_array_equal(value, (stencil(full) ** 2).sum(axis=0))
+        records.append(record)
+        for actor in placed.actors:
+            ray.kill(actor)
+    assert [r["reused"] for r in records] == [False, True, True, False], "the same graph, then other nodes"
+    assert [r["parts"] for r in records[:3]] == [records[0]["parts"]] * 3
+    assert (plans.misses, plans.hits, len(plans)) == (2, 2, 2)
+
+
+def test_a_graph_over_references_is_never_kept(spread: Any) -> None:
+    full, x, where, nbytes = spread
+    plans = Plans()
+    y = x.sum()
+    get = functools.partial(partitioned_get, leaf_nodes=where, leaf_bytes=nbytes, plans=plans, signature=tokenize(y))
+    assert dask.compute(y, scheduler=get) == (full.sum(),)
+    assert len(plans) == 0, "its blocks are this step's: another step with the same names must not reuse it"
+
+
+def test_plans_keep_the_latest() -> None:
+    plans = Plans(size=2)
+    for key in "abc":
+        plans.put(key, object())  # pyright: ignore[reportArgumentType]
+    assert plans.get("a") is None and plans.get("b") is not None
+    plans.put("d", object())  # pyright: ignore[reportArgumentType]
+    assert plans.get("c") is None and plans.get("b") is not None, "b was used since c"
+    assert (plans.hits, plans.misses) == (2, 2)
+    plans.clear()
+    assert len(plans) == 0 and plans.hits == 2

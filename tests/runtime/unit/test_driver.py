@@ -18,6 +18,7 @@ from doreisa.analytics import Registry, bind_analytics, default_registry
 from doreisa.contract import parse_contract
 from doreisa.errors import AnalyticsError
 from doreisa.runtime.driver import AnalyticsDriver, ResultSink, to_dask
+from doreisa.runtime.graphs import bind
 
 RNG = np.random.default_rng(7)
 DATA = {(name, step): RNG.normal(10.0, 3.0, size=(4, 3)) for name in ("a", "b") for step in range(6)}
@@ -413,3 +414,64 @@ def test_named_analytic_needs_dims(registry: Registry) -> None:
     )
     with pytest.raises(AnalyticsError, match=r"named=True but arrays \['a'\] have no dims"):
         bind_analytics(contract, registry)
+
+
+# -- the same graph at every step -----------------------------------------------------------------
+
+
+class RecordingSchedulerFor:
+    """A ``scheduler_for`` that records what each computation is told, and runs it synchronously."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[tuple[str, ...], Any, dict[Any, Any]]] = []
+
+    def __call__(self, arrays: tuple[str, ...], nodes: Any, nbytes: Any, bindings: Any) -> Any:
+        def get(dsk: Any, keys: Any, *, signature: Any = None, **kwargs: Any) -> Any:
+            self.calls.append((arrays, signature, dict(bindings)))
+            return dask.get(bind(dsk, bindings), keys, **kwargs)
+
+        return get
+
+
+def test_an_analytic_tells_the_scheduler_the_same_signature_at_every_step(out: ResultSink) -> None:
+    recorder = RecordingSchedulerFor()
+    text = _contract("  - {function: mean, arrays: [a]}\n  - {function: time_derivative, arrays: [a]}")
+    driver = _driver(text, default_registry, out, scheduler_for=recorder)
+    for step in range(4):
+        driver.deliver(_step("a", step, time=float(step)))
+    signatures = [signature for _, signature, _ in recorder.calls]
+    mean, derivative = signatures[0], signatures[2]  # step 0: mean; step 1: mean, then the window of 2
+    assert signatures == [mean, mean, derivative, mean, derivative, mean, derivative]
+    assert mean != derivative
+    assert out.values["time_derivative"][3] == pytest.approx((DATA[("a", 3)] - DATA[("a", 2)]).mean())
+    assert out.values["mean"][3] == pytest.approx(DATA[("a", 3)].mean())
+
+
+def test_a_window_binds_each_position_to_its_step(out: ResultSink) -> None:
+    recorder = RecordingSchedulerFor()
+    driver = _driver(
+        _contract("  - {function: time_derivative, arrays: [a]}"), default_registry, out, scheduler_for=recorder
+    )
+    for step in range(3):
+        driver.deliver(_step("a", step, time=float(step)))
+    (_, _, first), (_, _, second) = recorder.calls
+    assert first.keys() == second.keys(), "the same placeholders at steps 1 and 2..."
+    assert len({key[0] for key in second}) == 2, "... one array per position in the window..."
+    newest = {key: block for key, block in second.items() if key[0].startswith("doreisa-a-0-")}
+    oldest = {key: block for key, block in second.items() if key[0].startswith("doreisa-a-1-")}
+    assert np.concatenate([newest[k] for k in sorted(newest)]).tolist() == DATA[("a", 2)].tolist()
+    assert np.concatenate([oldest[k] for k in sorted(oldest)]).tolist() == DATA[("a", 1)].tolist()
+
+
+def test_only_the_analytics_result_carries_a_signature(out: ResultSink, registry: Registry) -> None:
+    @registry.analytic("eager")
+    def eager(x: da.Array) -> da.Array:
+        scale = float(x.max().compute())  # computed inside the analytic: nothing to reuse it by
+        return x.sum() / scale
+
+    recorder = RecordingSchedulerFor()
+    driver = _driver(_contract("  - {function: eager, arrays: [a]}"), registry, out, scheduler_for=recorder)
+    driver.deliver(_step("a", 0))
+    (_, inner, _), (_, final, _) = recorder.calls
+    assert inner is None and final is not None
+    assert out.values["eager"][0] == pytest.approx(DATA[("a", 0)].sum() / DATA[("a", 0)].max())

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 from dask._task_spec import DataNode, Task, TaskRef
 
-from doreisa.runtime.scheduler import _KEEP, _refs, _run_part, _Slot, _substitute  # pyright: ignore[reportPrivateUsage]
+from doreisa.runtime.graphs import KEEP, collect, substitute
+from doreisa.runtime.scheduler import _run_part, _Slot  # pyright: ignore[reportPrivateUsage]
 
 
 def test_run_part_runs_in_order_and_returns_only_the_exports() -> None:
@@ -34,34 +35,34 @@ def test_substitute_replaces_nested_values_without_touching_the_original() -> No
     outer = Task("outer", sum, [DataNode(None, {"k": (marker, 2)}), inner])
 
     def swap(x: Any) -> Any:
-        return 40 if x is marker else _KEEP
+        return 40 if x is marker else KEEP
 
-    new = _substitute({"outer": outer, "inner": inner}, swap)
+    new = substitute({"outer": outer, "inner": inner}, swap)
     assert new["inner"]({}) == 41
     assert new["inner"] is not inner and inner.args[0].value is marker, "the original is left alone"
     untouched = Task("t", operator.neg, 3)
-    assert _substitute(untouched, swap) is untouched
+    assert substitute(untouched, swap) is untouched
 
 
 class _Ref:
     """Stands for a Ray object reference."""
 
 
-def test_refs_finds_every_reference_in_order_as_substitute_walks() -> None:
+def test_collect_finds_every_reference_in_order_as_substitute_walks() -> None:
     a, b, c, d = _Ref(), _Ref(), _Ref(), _Ref()
     fused = {"x": Task("x", operator.add, DataNode(None, c), 1)}  # a fused subgraph
     task = Task("t", sum, [DataNode(None, {"k": (a, 2)}), b, DataNode(None, fused)], key=d)
     seen: list[Any] = []
 
-    def collect(x: Any) -> Any:
+    def note(x: Any) -> Any:
         if isinstance(x, _Ref):
             seen.append(x)
-        return _KEEP
+        return KEEP
 
-    _substitute(task, collect)
-    assert _refs(task, _Ref) == seen == [a, b, c, d]
-    assert _refs(Task("plain", operator.neg, 3), _Ref) == []
+    substitute(task, note)
+    assert collect(task, (_Ref,)) == seen == [a, b, c, d]
+    assert collect(Task("plain", operator.neg, 3), (_Ref,)) == []
     deep: Any = a
     for _ in range(20):  # deeper than any Dask task nests: not walked
         deep = [deep]
-    assert _refs(Task("deep", len, deep), _Ref) == []
+    assert collect(Task("deep", len, deep), (_Ref,)) == []
