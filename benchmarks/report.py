@@ -199,7 +199,12 @@ def _plot_scaling(plt: Any, raw: dict[str, Any], entries: list[Entry]) -> Any:
         return None
     nodes = [r["nodes"] for r in runs]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for key, label in (("stock", "one Ray task per Dask task"), ("parts", "per-node parts (doreisa)")):
+    modes = (
+        ("stock", "one Ray task per Dask task"),
+        ("parts", "per-node parts, cut every step"),
+        ("prepared", "per-node parts, prepared (doreisa)"),
+    )
+    for key, label in modes:
         ax1.plot(nodes, [r[key]["wall_s_median"] * 1e3 for r in runs], marker="o", label=label)
         ax2.plot(nodes, [r[key]["tasks_per_s"] for r in runs], marker="o", label=label)
     blocks = runs[0]["blocks"]

@@ -9,10 +9,15 @@ Dask array with
 * ``stock``: ``ray.util.dask.ray_dask_get``, Ray's Dask scheduler as doreisa 0.3 and
   deisa-ray use it (one Ray task per Dask task, submitted from the driver);
 * ``parts``: :func:`doreisa.runtime.scheduler.partitioned_get` (one Ray task per node and
-  round, next to the blocks).
+  round, next to the blocks), cutting the graph at every call;
+* ``prepared``: the same over an array of placeholders, as doreisa's driver hands analytics
+  (:mod:`doreisa.runtime.graphs`): the first call (a run's first step, timed apart as
+  ``first_wall_s``) cuts the graph, the timed calls (later steps) reuse the cut, bind the
+  placeholders to the blocks and send the parts, whose tasks the workers already hold.
 
-``tasks_per_s`` = Dask tasks in the graph / wall time of ``dask.compute``. Every result is
-checked against the exact sum. Writes one JSON object::
+``tasks_per_s`` = Dask tasks of the stock graph / wall time of ``dask.compute``: the same
+sum measured in the same unit for the three (``prepared`` computes an unfused graph, with
+other task counts). Every result is checked against the exact sum. Writes one JSON object::
 
     .venv/bin/python benchmarks/scaling.py --json OUT.json [--quick]
 """
@@ -70,40 +75,57 @@ def place_blocks(node_ids: list[str], n: int, total: int) -> tuple[list[Any], di
 def time_reduction(refs: list[Any], where: dict[str, str], reps: int, nodes: int) -> dict[str, Any]:
     import dask
     import dask.array as da
+    from dask.base import tokenize
     from ray.util.dask import ray_dask_get
 
-    from doreisa.runtime.scheduler import partitioned_get
+    from doreisa.runtime.graphs import placeholder_array
+    from doreisa.runtime.scheduler import Plans, partitioned_get
 
     total = len(refs)
     expected = float(sum(range(total))) * BLOCK[0] * BLOCK[1]
     graph = {("blocks", i, 0): ref for i, ref in enumerate(refs)}
     x = da.Array(graph, "blocks", chunks=((BLOCK[0],) * total, (BLOCK[1],)), dtype=np.float64)  # pyright: ignore[reportCallIssue]
     nbytes = {r.hex(): BLOCK[0] * BLOCK[1] * 8 for r in refs}
-    record: dict[str, Any] = {}
-    schedulers = {
-        "stock": ray_dask_get,
-        "parts": functools.partial(partitioned_get, leaf_nodes=where, leaf_bytes=nbytes, record=record),
+    placeholders, bindings = placeholder_array(
+        "doreisa-blocks-0", x.chunks, x.dtype, {(i, 0): r for i, r in enumerate(refs)}
+    )
+    records: dict[str, dict[str, Any]] = {"parts": {}, "prepared": {}}
+    parts = functools.partial(partitioned_get, leaf_nodes=where, leaf_bytes=nbytes)
+    y = placeholders.sum()
+    prepared = functools.partial(parts, bindings=bindings, plans=Plans(), signature=tokenize(y))
+    modes = {  # name: (array summed, scheduler, dask.compute options)
+        "stock": (x, ray_dask_get, {}),
+        "parts": (x, functools.partial(parts, record=records["parts"]), {}),
+        "prepared": (placeholders, functools.partial(prepared, record=records["prepared"]), {"optimize_graph": False}),
     }
     out: dict[str, Any] = {}
-    one_per_node = x.blocks[list(range(0, total, -(-total // nodes)))]
-    plans = []  # seconds spent cutting the graph, in each timed run with per-node parts
-    for name, get in schedulers.items():
-        dask.compute(one_per_node.sum(), scheduler=get)  # starts a worker on every node: not timed
-        walls = []
-        for _ in range(reps):
+    warm = list(range(0, total, -(-total // nodes)))
+    for name, (array, get, options) in modes.items():
+        # starts a worker on every node, not timed (prepared's scheduler is told the signature of y only)
+        dask.compute(x.blocks[warm].sum(), scheduler=ray_dask_get if name == "stock" else parts)
+        walls, plans = [], []
+        for rep in range(reps + (name == "prepared")):
             started = time.perf_counter()
-            (value,) = dask.compute(x.sum(), scheduler=get)
+            (value,) = dask.compute(array.sum(), scheduler=get, **options)
             walls.append(time.perf_counter() - started)
             if value != expected:
                 raise AssertionError(f"{name}: sum {value} != {expected}")
-            if name == "parts":
-                plans.append(record["plan_s"])
-        out[name] = {"wall_s_median": statistics.median(walls), "wall_s_all": [round(w, 4) for w in walls]}
-    tasks = record["tasks"]
-    for name in schedulers:
+            if name != "stock":
+                plans.append(records[name]["plan_s"])
+                if name == "prepared" and records[name]["reused"] != (rep > 0):
+                    raise AssertionError(f"prepared: call {rep} reused the cut: {records[name]['reused']}")
+        if name == "prepared":
+            out[name] = {"first_wall_s": walls[0], "first_plan_ms": plans[0] * 1e3}
+            walls, plans = walls[1:], plans[1:]
+        out.setdefault(name, {}).update(wall_s_median=statistics.median(walls), wall_s_all=[round(w, 4) for w in walls])
+        if plans:
+            out[name]["plan_ms"] = statistics.median(plans) * 1e3
+    tasks = records["parts"]["tasks"]
+    for name in modes:
         out[name]["tasks_per_s"] = tasks / out[name]["wall_s_median"]
-    plan_ms = statistics.median(plans) * 1e3
-    out.update(dask_tasks=tasks, ray_tasks_parts=record["parts"], blocks=total, plan_ms=plan_ms)
+    out["prepared"]["dask_tasks"] = records["prepared"]["tasks"]
+    out.update(dask_tasks=tasks, ray_tasks_parts=records["parts"]["parts"], blocks=total)
+    out.update(plan_ms=out["parts"]["plan_ms"])
     return out
 
 
@@ -113,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     counts = (1, 4, 16) if args.quick else (1, 2, 4, 8, 16)
-    blocks, reps = (256, 1) if args.quick else (1024, 1)
+    blocks, reps = (256, 2) if args.quick else (1024, 3)
     started = time.monotonic()
     import ray
 

@@ -202,17 +202,22 @@ def put_on_node(node_id: str, blocks: list[Any]) -> tuple[Any, list[Any]]:
 def block_objects(x: Any) -> list[Any]:
     """The Ray objects that hold the blocks of ``x``, a Dask array as doreisa hands it to an analytic.
 
+    Called inside the analytic: ``x``'s blocks are placeholders bound to the step's blocks there.
+
     A block is an object of its own, or (when a node stored several blocks of a step together)
     a ``(getitem, object, position)`` task; each object is listed once.
     """
     import ray
 
+    from doreisa.runtime.graphs import current
+
     found: dict[Any, None] = {}
     for value in dict(x.dask).values():
+        if isinstance(value, tuple) and len(value) == 3:  # pyright: ignore[reportUnknownArgumentType]
+            value = value[1]  # pyright: ignore[reportUnknownVariableType]
+        value = current(value)  # a placeholder: the block bound to it in this analytic call
         if isinstance(value, ray.ObjectRef):
             found[value] = None
-        elif isinstance(value, tuple) and len(value) == 3 and isinstance(value[1], ray.ObjectRef):  # pyright: ignore[reportUnknownArgumentType]
-            found[value[1]] = None
     return list(found)
 
 

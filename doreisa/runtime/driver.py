@@ -33,7 +33,7 @@ from dask.config import set as dask_config_set
 from doreisa.analytics import BoundAnalytic, Feedback, windows_needed
 from doreisa.contract import Contract
 from doreisa.errors import ExpressionError
-from doreisa.runtime.graphs import bind, blocks_array, placeholder_array
+from doreisa.runtime.graphs import bind, blocks_array, bound, placeholder_array
 from doreisa.runtime.triggers import Transition, TriggerMachine, transitions_decision
 
 log = logging.getLogger("doreisa.driver")
@@ -391,7 +391,8 @@ class AnalyticsDriver:
         def work() -> Any:
             self._local.scheduler = scheduler
             try:
-                (value,) = self._compute(b.call(args, steps=steps, times=times, feedback=feedback))
+                with bound(bindings):
+                    (value,) = self._compute(b.call(args, steps=steps, times=times, feedback=feedback))
             finally:
                 self._local.scheduler = None
             return value

@@ -17,10 +17,12 @@ Pure logic: no Ray.
 
 from __future__ import annotations
 
+import contextlib
 import copy as copy_module
 import math
 import operator
-from collections.abc import Callable, Hashable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
 import dask.array as da
@@ -32,6 +34,7 @@ Key = Hashable
 KEEP = object()
 _DEPTH = 16  # fused subgraphs nest Task -> DataNode -> dict -> Task -> ...
 _ATOMS = frozenset({int, float, str, bytes, bool, type(None), slice})
+_current = threading.local()
 
 
 class Block:
@@ -104,6 +107,30 @@ def placeholder_array(
     bindings: dict[Key, Any] = {(name, *index): block for index, block in blocks.items()}
     array = blocks_array(name, chunks, dtype, {index: Block((name, *index)) for index in blocks}, parts)
     return array, bindings
+
+
+@contextlib.contextmanager
+def bound(bindings: Mapping[Key, Any]) -> Iterator[None]:
+    """Within, in this thread: the blocks behind the placeholders are ``bindings`` (see :func:`current`).
+
+    The driver holds it around each analytic call.
+    """
+    previous = getattr(_current, "bindings", None)
+    _current.bindings = bindings
+    try:
+        yield
+    finally:
+        _current.bindings = previous
+
+
+def current(value: Any) -> Any:
+    """``value``, or the block bound to it if it is a placeholder (inside :func:`bound`)."""
+    if type(value) is not Block:
+        return value
+    bindings = getattr(_current, "bindings", None) or {}
+    if value.key not in bindings:
+        raise KeyError(f"no block bound to the placeholder {value.key!r} here (only inside an analytic call)")
+    return bindings[value.key]
 
 
 def bind(dsk: Any, bindings: Mapping[Key, Any]) -> dict[Key, Any]:

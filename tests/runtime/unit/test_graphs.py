@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from dask.base import tokenize
 
-from doreisa.runtime.graphs import Block, bind, placeholder_array
+from doreisa.runtime.graphs import Block, bind, bound, current, placeholder_array
 
 CHUNKS = ((2, 2), (3,))
 
@@ -65,3 +65,13 @@ def test_a_placeholder_is_known_by_its_key() -> None:
     assert tokenize(block) == tokenize(Block(("a", 1))) != tokenize(Block(("a", 2)))
     assert pickle.loads(pickle.dumps(block)) == block
     assert len({block, Block(("a", 1))}) == 1
+
+
+def test_inside_an_analytic_call_a_placeholder_gives_its_block() -> None:
+    _, bindings = _step(1.0)
+    key = next(iter(bindings))
+    with bound(bindings):
+        assert current(Block(key)) is bindings[key]
+        assert current("not a placeholder") == "not a placeholder"
+    with pytest.raises(KeyError, match="only inside an analytic call"):
+        current(Block(key))
