@@ -262,7 +262,7 @@ class AnalyticsDriver:
         at_step = {a: entries[0] for a in arrays if (entries := self._entries(a, step, 1))}
         views = {a: entry.view(a, 0) for a, entry in at_step.items()}
         wanted = {(f, a): getattr(da, f)(views[a][0]) for f, a in self.triggers.reductions if a in views}
-        bindings = {k: v for _, bound in views.values() for k, v in bound.items()}
+        bindings = {k: v for _, placed in views.values() for k, v in placed.items()}
         self._local.scheduler = self._scheduler(tuple(at_step), step, 1, bindings)
         try:
             (values,) = self._compute(wanted)
@@ -314,9 +314,9 @@ class AnalyticsDriver:
         for name, ws in windows.items():
             arrays = []
             for position, e in zip(range(len(ws) - 1, -1, -1), ws, strict=True):
-                array, bound = e.view(name, position)
+                array, placed = e.view(name, position)
                 arrays.append(wrap(name, array))
-                bindings.update(bound)
+                bindings.update(placed)
             args[name] = arrays if b.window > 1 else arrays[0]
         steps, times = [e.step for e in entries], [e.time for e in entries]
         self.counts.calls += 1
@@ -362,7 +362,10 @@ class AnalyticsDriver:
         single Ray task; and a fused task runs as a small graph of its own (about 100 µs each,
         against 10 for a plain task). The scheduler culls what the keys do not need.
         """
-        self._local.signature = tokenize(value)
+        try:
+            self._local.signature = tokenize(value)
+        except Exception:  # e.g. tokenize.ensure-deterministic on an object Dask cannot hash: cut every time
+            self._local.signature = None
         try:
             return dask_compute(value, optimize_graph=False)
         finally:

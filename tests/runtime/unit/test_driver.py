@@ -475,3 +475,18 @@ def test_only_the_analytics_result_carries_a_signature(out: ResultSink, registry
     (_, inner, _), (_, final, _) = recorder.calls
     assert inner is None and final is not None
     assert out.values["eager"][0] == pytest.approx(DATA[("a", 0)].sum() / DATA[("a", 0)].max())
+
+
+def test_a_result_dask_cannot_hash_is_computed_without_a_signature(registry: Registry) -> None:
+    @registry.analytic("tagged")
+    def tagged(x: da.Array) -> dict[str, Any]:
+        return {"total": x.sum(), "lock": threading.Lock()}  # a lock cannot be pickled, so not hashed
+
+    recorder = RecordingSchedulerFor()
+    sink = ResultSink(None)
+    driver = _driver(_contract("  - {function: tagged, arrays: [a]}"), registry, sink, scheduler_for=recorder)
+    with dask.config.set({"tokenize.ensure-deterministic": True}):
+        driver.deliver(_step("a", 0))
+    assert not driver.failures
+    assert sink.values["tagged"][0]["total"] == pytest.approx(DATA[("a", 0)].sum())
+    assert [signature for _, signature, _ in recorder.calls] == [None]
