@@ -10,7 +10,7 @@ node is gone, Ray runs it elsewhere; derived data is never hard-pinned). Inside,
 tasks run one after the other, like Dask's synchronous scheduler; intermediate results that
 no other part reads never become Ray objects.
 
-A reduction of 1,000 blocks on 16 nodes costs about 20 Ray tasks instead of more than 1,000.
+A reduction of 1,024 blocks on 16 nodes costs 31 Ray tasks instead of more than 1,000.
 
 Building a graph's tasks and cutting them costs about 40 µs per task, paid at every step. A
 graph over :class:`~doreisa.runtime.graphs.Block` placeholders is the same at every step
