@@ -1,19 +1,20 @@
 """Task graphs over a step's blocks: placeholders that give every step the same graph, and walks.
 
-An analytic builds a new Dask graph at every step, and cutting it into per-node parts costs
-about 20 µs per task (Dask's own materialisation about as much again): 100-170 ms for a sum
-of 1,024 blocks. Yet each step's graph is the same but for its blocks. So the driver hands
-analytics arrays whose blocks are :class:`Block` placeholders, named after the array, its
-place in the analytic's window and its layout (chunks, dtype), never after the step. Dask
-names every computation after its inputs (``tokenize``) and a placeholder is known by its
-key alone: the same analytic then builds the same graph under the same names at every step,
-and :func:`doreisa.runtime.scheduler.partitioned_get` cuts it once, binding the placeholders
-to each step's blocks (``bindings``: placeholder key -> block).
+An analytic builds a new Dask graph at every step, and building and cutting it into per-node
+parts costs about 40 µs per task: 240-300 ms for a sum of 1,024 blocks here. Yet each step's
+graph is the same but for its blocks. So the driver hands analytics arrays whose blocks are
+placeholders (:class:`Block`: the object holding a block, :class:`Position`: where the
+block is in it), named after the array, its place in the analytic's window, its chunks and
+dtype, never after the step. Dask names every computation after its inputs (``tokenize``)
+and a placeholder is known by its key alone: the same analytic then builds the same graph
+under the same names at every step, and :func:`doreisa.runtime.scheduler.partitioned_get`
+cuts it once, binding the placeholders to each step's values (``bindings``: placeholder ->
+value). Whether a node stored a block alone or with others is in the bindings too, so it
+does not change the graph.
 
 A scheduler that does not know placeholders gets the graph through :func:`bind`.
 
-Pure logic: no Ray.
-"""
+Pure logic: no Ray."""
 
 from __future__ import annotations
 
@@ -37,11 +38,12 @@ _ATOMS = frozenset({int, float, str, bytes, bool, type(None), slice})
 _current = threading.local()
 
 
-class Block:
-    """Stands for one block of a step inside a graph; known by its key alone.
+class Placeholder:
+    """Stands for a value of a step inside a graph; known by its kind and key alone.
 
-    Two placeholders with the same key are the same block for Dask (``tokenize``), whatever
-    step they stand for: that is what makes successive steps build the same graph.
+    Two placeholders of the same kind and key are the same value for Dask (``tokenize``),
+    whatever step they stand for: that is what makes successive steps build the same graph.
+    A mapping of bindings is keyed by the placeholders themselves.
     """
 
     __slots__ = ("key",)
@@ -50,19 +52,32 @@ class Block:
         self.key = key
 
     def __dask_tokenize__(self) -> Any:
-        return ("doreisa.Block", self.key)
+        return (type(self).__name__, self.key)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Block, (self.key,))
+        return (type(self), (self.key,))
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Block) and other.key == self.key
+        return type(other) is type(self) and other.key == self.key  # pyright: ignore[reportAttributeAccessIssue]
 
     def __hash__(self) -> int:
-        return hash(("doreisa.Block", self.key))
+        return hash((type(self).__name__, self.key))
 
     def __repr__(self) -> str:
-        return f"Block({self.key!r})"
+        return f"{type(self).__name__}({self.key!r})"
+
+
+class Block(Placeholder):
+    """The object that holds a block: the block itself, or the several blocks a node stored together."""
+
+
+class Position(Placeholder):
+    """Where the block is in its object: None (the object is the block) or its index in the object."""
+
+
+def take(obj: Any, position: int | None) -> Any:
+    """The block in ``obj`` at ``position`` (None: ``obj`` is the block)."""
+    return obj if position is None else obj[position]
 
 
 def blocks_array(
@@ -77,12 +92,16 @@ def blocks_array(
     ``parts``: blocks stored with others in one object, and their position there; such a
     block is a task that takes it out of the object (it runs where the object is).
     """
-    chunks = tuple(tuple(c) for c in chunks)
     parts = parts or {}
-    graph = {
+    graph: dict[Key, Any] = {
         (name, *index): block if index not in parts else (operator.getitem, block, parts[index])
         for index, block in blocks.items()
     }
+    return _array(name, chunks, dtype, graph)
+
+
+def _array(name: str, chunks: Sequence[Sequence[int]], dtype: Any, graph: dict[Key, Any]) -> da.Array:
+    chunks = tuple(tuple(c) for c in chunks)
     expected = math.prod(len(c) for c in chunks)
     if len(graph) != expected:
         raise ValueError(f"{name}: {len(graph)} blocks for a grid of {expected}")
@@ -95,22 +114,29 @@ def placeholder_array(
     dtype: Any,
     blocks: Mapping[tuple[int, ...], Any],
     parts: Mapping[tuple[int, ...], int] | None = None,
-) -> tuple[da.Array, dict[Key, Any]]:
-    """:func:`blocks_array` over :class:`Block` placeholders, and their bindings (key -> block).
+) -> tuple[da.Array, dict[Placeholder, Any]]:
+    """:func:`blocks_array` over placeholders, and their bindings (placeholder -> value).
 
-    The name is ``prefix`` and a hash of the layout (chunks, dtype, blocks stored together):
-    steps of one layout build the same graph, another layout never shares it.
+    Each block is a :func:`take` task of a :class:`Block` and a :class:`Position`, so whether
+    a node stored it alone or with others (``parts``) is in the bindings, not in the graph.
+    The name is ``prefix`` and a hash of the chunks and dtype: steps of one shape build the
+    same graph, another shape never shares it.
     """
     chunks = tuple(tuple(c) for c in chunks)
-    layout = sorted((parts or {}).items())
-    name = f"{prefix}-{tokenize(chunks, np.dtype(dtype).str, layout)}"
-    bindings: dict[Key, Any] = {(name, *index): block for index, block in blocks.items()}
-    array = blocks_array(name, chunks, dtype, {index: Block((name, *index)) for index in blocks}, parts)
-    return array, bindings
+    name = f"{prefix}-{tokenize(chunks, np.dtype(dtype).str)}"
+    parts = parts or {}
+    graph: dict[Key, Any] = {}
+    bindings: dict[Placeholder, Any] = {}
+    for index, block in blocks.items():
+        key = (name, *index)
+        graph[key] = (take, Block(key), Position(key))
+        bindings[Block(key)] = block
+        bindings[Position(key)] = parts.get(index)
+    return _array(name, chunks, dtype, graph), bindings
 
 
 @contextlib.contextmanager
-def bound(bindings: Mapping[Key, Any]) -> Iterator[None]:
+def bound(bindings: Mapping[Placeholder, Any]) -> Iterator[None]:
     """Within, in this thread: the blocks behind the placeholders are ``bindings`` (see :func:`current`).
 
     The driver holds it around each analytic call.
@@ -124,16 +150,16 @@ def bound(bindings: Mapping[Key, Any]) -> Iterator[None]:
 
 
 def current(value: Any) -> Any:
-    """``value``, or the block bound to it if it is a placeholder (inside :func:`bound`)."""
-    if type(value) is not Block:
+    """``value``, or what is bound to it if it is a placeholder (inside :func:`bound`)."""
+    if not isinstance(value, Placeholder):
         return value
     bindings = getattr(_current, "bindings", None) or {}
-    if value.key not in bindings:
-        raise KeyError(f"no block bound to the placeholder {value.key!r} here (only inside an analytic call)")
-    return bindings[value.key]
+    if value not in bindings:
+        raise KeyError(f"nothing bound to {value!r} here (only inside an analytic call)")
+    return bindings[value]
 
 
-def bind(dsk: Any, bindings: Mapping[Key, Any]) -> dict[Key, Any]:
+def bind(dsk: Any, bindings: Mapping[Placeholder, Any]) -> dict[Key, Any]:
     """The tasks of ``dsk`` (a graph, or what ``dask.compute`` hands a scheduler) with placeholders bound.
 
     Raises ``KeyError`` naming a placeholder that ``bindings`` lacks.
@@ -145,10 +171,10 @@ def bind(dsk: Any, bindings: Mapping[Key, Any]) -> dict[Key, Any]:
     graph = convert_legacy_graph(dict(dsk))
 
     def swap(x: Any) -> Any:
-        if type(x) is Block:
-            if x.key not in bindings:
-                raise KeyError(f"no block bound to the placeholder {x.key!r}")
-            return bindings[x.key]
+        if isinstance(x, Placeholder):
+            if x not in bindings:
+                raise KeyError(f"nothing bound to {x!r}")
+            return bindings[x]
         return KEEP
 
     return {key: substitute(task, swap) for key, task in graph.items()}

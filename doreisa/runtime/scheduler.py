@@ -13,9 +13,9 @@ no other part reads never become Ray objects.
 A reduction of 1,024 blocks on 16 nodes costs 31 Ray tasks instead of more than 1,000.
 
 Building a graph's tasks and cutting them costs about 40 µs per task, paid at every step. A
-graph over :class:`~doreisa.runtime.graphs.Block` placeholders is the same at every step
-(see :mod:`doreisa.runtime.graphs`): :class:`Plans` keeps its cut, and later steps only bind
-the placeholders to their blocks and send the parts.
+graph over :mod:`~doreisa.runtime.graphs` placeholders is the same at every step:
+:class:`Plans` keeps its cut, and later steps only bind the placeholders to their blocks
+and send the parts.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Callable, Hashable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from doreisa.runtime.graphs import KEEP, Block, collect, substitute
+from doreisa.runtime.graphs import KEEP, Block, Placeholder, Position, collect, substitute, take
 from doreisa.runtime.partition import Part, partition
 
 Key = Hashable
@@ -59,12 +59,12 @@ def partitioned_get(
     leaf_nodes, leaf_bytes : mapping
         Node and size of each block, keyed by its object reference id (``ref.hex()``).
     bindings : mapping, optional
-        The block (object reference) of each :class:`~doreisa.runtime.graphs.Block`
-        placeholder in the graph, by placeholder key.
+        The value of each placeholder in the graph (:mod:`doreisa.runtime.graphs`): an
+        object reference for a ``Block``, None or an index for a ``Position``.
     plans, signature : optional
         Reuse of cut graphs: ``signature`` is what Dask's ``tokenize`` says of the collections
         computed (the same analytic on the same layout of blocks at another step gives the same
-        one). A graph whose blocks are all placeholders is cut once per signature and placement
+        one). A graph whose blocks are all placeholders is cut once per signature and nodes
         of its blocks; later calls bind the placeholders to their blocks and send the parts,
         without building the graph's tasks again.
     ray_remote_args : mapping, optional
@@ -89,25 +89,31 @@ def partitioned_get(
     wanted: list[Key] = list(flatten(keys))
 
     def resolve(token: Any) -> Any:
-        """A block: its object reference, or the one bound to its placeholder."""
-        if type(token) is not Block:
+        """A block's object reference, or what is bound to a placeholder."""
+        if not isinstance(token, Placeholder):
             return token
-        if token.key not in bound:
-            raise KeyError(f"no block bound to the placeholder {token.key!r}")
-        return bound[token.key]
+        if token not in bound:
+            raise KeyError(f"nothing bound to {token!r}")
+        return bound[token]
 
     plan, reused = _find_plan(dsk, wanted, leaf_nodes, sizes, resolve, bound, plans, signature)
     named_as = dict(zip(plan.wanted, wanted, strict=True))  # a reused cut's keys stand for this call's
     blocks = {k: resolve(token) for k, token in plan.leaves.items()}
+    positions = {k: p for k, token in plan.positions.items() if (p := resolve(token)) is not None}
     parts = plan.parts
     if len(parts) == 1 and parts[0].node in (ray.get_runtime_context().get_node_id(), None):
         part, (body, named, fused) = parts[0], plan.prepared[0]
         inputs = [blocks[k] for k in named] + [resolve(t) for t in fused]
-        if sum(sizes.get(ref.hex(), local_bytes + 1) for ref in inputs) <= local_bytes:
+        objects = {x.hex(): x for x in inputs if isinstance(x, ray.ObjectRef)}
+        if sum(sizes.get(h, local_bytes + 1) for h in objects) <= local_bytes:
             plan_s = time.perf_counter() - started
-            done = _by_key(part.exports, _run_part(body, named, part.exports, *ray.get(inputs)))
+            fetched = dict(zip(objects.values(), ray.get(list(objects.values())), strict=True))
+            values = [fetched[x] if isinstance(x, ray.ObjectRef) else x for x in inputs]
+            mine = {k: positions[k] for k in named if k in positions}
+            done = _by_key(part.exports, _run_part(body, named, part.exports, *values, positions=mine))
             alone = [k for k in plan.wanted if k not in done]  # blocks wanted as they are
-            done.update(zip(alone, ray.get([blocks[k] for k in alone]), strict=True))
+            got = ray.get([blocks[k] for k in alone])
+            done.update((k, take(v, positions.get(k))) for k, v in zip(alone, got, strict=True))
             if record is not None:
                 record.update(tasks=plan.tasks, parts=1, nodes=1, local=True, moved_bytes=0)
                 record.update(plan_s=plan_s, reused=reused)
@@ -123,9 +129,11 @@ def partitioned_get(
         # every block and input is a top-level argument: Ray fetches them before the part starts
         inputs = [refs[k] for k in named] + [resolve(t) for t in fused]
         sent = _Stored(plan.stored[i]) if plan.stored else body  # a reused cut's tasks are on the nodes already
-        out = _run_part_remote().options(**options).remote(sent, named, part.exports, *inputs)
+        mine = {k: positions[k] for k in named if k in positions} or None
+        out = _run_part_remote().options(**options).remote(sent, named, part.exports, *inputs, positions=mine)
         refs.update(_by_key(part.exports, out))
-    values = dict(zip(wanted, ray.get([refs[k] for k in plan.wanted]), strict=True))
+    got = ray.get([refs[k] for k in plan.wanted])
+    values = {new: take(v, positions.get(k)) for new, k, v in zip(wanted, plan.wanted, got, strict=True)}
     if record is not None:
         _record(record, parts, plan.tasks, refs)
         record.update(plan_s=plan_s, reused=reused)
@@ -137,7 +145,8 @@ class _Plan:
     """A graph cut into parts, each part's tasks ready to send."""
 
     wanted: list[Key]  # the keys it was cut for
-    leaves: dict[Key, Any]  # block key -> object reference or placeholder
+    leaves: dict[Key, Any]  # block key -> object reference or Block placeholder
+    positions: dict[Key, Position]  # block key -> its Position placeholder, for blocks taken out of an object
     tasks: int
     parts: list[Part]
     prepared: list[tuple[dict[Key, Any], tuple[Key, ...], list[Any]]]  # per part: see _prepare
@@ -201,7 +210,9 @@ def _find_plan(
 
     if plans is None or signature is None:
         return _plan(dsk, wanted, leaf_nodes, sizes, resolve, ray.ObjectRef), False
-    placement = tuple((k, leaf_nodes.get(h := ref.hex()), sizes.get(h)) for k, ref in bound.items())
+    # the nodes of the blocks, not their objects' sizes: a block stored alone at one step and
+    # with others at the next is read on the same node by the same task
+    placement = frozenset((k, leaf_nodes.get(v.hex())) for k, v in bound.items() if type(k) is Block)  # any order
     key = (signature, len(wanted), placement)
     if (plan := plans.get(key)) is not None:
         return plan, True
@@ -221,11 +232,11 @@ def _plan(
     resolve: Callable[[Any], Any],
     ref_type: type,
 ) -> _Plan:
-    leaves, tasks, embedded, parts = _cut(dsk, wanted, leaf_nodes, sizes, resolve, (ref_type, Block))
-    prepared = [_prepare(part, tasks, embedded, (ref_type, Block)) for part in parts]
+    leaves, positions, tasks, embedded, parts = _cut(dsk, wanted, leaf_nodes, sizes, resolve, ref_type)
+    prepared = [_prepare(part, tasks, embedded, (ref_type, Placeholder)) for part in parts]
     tokens = [*leaves.values(), *(t for found in embedded.values() for t in found)]
-    reusable = all(type(t) is Block for t in tokens)
-    return _Plan(wanted, leaves, len(tasks), parts, prepared, reusable)
+    reusable = all(isinstance(t, Placeholder) for t in tokens)
+    return _Plan(wanted, leaves, positions, len(tasks), parts, prepared, reusable)
 
 
 def _cut(
@@ -234,26 +245,32 @@ def _cut(
     leaf_nodes: Mapping[str, str],
     sizes: Mapping[str, int],
     resolve: Callable[[Any], Any],
-    kinds: tuple[type, ...],
-) -> tuple[dict[Key, Any], dict[Key, Any], dict[Key, list[Any]], list[Part]]:
-    """The graph's blocks (key -> token: a reference or a placeholder), its tasks, the blocks fused
-    into each task, its parts."""
-    from dask._task_spec import Alias, DataNode, convert_legacy_graph
+    ref_type: type,
+) -> tuple[dict[Key, Any], dict[Key, Position], dict[Key, Any], dict[Key, list[Any]], list[Part]]:
+    """The graph's blocks (key -> a reference or a Block placeholder) and the Position of those
+    taken out of an object, its tasks, the blocks and placeholders inside each task, its parts."""
+    from dask._task_spec import Alias, DataNode, Task, convert_legacy_graph
 
     if not isinstance(dsk, Mapping):
         dsk = dsk.__dask_graph__()
     graph = convert_legacy_graph(dict(dsk))
     leaves: dict[Key, Any] = {}
+    positions: dict[Key, Position] = {}
     for key, task in graph.items():
-        if isinstance(task, DataNode) and isinstance(task.value, kinds):
+        if isinstance(task, DataNode) and isinstance(task.value, (ref_type, Block)):
             leaves[key] = task.value
-    _follow_aliases(graph, leaves, Alias)
+        elif isinstance(task, Task) and task.func is take and [type(a) for a in task.args] == [Block, Position]:
+            # a placeholder array's block: a block too (read where its object is, never a task of its own)
+            leaves[key], positions[key] = task.args
+    _follow_aliases(graph, leaves, positions, Alias)
     tasks = _needed({key: task for key, task in graph.items() if key not in leaves}, wanted)
-    embedded = {key: collect(task, kinds) for key, task in tasks.items()}  # blocks Dask fused in
+    embedded = {key: collect(task, (ref_type, Placeholder)) for key, task in tasks.items()}  # blocks in tasks
     inline: dict[Key, dict[str, int]] = {}
     for key, found in embedded.items():
         for token in found:
-            ref = resolve(token).hex()
+            if not isinstance(value := resolve(token), ref_type):
+                continue  # a Position
+            ref = value.hex()
             if (where := leaf_nodes.get(ref)) is not None:
                 weights = inline.setdefault(key, {})
                 weights[where] = weights.get(where, 0) + sizes.get(ref, 1)
@@ -265,7 +282,7 @@ def _cut(
         leaf_bytes={key: sizes.get(h, 1) for key, h in hexes.items()},
         inline_weights=inline,
     )
-    return leaves, tasks, embedded, parts
+    return leaves, positions, tasks, embedded, parts
 
 
 def _needed(tasks: Mapping[Key, Any], wanted: list[Key]) -> dict[Key, Any]:
@@ -302,8 +319,10 @@ def _by_key(exports: tuple[Key, ...], out: Any) -> dict[Key, Any]:
     return dict(zip(exports, out if len(exports) > 1 else [out], strict=True))
 
 
-def _follow_aliases(graph: Mapping[Key, Any], leaves: dict[Key, Any], alias_type: type) -> None:
-    # An Alias of a block is the same object: a block too.
+def _follow_aliases(
+    graph: Mapping[Key, Any], leaves: dict[Key, Any], positions: dict[Key, Position], alias_type: type
+) -> None:
+    # An Alias of a block is the same block, at the same position in the same object.
     changed = True
     while changed:
         changed = False
@@ -312,6 +331,8 @@ def _follow_aliases(graph: Mapping[Key, Any], leaves: dict[Key, Any], alias_type
                 (target,) = task.dependencies
                 if target in leaves:
                     leaves[key] = leaves[target]
+                    if target in positions:
+                        positions[key] = positions[target]
                     changed = True
 
 
@@ -377,12 +398,18 @@ def _run_part_remote() -> Any:
 
 
 def _run_part(
-    tasks: dict[Key, Any] | _Stored, input_keys: tuple[Key, ...], exports: tuple[Key, ...], *inputs: Any
+    tasks: dict[Key, Any] | _Stored,
+    input_keys: tuple[Key, ...],
+    exports: tuple[Key, ...],
+    *inputs: Any,
+    positions: Mapping[Key, int] | None = None,
 ) -> Any:
     """Run one part's tasks in order (inside a Ray worker on the part's node).
 
-    ``inputs`` are the values of ``input_keys``, then the blocks that the tasks hold as
-    :class:`_Slot` markers (Dask fused them into the tasks' definitions).
+    ``inputs`` are the values of ``input_keys``, then the values that the tasks hold as
+    :class:`_Slot` markers (blocks Dask fused into the tasks' definitions, placeholders).
+    ``positions``: the inputs that are blocks stored with others in one object, and their
+    index in it.
     """
 
     def from_slot(x: Any) -> Any:
@@ -391,6 +418,8 @@ def _run_part(
     tasks = _tasks_of(tasks)
 
     values: dict[Key, Any] = dict(zip(input_keys, inputs, strict=False))
+    for key, position in (positions or {}).items():
+        values[key] = values[key][position]
     if len(inputs) > len(input_keys):
         tasks = {key: substitute(task, from_slot) for key, task in tasks.items()}
     remaining: dict[Key, int] = {}

@@ -140,8 +140,8 @@ def test_memory_is_released_as_steps_leave_the_window(ray_cluster: Any) -> None:
     )
     assert run.returncode == 0, run.output
     assert len(run.values["sum"]) == 150
-    plans = run.session.plans  # 2 computations a step; a graph is cut again only for a new layout of blocks
-    assert plans.hits + plans.misses == 300 and plans.misses <= 8, (plans.hits, plans.misses)
+    plans = run.session.plans  # 2 analytics a step, each graph cut once whatever order or objects the blocks come in
+    assert (plans.hits, plans.misses) == (298, 2)
     deadline = time.monotonic() + 20  # the store's statistics are refreshed asynchronously
     while (after := store_stats())["objects"] > before["objects"] and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -18,7 +18,7 @@ from doreisa.analytics import Registry, bind_analytics, default_registry
 from doreisa.contract import parse_contract
 from doreisa.errors import AnalyticsError
 from doreisa.runtime.driver import AnalyticsDriver, ResultSink, to_dask
-from doreisa.runtime.graphs import bind
+from doreisa.runtime.graphs import Block, bind
 
 RNG = np.random.default_rng(7)
 DATA = {(name, step): RNG.normal(10.0, 3.0, size=(4, 3)) for name in ("a", "b") for step in range(6)}
@@ -456,9 +456,10 @@ def test_a_window_binds_each_position_to_its_step(out: ResultSink) -> None:
         driver.deliver(_step("a", step, time=float(step)))
     (_, _, first), (_, _, second) = recorder.calls
     assert first.keys() == second.keys(), "the same placeholders at steps 1 and 2..."
-    assert len({key[0] for key in second}) == 2, "... one array per position in the window..."
-    newest = {key: block for key, block in second.items() if key[0].startswith("doreisa-a-0-")}
-    oldest = {key: block for key, block in second.items() if key[0].startswith("doreisa-a-1-")}
+    blocks = {p.key: value for p, value in second.items() if isinstance(p, Block)}
+    assert len({key[0] for key in blocks}) == 2, "... one array per position in the window..."
+    newest = {key: block for key, block in blocks.items() if key[0].startswith("doreisa-a-0-")}
+    oldest = {key: block for key, block in blocks.items() if key[0].startswith("doreisa-a-1-")}
     assert np.concatenate([newest[k] for k in sorted(newest)]).tolist() == DATA[("a", 2)].tolist()
     assert np.concatenate([oldest[k] for k in sorted(oldest)]).tolist() == DATA[("a", 1)].tolist()
 
