@@ -172,8 +172,8 @@ class _Entry:
     nbytes: dict[str, int] = field(default_factory=dict[str, int])
 
     def view(self, name: str, position: int) -> tuple[da.Array, dict[Any, Any]]:
-        """The step as a Dask array over placeholders (its bindings): ``position`` steps before the newest
-        in the window; the same name at every step of the same layout."""
+        """The step as a Dask array over placeholders, and their bindings: ``position`` steps before the
+        newest in the window; the same name at every step of the same chunks and dtype."""
         return placeholder_array(f"doreisa-{name}-{position}", self.chunks, self.dtype, self.blocks, self.parts)
 
 

@@ -63,7 +63,7 @@ def partitioned_get(
         object reference for a ``Block``, None or an index for a ``Position``.
     plans, signature : optional
         Reuse of cut graphs: ``signature`` is what Dask's ``tokenize`` says of the collections
-        computed (the same analytic on the same layout of blocks at another step gives the same
+        computed (the same analytic on blocks of the same shape at another step gives the same
         one). A graph whose blocks are all placeholders is cut once per signature and nodes
         of its blocks; later calls bind the placeholders to their blocks and send the parts,
         without building the graph's tasks again.
