@@ -438,16 +438,11 @@ def _run_part(
     return tuple(values[k] for k in exports)
 
 
+@dataclass(frozen=True, slots=True)
 class _Stored:
     """A part's tasks in the object store (a cut reused from step to step): fetched once per worker."""
 
-    __slots__ = ("ref",)
-
-    def __init__(self, ref: Any) -> None:
-        self.ref = ref
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_Stored, (self.ref,))
+    ref: Any
 
 
 #: In each worker: the stored parts' tasks it has run, by reference id; the latest ``_KEPT`` kept.
@@ -470,13 +465,8 @@ def _tasks_of(tasks: dict[Key, Any] | _Stored) -> dict[Key, Any]:
     return found
 
 
+@dataclass(frozen=True, slots=True)
 class _Slot:
     """Stands for the part's ``index``-th input inside a task definition (a block Dask fused in)."""
 
-    __slots__ = ("index",)
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_Slot, (self.index,))
+    index: int
