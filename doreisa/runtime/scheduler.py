@@ -154,17 +154,47 @@ class _Plan:
     stored: list[Any] = field(default_factory=list[Any])  # per part: its tasks in the object store, once kept
 
 
-class Plans:
-    """Cut graphs by signature and block placement, for :func:`partitioned_get`; the ``size`` latest kept.
+class _Lru:
+    """The latest ``items`` values, and no more than ``weight`` in all (the newest is always kept)."""
 
-    Safe to share between threads (an abandoned analytic may still be running).
+    def __init__(self, items: int, weight: int, weigh: Callable[[Any], int]) -> None:
+        self.items, self.weight, self._weigh = items, weight, weigh
+        self._values: collections.OrderedDict[Hashable, Any] = collections.OrderedDict()
+        self._total = 0
+
+    def get(self, key: Hashable) -> Any:
+        value = self._values.get(key)
+        if value is not None:
+            self._values.move_to_end(key)
+        return value
+
+    def put(self, key: Hashable, value: Any) -> None:
+        if key in self._values:
+            self._total -= self._weigh(self._values.pop(key))
+        self._values[key] = value
+        self._total += self._weigh(value)
+        while len(self._values) > 1 and (len(self._values) > self.items or self._total > self.weight):
+            self._total -= self._weigh(self._values.popitem(last=False)[1])
+
+    def clear(self) -> None:
+        self._values.clear()
+        self._total = 0
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+class Plans:
+    """Cut graphs by signature and block placement, for :func:`partitioned_get`.
+
+    The ``size`` latest are kept, and no more than ``tasks`` Dask tasks in all. Safe to share
+    between threads (an abandoned analytic may still be running).
     """
 
-    def __init__(self, size: int = 32) -> None:
-        self.size = size
+    def __init__(self, size: int = 32, tasks: int = 500_000) -> None:
         self.hits = 0
         self.misses = 0
-        self._plans: collections.OrderedDict[Hashable, _Plan] = collections.OrderedDict()
+        self._plans = _Lru(size, tasks, lambda plan: plan.tasks)
         self._lock = threading.Lock()
 
     def get(self, key: Hashable) -> _Plan | None:
@@ -173,18 +203,14 @@ class Plans:
             plan = self._plans.get(key)
             if plan is None:
                 self.misses += 1
-                return None
-            self.hits += 1
-            self._plans.move_to_end(key)
+            else:
+                self.hits += 1
             return plan
 
     def put(self, key: Hashable, plan: _Plan) -> None:
-        """Keep ``plan``; forget the least recently used one beyond ``size``."""
+        """Keep ``plan``; forget the least recently used ones beyond the bounds."""
         with self._lock:
-            self._plans[key] = plan
-            self._plans.move_to_end(key)
-            while len(self._plans) > self.size:
-                self._plans.popitem(last=False)
+            self._plans.put(key, plan)
 
     def clear(self) -> None:
         """Forget every plan (and free the tasks they keep in the object store)."""
@@ -232,23 +258,9 @@ def _plan(
     resolve: Callable[[Any], Any],
     ref_type: type,
 ) -> _Plan:
-    leaves, positions, tasks, embedded, parts = _cut(dsk, wanted, leaf_nodes, sizes, resolve, ref_type)
-    prepared = [_prepare(part, tasks, embedded, (ref_type, Placeholder)) for part in parts]
-    tokens = [*leaves.values(), *(t for found in embedded.values() for t in found)]
-    reusable = all(isinstance(t, Placeholder) for t in tokens)
-    return _Plan(wanted, leaves, positions, len(tasks), parts, prepared, reusable)
-
-
-def _cut(
-    dsk: Any,
-    wanted: list[Key],
-    leaf_nodes: Mapping[str, str],
-    sizes: Mapping[str, int],
-    resolve: Callable[[Any], Any],
-    ref_type: type,
-) -> tuple[dict[Key, Any], dict[Key, Position], dict[Key, Any], dict[Key, list[Any]], list[Part]]:
     """The graph's blocks (key -> a reference or a Block placeholder) and the Position of those
-    taken out of an object, its tasks, the blocks and placeholders inside each task, its parts."""
+    taken out of an object, its tasks and the blocks and placeholders inside each, cut into parts
+    whose tasks are ready to send."""
     from dask._task_spec import Alias, DataNode, Task, convert_legacy_graph
 
     if not isinstance(dsk, Mapping):
@@ -282,7 +294,10 @@ def _cut(
         leaf_bytes={key: sizes.get(h, 1) for key, h in hexes.items()},
         inline_weights=inline,
     )
-    return leaves, positions, tasks, embedded, parts
+    prepared = [_prepare(part, tasks, embedded, (ref_type, Placeholder)) for part in parts]
+    tokens = [*leaves.values(), *(t for found in embedded.values() for t in found)]
+    reusable = all(isinstance(t, Placeholder) for t in tokens)
+    return _Plan(wanted, leaves, positions, len(tasks), parts, prepared, reusable)
 
 
 def _needed(tasks: Mapping[Key, Any], wanted: list[Key]) -> dict[Key, Any]:
@@ -445,23 +460,20 @@ class _Stored:
     ref: Any
 
 
-#: In each worker: the stored parts' tasks it has run, by reference id; the latest ``_KEPT`` kept.
-_TASKS: collections.OrderedDict[str, dict[Key, Any]] = collections.OrderedDict()
-_KEPT = 64
+#: In each worker: the stored parts' tasks it has run, by reference id (the 64 latest parts, 500,000 tasks).
+_TASKS = _Lru(64, 500_000, len)
 
 
 def _tasks_of(tasks: dict[Key, Any] | _Stored) -> dict[Key, Any]:
     if not isinstance(tasks, _Stored):
         return tasks
     key = tasks.ref.hex()
-    found = _TASKS.get(key)
+    found: dict[Key, Any] | None = _TASKS.get(key)
     if found is None:
         import ray
 
-        found = _TASKS[key] = ray.get(tasks.ref)
-        while len(_TASKS) > _KEPT:
-            _TASKS.popitem(last=False)
-    _TASKS.move_to_end(key)
+        found = dict(ray.get(tasks.ref))
+        _TASKS.put(key, found)
     return found
 
 

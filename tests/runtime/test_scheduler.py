@@ -6,6 +6,7 @@ import functools
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import dask
@@ -209,13 +210,21 @@ def test_a_graph_over_references_is_never_kept(spread: Any) -> None:
     assert len(plans) == 0, "its blocks are this step's: another step with the same names must not reuse it"
 
 
-def test_plans_keep_the_latest() -> None:
-    plans = Plans(size=2)
+def test_plans_keep_the_latest_within_their_bounds() -> None:
+    plans = Plans(size=2, tasks=100)
+
+    def plan(tasks: int) -> Any:
+        return SimpleNamespace(tasks=tasks)
+
     for key in "abc":
-        plans.put(key, object())  # pyright: ignore[reportArgumentType]
+        plans.put(key, plan(10))
     assert plans.get("a") is None and plans.get("b") is not None
-    plans.put("d", object())  # pyright: ignore[reportArgumentType]
+    plans.put("d", plan(10))
     assert plans.get("c") is None and plans.get("b") is not None, "b was used since c"
     assert (plans.hits, plans.misses) == (2, 2)
+    plans.put("e", plan(95))  # over 100 tasks with any other: kept alone
+    assert plans.get("b") is None and plans.get("e") is not None and len(plans) == 1
+    plans.put("f", plan(500))  # the newest is kept whatever its size
+    assert len(plans) == 1 and plans.get("f") is not None
     plans.clear()
-    assert len(plans) == 0 and plans.hits == 2
+    assert len(plans) == 0 and plans.hits == 4
