@@ -228,3 +228,22 @@ def test_plans_keep_the_latest_within_their_bounds() -> None:
     assert len(plans) == 1 and plans.get("f") is not None
     plans.clear()
     assert len(plans) == 0 and plans.hits == 4
+
+
+def test_a_fused_graph_over_placeholders_takes_blocks_out_of_their_objects(nodes: list[str]) -> None:
+    # what a compute inside an analytic does: Dask fuses the take tasks into the tasks that read them
+    full = np.arange(6 * ROWS * COLS, dtype=np.float64).reshape(6 * ROWS, COLS) % 89
+    placed = place(full, nodes, "together")
+    x, bindings = placeholder_array("doreisa-t-0", ((ROWS,) * 6, (COLS,)), np.float64, placed.blocks, placed.parts)
+    record: dict[str, Any] = {}
+    get = functools.partial(
+        partitioned_get, leaf_nodes=placed.where, leaf_bytes=placed.nbytes, bindings=bindings, record=record
+    )
+    (energy, block) = dask.compute(
+        (x.map_overlap(stencil, depth=1, boundary="none") ** 2).sum(), x.blocks[3], scheduler=get
+    )
+    assert energy == (stencil(full) ** 2).sum()
+    np.testing.assert_array_equal(block, full[3 * ROWS : 4 * ROWS])
+    assert record["nodes"] == 3 and not record["reused"]
+    for actor in placed.actors:
+        ray.kill(actor)
