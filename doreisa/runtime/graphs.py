@@ -77,6 +77,11 @@ class Position(Placeholder):
 
 def take(obj: Any, position: int | None) -> Any:
     """The block in ``obj`` at ``position`` (None: ``obj`` is the block)."""
+    if isinstance(obj, Placeholder):
+        raise RuntimeError(
+            f"{obj!r} was computed with nothing bound to it: an analytic's arrays can be computed only in "
+            "the analytic call, in its thread (not in a thread it starts, nor after it returns)"
+        )
     return obj if position is None else obj[position]
 
 

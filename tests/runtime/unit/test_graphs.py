@@ -82,3 +82,9 @@ def test_inside_an_analytic_call_a_placeholder_gives_its_block() -> None:
         assert current("not a placeholder") == "not a placeholder"
     with pytest.raises(KeyError, match="only inside an analytic call"):
         current(block)
+
+
+def test_a_placeholder_array_computed_outside_its_call_says_so() -> None:
+    x, _ = _step(1.0)
+    with pytest.raises(RuntimeError, match="can be computed only in the analytic call, in its thread"):
+        x.sum().compute(scheduler="sync")
