@@ -59,6 +59,7 @@ class ArrayState:
     box: tuple[tuple[int, ...], tuple[int, ...]] | None = None
     layout: Layout | None = None
     plan: BlockPlan | None = None
+    whole: bool = False  # the plan copies the rank's whole block: no view of a part to make
     out_shape: tuple[int, ...] = ()
     out_dtype: np.dtype[Any] | None = None
     ring: ShmRing | None = None
