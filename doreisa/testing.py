@@ -204,8 +204,9 @@ def block_objects(x: Any) -> list[Any]:
 
     Called inside the analytic: ``x``'s blocks are placeholders bound to the step's blocks there.
 
-    A block is an object of its own, or (when a node stored several blocks of a step together)
-    a ``(getitem, object, position)`` task; each object is listed once.
+    A block is an object of its own, or a ``(function, object, position)`` task that takes it
+    out of an object (``getitem`` in :func:`doreisa.runtime.driver.to_dask` arrays, ``take`` of
+    placeholders in an analytic's arrays); each object is listed once.
     """
     import ray
 

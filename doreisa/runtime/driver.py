@@ -259,10 +259,10 @@ class AnalyticsDriver:
         arrays = {a for _, a in self.triggers.reductions}
         if name not in arrays:
             return []
-        at_step = {a: entries[0] for a in arrays if (entries := self._entries(a, step, 1))}
-        views = {a: entry.view(a, 0) for a, entry in at_step.items()}
-        wanted = {(f, a): getattr(da, f)(views[a][0]) for f, a in self.triggers.reductions if a in views}
-        bindings = {k: v for _, placed in views.values() for k, v in placed.items()}
+        at_step = {a: entries for a in arrays if (entries := self._entries(a, step, 1))}
+        bindings: dict[Any, Any] = {}
+        views = {a: _views(a, entries, bindings)[0] for a, entries in at_step.items()}
+        wanted = {(f, a): getattr(da, f)(views[a]) for f, a in self.triggers.reductions if a in views}
         self._local.scheduler = self._scheduler(tuple(at_step), step, 1, bindings)
         try:
             (values,) = self._compute(wanted)
@@ -309,14 +309,10 @@ class AnalyticsDriver:
         windows = {name: self._entries(name, step, b.window) or [] for name in set(b.arrays)}
         entries = windows[b.arrays[0]]
         wrap = self._named if b.analytic.named else (lambda name, array: array)
-        args: dict[str, Any] = {}
         bindings: dict[Any, Any] = {}
+        args: dict[str, Any] = {}
         for name, ws in windows.items():
-            arrays = []
-            for position, e in zip(range(len(ws) - 1, -1, -1), ws, strict=True):
-                array, placed = e.view(name, position)
-                arrays.append(wrap(name, array))
-                bindings.update(placed)
+            arrays = [wrap(name, array) for array in _views(name, ws, bindings)]
             args[name] = arrays if b.window > 1 else arrays[0]
         steps, times = [e.step for e in entries], [e.time for e in entries]
         self.counts.calls += 1
@@ -423,6 +419,16 @@ def _with_timeout(work: Callable[[], Any], limit: float, what: str) -> Any:
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+def _views(name: str, entries: list[_Entry], bindings: dict[Any, Any]) -> list[da.Array]:
+    """The steps of a window of ``name`` (oldest first) as placeholder arrays; their bindings go into ``bindings``."""
+    arrays = []
+    for position, entry in zip(range(len(entries) - 1, -1, -1), entries, strict=True):  # 0: the newest
+        array, placed = entry.view(name, position)
+        arrays.append(array)
+        bindings.update(placed)
+    return arrays
 
 
 def _binding(scheduler: Scheduler, bindings: Mapping[Any, Any]) -> Scheduler:

@@ -154,14 +154,18 @@ def bound(bindings: Mapping[Placeholder, Any]) -> Iterator[None]:
         _current.bindings = previous
 
 
-def current(value: Any) -> Any:
-    """``value``, or what is bound to it if it is a placeholder (inside :func:`bound`)."""
+def resolve(value: Any, bindings: Mapping[Placeholder, Any], where: str = "") -> Any:
+    """``value``, or what ``bindings`` binds to it if it is a placeholder (``KeyError`` if nothing)."""
     if not isinstance(value, Placeholder):
         return value
-    bindings = getattr(_current, "bindings", None) or {}
     if value not in bindings:
-        raise KeyError(f"nothing bound to {value!r} here (only inside an analytic call)")
+        raise KeyError(f"nothing bound to {value!r}{where}")
     return bindings[value]
+
+
+def current(value: Any) -> Any:
+    """``value``, or what is bound to it if it is a placeholder (inside :func:`bound`)."""
+    return resolve(value, getattr(_current, "bindings", None) or {}, " here (only inside an analytic call)")
 
 
 def bind(dsk: Any, bindings: Mapping[Placeholder, Any]) -> dict[Key, Any]:
@@ -176,11 +180,7 @@ def bind(dsk: Any, bindings: Mapping[Placeholder, Any]) -> dict[Key, Any]:
     graph = convert_legacy_graph(dict(dsk))
 
     def swap(x: Any) -> Any:
-        if isinstance(x, Placeholder):
-            if x not in bindings:
-                raise KeyError(f"nothing bound to {x!r}")
-            return bindings[x]
-        return KEEP
+        return resolve(x, bindings) if isinstance(x, Placeholder) else KEEP
 
     return {key: substitute(task, swap) for key, task in graph.items()}
 

@@ -26,9 +26,9 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from doreisa.runtime.graphs import KEEP, Block, Placeholder, Position, collect, substitute, take
+from doreisa.runtime.graphs import KEEP, Block, Placeholder, Position, collect, resolve, substitute, take
 from doreisa.runtime.partition import Part, partition
 
 Key = Hashable
@@ -42,7 +42,7 @@ def partitioned_get(
     *,
     leaf_nodes: Mapping[str, str],
     leaf_bytes: Mapping[str, int] | None = None,
-    bindings: Mapping[Key, Any] | None = None,
+    bindings: Mapping[Placeholder, Any] | None = None,
     plans: Plans | None = None,
     signature: Hashable | None = None,
     ray_remote_args: Mapping[str, Any] | None = None,
@@ -88,28 +88,30 @@ def partitioned_get(
     bound = bindings or {}
     wanted: list[Key] = list(flatten(keys))
 
-    def resolve(token: Any) -> Any:
+    def bound_to(token: Any) -> Any:
         """A block's object reference, or what is bound to a placeholder."""
-        if not isinstance(token, Placeholder):
-            return token
-        if token not in bound:
-            raise KeyError(f"nothing bound to {token!r}")
-        return bound[token]
+        return resolve(token, bound)
 
-    plan, reused = _find_plan(dsk, wanted, leaf_nodes, sizes, resolve, bound, plans, signature)
+    def arguments(
+        values: Mapping[Key, Any], named: tuple[Key, ...], fused: list[Any]
+    ) -> tuple[list[Any], dict[Key, Any] | None]:
+        """A part's inputs, and the position of those that are blocks stored with others in an object."""
+        inputs = [values[k] for k in named] + [bound_to(t) for t in fused]
+        return inputs, {k: positions[k] for k in named if k in positions} or None
+
+    plan, reused = _find_plan(dsk, wanted, leaf_nodes, sizes, bound_to, bound, plans, signature)
     named_as = dict(zip(plan.wanted, wanted, strict=True))  # a reused cut's keys stand for this call's
-    blocks = {k: resolve(token) for k, token in plan.leaves.items()}
-    positions = {k: p for k, token in plan.positions.items() if (p := resolve(token)) is not None}
+    blocks = {k: bound_to(token) for k, token in plan.leaves.items()}
+    positions = {k: p for k, token in plan.positions.items() if (p := bound_to(token)) is not None}
     parts = plan.parts
     if len(parts) == 1 and parts[0].node in (ray.get_runtime_context().get_node_id(), None):
         part, (body, named, fused) = parts[0], plan.prepared[0]
-        inputs = [blocks[k] for k in named] + [resolve(t) for t in fused]
+        inputs, mine = arguments(blocks, named, fused)
         objects = {x.hex(): x for x in inputs if isinstance(x, ray.ObjectRef)}
         if sum(sizes.get(h, local_bytes + 1) for h in objects) <= local_bytes:
             plan_s = time.perf_counter() - started
             fetched = dict(zip(objects.values(), ray.get(list(objects.values())), strict=True))
             values = [fetched[x] if isinstance(x, ray.ObjectRef) else x for x in inputs]
-            mine = {k: positions[k] for k in named if k in positions}
             done = _by_key(part.exports, _run_part(body, named, part.exports, *values, positions=mine))
             alone = [k for k in plan.wanted if k not in done]  # blocks wanted as they are
             got = ray.get([blocks[k] for k in alone])
@@ -127,9 +129,8 @@ def partitioned_get(
         if part.node is not None:
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(part.node, soft=True)
         # every block and input is a top-level argument: Ray fetches them before the part starts
-        inputs = [refs[k] for k in named] + [resolve(t) for t in fused]
+        inputs, mine = arguments(refs, named, fused)
         sent = _Stored(plan.stored[i]) if plan.stored else body  # a reused cut's tasks are on the nodes already
-        mine = {k: positions[k] for k in named if k in positions} or None
         out = _run_part_remote().options(**options).remote(sent, named, part.exports, *inputs, positions=mine)
         refs.update(_by_key(part.exports, out))
     got = ray.get([refs[k] for k in plan.wanted])
@@ -227,7 +228,7 @@ def _find_plan(
     leaf_nodes: Mapping[str, str],
     sizes: Mapping[str, int],
     resolve: Callable[[Any], Any],
-    bound: Mapping[Key, Any],
+    bound: Mapping[Placeholder, Any],
     plans: Plans | None,
     signature: Hashable | None,
 ) -> tuple[_Plan, bool]:
@@ -472,7 +473,7 @@ def _tasks_of(tasks: dict[Key, Any] | _Stored) -> dict[Key, Any]:
     if found is None:
         import ray
 
-        found = dict(ray.get(tasks.ref))
+        found = cast(dict[Key, Any], ray.get(tasks.ref))
         _TASKS.put(key, found)
     return found
 
