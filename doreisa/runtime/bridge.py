@@ -13,7 +13,7 @@ import operator
 import os
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -376,10 +376,14 @@ class Bridge:
             self.stats.skipped += 1
             self.stats.skipped_steps.append((name, step))
             return False
+        return self._wait_or_drop(room, f"room for step {step} (backpressure: block)")
+
+    def _wait_or_drop(self, ready: Callable[[], bool], what: str) -> bool:
+        """Wait up to ``timeouts.block`` for ``ready``; past it, detach and count the step dropped (False)."""
         try:
-            link.wait(room, self.contract.timeouts.block, f"room for step {step} (backpressure: block)")
+            self._link.wait(ready, self.contract.timeouts.block, what)
         except BridgeError as exc:
-            link.detach(str(exc))
+            self._link.detach(str(exc))
             self.stats.dropped += 1
             return False
         return True
@@ -388,13 +392,8 @@ class Bridge:
         assert state.plan is not None and state.out_dtype is not None and state.layout is not None
         if state.ring is None:
             self._link.open_ring(state, self.run_dir, self.contract.backpressure)
-        if not state.reclaim():
-            try:
-                self._link.wait(state.reclaim, self.contract.timeouts.block, "a free shared memory slot")
-            except BridgeError as exc:
-                self._link.detach(str(exc))
-                self.stats.dropped += 1
-                return False
+        if not state.reclaim() and not self._wait_or_drop(state.reclaim, "a free shared memory slot"):
+            return False
         part = block if state.whole else block[state.plan.local]
         if state.preprocess is not None:
             part = state.preprocess.apply(part)
