@@ -85,6 +85,8 @@ def publish_copy(cfg: Any, raw: dict[str, Any], profile: bool) -> list[Entry]:
             "reps": r["reps"],
             "slow_publishes": r["slow_publishes"],
             "machine_cold_penalty_us": {k: round(v, 1) for k, v in penalty.items()},
+            # posts that found the node actor asleep (a system call), out of every publish of every size
+            "wakes_all_sizes": (out.get("stats") or {}).get("wakes"),
         }
         big = r["nbytes"] >= 1 << 20
         memcpy = Entry(

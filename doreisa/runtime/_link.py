@@ -1,10 +1,11 @@
 """A rank's link to its node actor: the Unix socket, the shared memory rings, the steps in flight.
 
 Used by :class:`doreisa.runtime.bridge.Bridge`; like it, this module never imports ray or dask.
-A wanted block is copied into a slot of its array's ring, and a 27-byte record on the socket
-hands the slot over; the node actor copies the slot into Ray and bumps the slot's counter in
-the ring's header, so the rank sees free slots without reading the socket. The node actor
-also says which steps the analytics have finished (``done``): what backpressure counts.
+A wanted block is copied into a slot of its array's ring and posted in the ring's header
+(a ``wake`` record on the socket only if the node actor sleeps); the node actor copies the
+slot into Ray and bumps the slot's counter in the header, so the rank sees free slots without
+reading the socket. The node actor also says which steps the analytics have finished
+(``done``): what backpressure counts.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 from doreisa.contract import ArraySpec, Backpressure
 from doreisa.errors import BridgeError
 from doreisa.runtime import _names
-from doreisa.runtime._wire import MessageReader, ShmRing, encode, encode_put, recv_one, slot_bytes
+from doreisa.runtime._wire import ASLEEP, NAN, POSTS, WAKE, MessageReader, ShmRing, encode, fence, recv_one, slot_bytes
 from doreisa.runtime.layout import BlockPlan, Layout
 from doreisa.runtime.preprocess import Preprocessor
 from doreisa.runtime.schedule import ArraySchedule
@@ -64,11 +65,10 @@ class ArrayState:
     out_dtype: np.dtype[Any] | None = None
     ring: ShmRing | None = None
     #: a view of each slot; the free slots (the last one freed is reused first: its lines are still
-    #: cached); the slots handed to the node actor, in order; and how many times each was handed over
+    #: cached); the slots handed to the node actor, in order
     views: list[np.ndarray[Any, Any]] = field(default_factory=list[np.ndarray[Any, Any]])
     free: list[int] = field(default_factory=list[int])
     pending: list[int] = field(default_factory=list[int])
-    used: list[int] = field(default_factory=list[int])
     index: tuple[int, ...] = ()
     #: a step-count cadence that nothing can change: its period and last wanted step (0: none such)
     stride: int = 0
@@ -83,7 +83,7 @@ class ArrayState:
         """Move the slots the node actor has taken (its count caught up with ours) to ``free``; any free?"""
         if not self.pending or self.ring is None:
             return bool(self.free)
-        freed, used, last = self.ring.freed, self.used, self.pending[-1]
+        freed, used, last = self.ring.freed, self.ring.posted, self.pending[-1]
         if self.free and freed[last] != used[last]:
             return True  # the node takes slots in order: the last one handed over not taken yet, skip the scan
         still: list[int] = []
@@ -132,6 +132,8 @@ class NodeLink:
         self._on_detach = on_detach
         self._reader = MessageReader()
         self._since_drain = 0
+        #: ``wake`` records sent (a post that found the node actor asleep)
+        self.wakes = 0
         #: the steps handed over and not yet analysed, with the arrays still due
         self.in_flight: dict[int, set[str]] = {}
         self.detached: str | None = None
@@ -147,7 +149,6 @@ class NodeLink:
         state.ring = ShmRing(path, slots, size, create=True)
         state.views = state.ring.views(state.out_shape, state.out_dtype)
         state.free = list(range(slots - 1, -1, -1))
-        state.used = [0] * slots
         # preprocess may add dims
         state.index = state.plan.index + (0,) * (len(state.out_shape) - len(state.plan.index))
         self.send(
@@ -166,13 +167,27 @@ class NodeLink:
             }
         )
 
-    def hand_over(self, state: ArrayState, slot: int, step: int, time: float | None) -> bool:
-        """Give a written slot to the node actor; False if the link is lost."""
-        state.used[slot] += 1
-        state.pending.append(slot)
-        if not self.send_bytes(encode_put(state.ring_id, slot, step, time)):
-            return False
+    def label(self, state: ArrayState, slot: int, step: int, time: float | None) -> ShmRing:
+        """Write the step and time of the block about to be copied into ``slot``; the slot's ring.
+
+        Before the copy: the copy of a large block evicts the caches, and what follows it runs cold.
+        """
+        ring = state.ring
+        assert ring is not None
+        ring.steps[slot] = step
+        ring.times[slot] = NAN if time is None else time
         self.in_flight.setdefault(step, set()).add(state.name)
+        state.pending.append(slot)
+        return ring
+
+    def post(self, ring: ShmRing, slot: int) -> bool:
+        """Hand a labelled and written slot over; wake the node actor if it sleeps. False if the link is lost."""
+        ring.posted[slot] += 1
+        ring.control[POSTS] += 1
+        fence()  # the post is visible before ``asleep`` is read: a node going to sleep sees it, or we see it asleep
+        if ring.control[ASLEEP]:
+            self.wakes += 1
+            return self.send_bytes(WAKE)
         return True
 
     def drain_due(self) -> bool:

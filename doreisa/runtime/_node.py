@@ -1,10 +1,13 @@
 """The node actor: one per Ray node. It owns every block published on its node.
 
 Ranks are not Ray drivers (a Ray driver costs ~200 MB and ~2 s per rank). Each rank copies
-a wanted block into its shared memory ring and sends a few bytes on a Unix socket; the node
-actor's serving thread copies the slot into Ray's object store with ``ray.put`` (so the
-actor owns the object, and the data outlives the rank), frees the slot, and reports the
-reference to the head. The blocks of one array and step that arrive together (one per
+a wanted block into its shared memory ring and posts it in the ring's header; the node
+actor's serving thread finds the post, copies the slot into Ray's object store with
+``ray.put`` (so the actor owns the object, and the data outlives the rank), frees the slot,
+and reports the reference to the head. The thread polls the rings' headers every
+:data:`POLL_INTERVAL` while blocks keep coming (less than :data:`LINGER` apart), so that a
+rank's post costs no system call; idle, it sleeps on the sockets and a rank's post sends a
+``wake`` record (see :mod:`doreisa.runtime._wire`). The blocks of one array and step that arrive together (one per
 rank of the node, in a dense step) go into one object with one ``ray.put``: a put costs
 ~1 ms whatever its size on these machines, so a node of R ranks pays it once per step
 instead of R times; each block is then reported as (object, position in it), in rank order.
@@ -30,9 +33,16 @@ from typing import Any
 import numpy as np
 
 from doreisa.runtime import _names
-from doreisa.runtime._wire import MessageReader, ShmRing, encode, encode_free
+from doreisa.runtime._wire import ASLEEP, POSTS, TOTAL_STORE_ORDER, MessageReader, ShmRing, encode, encode_free, fence
 
 log = logging.getLogger("doreisa.node")
+
+#: Seconds between two reads of the rings' headers while polling; what a post may wait to be seen.
+POLL_INTERVAL = 0.001
+#: Poll while the last post is more recent than this (seconds); then sleep until a rank wakes us.
+LINGER = 0.25
+#: Longest sleep (seconds): the thread also checks whether to stop.
+IDLE_WAIT = 0.1
 
 
 @dataclass
@@ -44,6 +54,27 @@ class _Ring:
     dtype: np.dtype[Any]
     chunks: list[list[int]]
     n: int
+    #: the rank's ``posts`` and each slot's ``posted`` count, as last seen here
+    seen_posts: int = 0
+    seen: list[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.seen = [0] * self.ring.slots
+
+    def collect(self, conn: _Conn, ring_id: int, into: list[_Put]) -> None:
+        """Add the slots posted since the last look to ``into``."""
+        ring = self.ring
+        posts = ring.control[POSTS]
+        if posts == self.seen_posts:
+            return
+        self.seen_posts = posts
+        posted, seen = ring.posted, self.seen
+        for slot in range(ring.slots):
+            count = posted[slot]
+            if count != seen[slot]:
+                seen[slot] = count
+                tm = ring.times[slot]  # NaN: none
+                into.append(_Put(conn, self, slot, ring_id, ring.steps[slot], None if tm != tm else tm))
 
 
 @dataclass
@@ -91,8 +122,13 @@ class NodeServer:
         ingest: bool = True,
         relay: Callable[[Any], tuple[Any, str]] | None = None,
         relayed: frozenset[str] = frozenset(),
+        poll: bool = TOTAL_STORE_ORDER,
     ) -> None:
         self.node_id = node_id
+        #: poll the rings' headers while blocks keep coming (else: every post wakes us, and only the
+        #: rings of the ranks that woke us are read: see ``_wire.TOTAL_STORE_ORDER``)
+        self._poll = poll
+        self._asleep = True
         self._contract_text = contract_text
         self._put = put
         self._relay = relay
@@ -141,6 +177,7 @@ class NodeServer:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self._set_asleep(True)  # a rank's next post wakes us, finds the socket closed, and counts it dropped
         for conn in list(self._conns.values()):
             self._close_conn(conn)
         if self._listener is not None:
@@ -150,19 +187,47 @@ class NodeServer:
                 os.unlink(path)
 
     def _serve(self) -> None:
+        last_post = -LINGER
         while not self._stop.is_set():
             batch: list[dict[str, Any]] = []
-            for key, _ in self._selector.select(timeout=0.1):
+            polling = self._poll and time.monotonic() - last_post < LINGER
+            if polling != (not self._asleep):
+                self._set_asleep(not polling)
+                self._collect_all()  # what was posted before a rank could see us asleep
+            events = self._selector.select(timeout=0 if self._puts else POLL_INTERVAL if polling else IDLE_WAIT)
+            for key, _ in events:
                 if key.data is None:
                     self._accept()
                 else:
                     self._read(key.data, batch)
+            if self._poll:
+                self._collect_all()
+            if self._puts:
+                last_post = time.monotonic()
             self._ingest(batch)
             if batch:
                 try:
                     self._report(batch)
                 except Exception:  # the head is gone: keep the simulation side alive
                     log.exception("node %s: cannot report %d items to the head", self.node_id[:8], len(batch))
+
+    def _set_asleep(self, asleep: bool) -> None:
+        """Tell the ranks whether a post must wake us (always, when we do not poll)."""
+        self._asleep = asleep
+        for conn in self._conns.values():
+            for entry in conn.rings.values():
+                entry.ring.control[ASLEEP] = int(asleep)
+        fence()  # ``asleep`` is visible before the posts are read (a rank fences between its post and its read)
+
+    def _collect_all(self) -> None:
+        if self._poll:
+            for conn in self._conns.values():
+                self._collect(conn)
+
+    def _collect(self, conn: _Conn) -> None:
+        """The blocks that ``conn``'s rank has posted since the last look, to be ingested this round."""
+        for ring_id, entry in conn.rings.items():
+            entry.collect(conn, ring_id, self._puts)
 
     def _accept(self) -> None:
         assert self._listener is not None
@@ -181,6 +246,7 @@ class NodeServer:
         except OSError:
             data = b""
         if not data:
+            self._collect(conn)
             self._ingest(batch)  # before its rings are unmapped
             if conn.rank is not None and not conn.closed:
                 batch.append({"kind": "lost", "rank": conn.rank, "node": self.node_id})
@@ -189,6 +255,7 @@ class NodeServer:
         try:
             messages = conn.reader.feed(data)
         except ValueError as exc:  # a corrupt stream: nothing more can be read from it
+            self._collect(conn)
             self._ingest(batch)
             batch.append({"kind": "error", "rank": conn.rank, "error": f"unreadable stream: {exc}"})
             self._close_conn(conn)
@@ -202,14 +269,11 @@ class NodeServer:
 
     def _handle(self, conn: _Conn, message: dict[str, Any], batch: list[dict[str, Any]]) -> None:
         kind = message["t"]
-        if kind == "put":
-            entry = conn.rings[message["ring"]]
-            if not 0 <= message["slot"] < entry.ring.slots:
-                raise ValueError(f"slot {message['slot']} of a ring of {entry.ring.slots}")
-            self._puts.append(_Put(conn, entry, message["slot"], message["ring"], message["s"], message["tm"]))
+        self._collect(conn)  # what the rank posted before it sent this (a wake says only that)
+        if kind == "wake":
             return
         if kind == "ring":
-            self._map_ring(conn, message)
+            self._map_ring(conn, message, asleep=self._asleep)
             return
         self._ingest(batch)  # what a rank says next follows its blocks
         if kind == "hello":
@@ -224,8 +288,9 @@ class NodeServer:
             batch.append({"kind": "closed", "rank": conn.rank, "stats": message["stats"], "node": self.node_id})
 
     @staticmethod
-    def _map_ring(conn: _Conn, message: dict[str, Any]) -> None:
+    def _map_ring(conn: _Conn, message: dict[str, Any], *, asleep: bool) -> None:
         ring = ShmRing(message["path"], message["slots"], message["slot_size"], create=False)
+        ring.control[ASLEEP] = int(asleep)
         # Both sides have it mapped: remove the name now, so that nothing is left in /dev/shm
         # even if the rank or this actor dies without cleaning up.
         with contextlib.suppress(FileNotFoundError):
@@ -262,7 +327,7 @@ class NodeServer:
             self.counts["put_seconds"] += time.perf_counter() - start
             self.counts["puts"] += 1
             for position, put in enumerate(puts):
-                put.entry.ring.freed[put.slot] += 1  # after the copy: the rank may write the slot again
+                put.entry.ring.freed[put.slot] = put.entry.seen[put.slot]  # after the copy: the rank may write it again
                 self._tell(put.conn, encode_free(put.ring_id, put.slot))  # wakes a rank waiting for a slot
                 if error is not None:
                     batch.append({"kind": "error", "rank": put.conn.rank, "error": error})

@@ -1,12 +1,14 @@
 """Rank <-> node actor transport: length-prefixed messages over a Unix socket, and shared memory rings.
 
 A rank copies a wanted block into a slot of its ring (node-local shared memory, pages touched
-in advance) and sends a few bytes naming the slot; the node actor copies the slot into Ray's
-object store, off the simulation's critical path, and sends the slot back. No pickle crosses
-the socket. Control messages are JSON; the two messages of the data path, ``put`` (rank to
-node) and ``free`` (node to rank), are fixed-size binary records, flagged in the length
-header: encoding JSON costs the rank ~5 µs warm and ~100 µs right after a simulation step
-has evicted the caches, a ``struct`` record about 1 µs.
+in advance) and posts it in the ring's header (step, simulation time, a counter); the node
+actor copies the slot into Ray's object store, off the simulation's critical path, and counts
+the slot free again in the header. While ranks post often, the node actor polls the headers and
+the rank makes no system call; once idle, it sleeps on the socket and a rank that posts sends
+it a 5-byte ``wake`` record (a system call costs the rank ~2 µs warm and 20-40 µs right after a
+simulation step has evicted the caches on these machines). No pickle crosses the socket.
+Control messages are JSON; ``wake`` (rank to node) and ``free`` (node to rank, for a rank
+waiting for a slot) are fixed-size binary records, flagged in the length header.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import contextlib
 import json
 import mmap
 import os
+import platform
 import socket
 import struct
+import threading
 from typing import Any
 
 import numpy as np
@@ -26,15 +30,34 @@ _HEADER = struct.Struct("!I")
 MAX_MESSAGE = 16 * 1024 * 1024
 #: Set in the length header of a binary record.
 BINARY = 0x8000_0000
-_PUT, _FREE = 1, 2
-#: put: kind, ring id, slot, step, simulation time (NaN: none)
-_PUT_RECORD = struct.Struct("!BHIqd")
+_FREE, _WAKE = 2, 3
 #: free: kind, ring id, slot
 _FREE_RECORD = struct.Struct("!BHI")
-_PUT_FRAME = struct.Struct("!I" + _PUT_RECORD.format[1:])
 _FREE_FRAME = struct.Struct("!I" + _FREE_RECORD.format[1:])
-_NAN = float("nan")
+#: wake: kind only (the node actor reads the ring headers to know what was posted)
+WAKE = struct.pack("!IB", BINARY | 1, _WAKE)
+NAN = float("nan")
+#: Stores become visible to other cores in program order (x86-64). Only then may the node actor
+#: read a ring's header without a system call between the rank's post and its read; elsewhere
+#: a rank sends ``wake`` for every post, and the node reads only the rings of ranks that did.
+TOTAL_STORE_ORDER = platform.machine().lower() in {"x86_64", "amd64", "i386", "i686"}
+_FENCE = threading.Lock()
+
+
+def fence() -> None:
+    """A full memory barrier: an uncontended lock's acquire and release are atomic read-modify-writes.
+
+    Between a store and a load of another word that the other side stores to (a rank posts then
+    reads ``asleep``; the node actor sets ``asleep`` then reads the posts), so that both never
+    miss each other's store.
+    """
+    _FENCE.acquire()
+    _FENCE.release()
+
+
 PAGE = mmap.PAGESIZE
+#: Words of a ring's ``control`` header.
+ASLEEP, POSTS = 0, 1
 #: Slots are aligned so that every block starts on a cache line (numpy copies faster).
 ALIGN = 64
 
@@ -45,11 +68,6 @@ def encode(message: dict[str, Any]) -> bytes:
     return _HEADER.pack(len(data)) + data
 
 
-def encode_put(ring: int, slot: int, step: int, time: float | None) -> bytes:
-    """The binary ``put`` record: slot ``slot`` of ring ``ring`` holds ``step`` (at ``time``)."""
-    return _PUT_FRAME.pack(BINARY | _PUT_RECORD.size, _PUT, ring, slot, step, _NAN if time is None else time)
-
-
 def encode_free(ring: int, slot: int) -> bytes:
     """The binary ``free`` record: slot ``slot`` of ring ``ring`` may be written again."""
     return _FREE_FRAME.pack(BINARY | _FREE_RECORD.size, _FREE, ring, slot)
@@ -57,9 +75,8 @@ def encode_free(ring: int, slot: int) -> bytes:
 
 def _decode_record(payload: bytes) -> dict[str, Any]:
     kind = payload[0] if payload else None
-    if kind == _PUT and len(payload) == _PUT_RECORD.size:
-        _, ring, slot, step, time = _PUT_RECORD.unpack(payload)
-        return {"t": "put", "ring": ring, "slot": slot, "s": step, "tm": None if time != time else time}
+    if kind == _WAKE and len(payload) == 1:
+        return {"t": "wake"}
     if kind == _FREE and len(payload) == _FREE_RECORD.size:
         _, ring, slot = _FREE_RECORD.unpack(payload)
         return {"t": "free", "ring": ring, "slot": slot}
@@ -120,20 +137,24 @@ def slot_bytes(nbytes: int) -> int:
 
 
 class ShmRing:
-    """``slots`` equal slots in one shared memory file, after a header of one counter per slot.
+    """``slots`` equal slots in one shared memory file, after a header of 8-byte words.
 
-    ``freed[slot]`` counts how many times the node actor has taken ``slot`` (it alone writes
-    it, after its copy of the slot has returned): the rank, which counts its own puts per slot,
-    sees which slots are free again with a memory read instead of a socket read (~1-2 µs warm,
-    ~80 µs right after a simulation step has evicted the caches on these machines). The
-    aligned 8-byte counters are read and written whole.
+    The header: ``asleep`` (the node actor's, 1 while it waits on the socket: a rank that posts
+    must wake it), ``posts`` (the rank's count of posts, for the node actor to see at one read
+    that nothing changed), then per slot ``freed`` (how many times the node actor has taken the
+    slot: it alone writes it, after its copy of the slot has returned), ``posted`` (how many
+    times the rank has handed the slot over: it alone writes it, after the block and its
+    ``steps`` and ``times`` entries). A slot is free when its two counters are equal, so the rank
+    sees free slots with a memory read instead of a socket read (~1-2 µs warm, ~80 µs right after
+    a simulation step has evicted the caches on these machines). Aligned words are read and
+    written whole. A new ring starts ``asleep``: until the node actor has mapped it, ranks wake it.
     """
 
     def __init__(self, path: str, slots: int, slot_size: int, *, create: bool) -> None:
         self.path = path
         self.slots = slots
         self.slot_size = slot_size
-        self.header_bytes = -(-(8 * slots) // PAGE) * PAGE  # slots start on a page
+        self.header_bytes = -(-(8 * (2 + 4 * slots)) // PAGE) * PAGE  # slots start on a page
         size = self.header_bytes + slots * slot_size
         flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
         fd = os.open(path, flags, 0o600)
@@ -146,7 +167,16 @@ class ShmRing:
         if create:
             # Touch every page now so that the first copies do not pay page faults.
             np.frombuffer(self._mm, dtype=np.uint8)[::PAGE] = 0
-        self.freed: memoryview = memoryview(self._mm)[: 8 * slots].cast("Q")
+        words = memoryview(self._mm)
+        field = lambda i, fmt: words[8 * (2 + i * slots) : 8 * (2 + (i + 1) * slots)].cast(fmt)  # noqa: E731
+        self.control: memoryview = words[:16].cast("Q")
+        self.freed: memoryview = field(0, "Q")
+        self.posted: memoryview = field(1, "Q")
+        self.steps: memoryview = field(2, "q")
+        self.times: memoryview[float] = field(3, "d")
+        self._words = (words, self.control, self.freed, self.posted, self.steps, self.times)
+        if create:
+            self.control[ASLEEP] = 1
 
     def view(self, slot: int, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
         """A numpy view of ``slot`` with the given shape and dtype."""
@@ -161,7 +191,8 @@ class ShmRing:
 
     def close(self, *, unlink: bool = False) -> None:
         """Unmap; with ``unlink``, also remove the file (the creator does this)."""
-        self.freed.release()
+        for words in reversed(self._words):
+            words.release()
         with contextlib.suppress(BufferError):  # a view is still alive; the mapping goes with it
             self._mm.close()
         if unlink:

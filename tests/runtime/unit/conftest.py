@@ -76,6 +76,9 @@ class Rig:
         self.wait(lambda: "closed" in self.kinds(), "the node to see the rank's close")
         return stats
 
+    def stop_node(self) -> None:
+        _stop_quickly(self.server)
+
     def ref(self, step: int) -> np.ndarray[Any, Any]:
         (block,) = [b for b in self.blocks() if b["step"] == step]
         return block["ref"]
@@ -107,8 +110,12 @@ def node(run_dir: str) -> Iterator[Callable[..., Rig]]:
         host: str | None = None,
         put: Callable[[Any], Any] | None = None,
         relay: Callable[[Any], tuple[Any, str]] | None = None,
+        poll: bool = True,
     ) -> Rig:
-        """``relay``: the node relays every array with it (in transit) instead of ``put``."""
+        """``relay``: the node relays every array with it (in transit) instead of ``put``.
+
+        ``poll=False``: the node never polls the rings, as where stores are not seen in order.
+        """
         reports: list[dict[str, Any]] = []
         server = NodeServer(
             run_dir=run_dir,
@@ -119,6 +126,7 @@ def node(run_dir: str) -> Iterator[Callable[..., Rig]]:
             report=reports.extend,
             relay=relay,
             relayed=frozenset(parse_contract(contract_text).arrays) if relay else frozenset(),
+            poll=poll,
         )
         server.start()
         servers.append(server)

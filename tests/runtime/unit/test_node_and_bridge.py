@@ -18,7 +18,7 @@ from doreisa.contract import parse_contract
 from doreisa.errors import BlockMismatchError, BridgeError, RuntimeUnavailableError
 from doreisa.runtime import _names
 from doreisa.runtime._link import MAX_RING_SLOTS, MIN_RING_SLOTS, ring_slots
-from doreisa.runtime._wire import MessageReader, ShmRing, encode, encode_put, recv_one, slot_bytes
+from doreisa.runtime._wire import ASLEEP, NAN, POSTS, WAKE, MessageReader, ShmRing, encode, recv_one, slot_bytes
 from doreisa.runtime.bridge import Bridge
 from doreisa.runtime.comm import SingleProcessComm
 from doreisa.runtime.schedule import ArraySchedule
@@ -390,6 +390,44 @@ def _all_blocks_intact(rig: Rig, bridge: Bridge, steps: int, data: Callable[[int
         np.testing.assert_array_equal(block["ref"], data(block["step"]))
 
 
+@pytest.mark.parametrize("poll", [True, False])
+def test_posts_wake_the_node_only_when_it_sleeps(node: Callable[..., Rig], poll: bool) -> None:
+    rig = node(_contract(extra="backpressure: {max_in_flight: 100}"), poll=poll)
+    bridge = Bridge(SingleProcessComm(), run_dir=rig.run_dir, connect_timeout=5)
+    state = bridge._arrays["field"]
+    assert bridge.publish("field", _data(0), step=0)
+    assert state.ring is not None and bridge._link.wakes == 1  # a new ring starts asleep
+    rig.wait(lambda: len(rig.blocks()) == 1, "step 0")
+    for step in range(1, 20):  # back to back: a polling node is awake all along (LINGER is 0.25 s)
+        assert bridge.publish("field", _data(step), step=step)
+    rig.wait(lambda: len(rig.blocks()) == 20, "20 blocks")
+    wakes = bridge._link.wakes
+    assert wakes <= 3 if poll else wakes == 20
+    if poll:
+        rig.wait(lambda: state.ring is not None and state.ring.control[ASLEEP] == 1, "the node to fall asleep")
+        assert bridge.publish("field", _data(20), step=20)
+        assert bridge._link.wakes == wakes + 1
+        rig.wait(lambda: len(rig.blocks()) == 21, "the block that woke the node")
+    stats = rig.finish(bridge)
+    assert stats["wakes"] == bridge._link.wakes
+    assert [b["step"] for b in rig.blocks()] == list(range(21 if poll else 20))
+    for block in rig.blocks():
+        np.testing.assert_array_equal(block["ref"], _data(block["step"]))
+
+
+def test_blocks_posted_to_a_node_that_died_polling_are_counted_dropped(node: Callable[..., Rig]) -> None:
+    rig = node(_contract(extra="timeouts: {step: 30}"))
+    bridge = Bridge(SingleProcessComm(), run_dir=rig.run_dir, connect_timeout=5)
+    assert rig.publish(bridge, "field", _data(0), step=0)
+    assert bridge.publish("field", _data(1), step=1)  # the node polls: no wake, no system call
+    rig.wait(lambda: len(rig.blocks()) == 2, "step 1")
+    rig.server._set_asleep = lambda asleep: None  # type: ignore[method-assign]  # a crash: no goodbye
+    rig.stop_node()
+    assert bridge.publish("field", _data(2), step=2)  # the rank cannot tell yet
+    stats = bridge.close()  # finds the socket closed without waiting for timeouts.step
+    assert (stats["published"], stats["dropped"]) == (2, 1)
+
+
 def test_paced_steps_reuse_the_slot_freed_last(node: Callable[..., Rig]) -> None:
     contract = _contract(extra="backpressure: {max_in_flight: 100}")
     rig, addresses, bridge = _slots_seen(node, contract, 0.0, 6, _data)
@@ -452,7 +490,7 @@ def _raw_rank(rig: Rig, rank: int) -> socket.socket:
 def test_bad_message_is_reported_and_the_node_keeps_serving(node: Callable[..., Rig]) -> None:
     rig = node(_contract())
     sock = _raw_rank(rig, 7)
-    sock.sendall(encode_put(0, 0, 0, None))  # ring 0 was never announced
+    sock.sendall(encode({"t": "ring", "a": "field"}))  # no path, no slots
     rig.wait(lambda: "error" in rig.kinds(), "the error event")
     (error,) = [r for r in rig.reports if r["kind"] == "error"]
     assert error["rank"] == 7
@@ -468,7 +506,7 @@ def test_bad_message_is_reported_and_the_node_keeps_serving(node: Callable[..., 
 def test_messages_after_a_bad_one_are_handled(node: Callable[..., Rig]) -> None:
     rig = node(_contract())
     sock = _raw_rank(rig, 3)
-    bad = encode_put(0, 0, 0, None)
+    bad = encode({"t": "ring", "a": "field"})
     sock.sendall(bad + encode({"t": "close", "rank": 3, "stats": {"calls": 0}}))
     rig.wait(lambda: "error" in rig.kinds(), "the error event")
     try:
@@ -477,14 +515,27 @@ def test_messages_after_a_bad_one_are_handled(node: Callable[..., Rig]) -> None:
         sock.close()
 
 
-def _raw_ring(sock: socket.socket, run_dir: str, rank: int, ranks: int, slots: int = 1) -> list[np.ndarray[Any, Any]]:
-    """Announce the ring of a raw rank: block ``(rank, 0)`` of a ``6 * ranks`` x 4 array; its slots' views."""
-    size = slot_bytes(24 * 8)
-    ring = ShmRing(os.path.join(run_dir, f"ring-{rank}"), slots, size, create=True)
-    announce = {"t": "ring", "a": "field", "id": 0, "i": [rank, 0], "path": ring.path, "slots": slots}
-    layout = {"shape": list(SHAPE), "dtype": "<f8", "chunks": [[6] * ranks, [4]], "n": ranks}
-    sock.sendall(encode({**announce, "slot_size": size, **layout}))
-    return ring.views(SHAPE, np.dtype("float64"))
+class _RawRing:
+    """The ring of a raw rank: block ``(rank, 0)`` of a ``6 * ranks`` x 4 array, announced on ``sock``."""
+
+    def __init__(self, sock: socket.socket, run_dir: str, rank: int, ranks: int, slots: int = 1) -> None:
+        size = slot_bytes(24 * 8)
+        self.sock = sock
+        self.ring = ShmRing(os.path.join(run_dir, f"ring-{rank}"), slots, size, create=True)
+        announce = {"t": "ring", "a": "field", "id": 0, "i": [rank, 0], "path": self.ring.path, "slots": slots}
+        layout = {"shape": list(SHAPE), "dtype": "<f8", "chunks": [[6] * ranks, [4]], "n": ranks}
+        sock.sendall(encode({**announce, "slot_size": size, **layout}))
+        self.views = self.ring.views(SHAPE, np.dtype("float64"))
+
+    def post(
+        self, slot: int, step: int, time: float | None = None, *, data: int | None = None, then: bytes = b""
+    ) -> None:
+        """Write ``_data(data or step)`` into ``slot``, post it as a rank does, wake the node (and send ``then``)."""
+        self.views[slot][...] = _data(step if data is None else data)
+        self.ring.steps[slot], self.ring.times[slot] = step, NAN if time is None else time
+        self.ring.posted[slot] += 1
+        self.ring.control[POSTS] += 1
+        self.sock.sendall(WAKE + then)
 
 
 def test_a_block_whose_rank_left_before_its_free_is_kept(
@@ -500,9 +551,7 @@ def test_a_block_whose_rank_left_before_its_free_is_kept(
 
     rig = node(_contract(), put=put_after_the_rank_left)
     sock = _raw_rank(rig, 1)
-    (slot,) = _raw_ring(sock, run_dir, 0, 1)
-    slot[...] = _data(50)
-    sock.sendall(encode_put(0, 0, 50, None) + encode({"t": "close", "rank": 1, "stats": {"calls": 1}}))
+    _RawRing(sock, run_dir, 0, 1).post(0, 50, then=encode({"t": "close", "rank": 1, "stats": {"calls": 1}}))
     sock.close()
     gate.set()
     rig.wait(lambda: "closed" in rig.kinds(), "the rank's close")
@@ -539,14 +588,12 @@ def test_blocks_of_a_step_that_arrive_together_are_stored_as_one_object(
     else:
         rig, where = node(contract, relay=lambda views: (put(views), "analytics-node")), "analytics-node"
     socks = [_raw_rank(rig, rank) for rank in (0, 1)]
-    slots = [_raw_ring(sock, run_dir, rank, 2, slots=2) for rank, sock in enumerate(socks)]
-    slots[1][0][...] = _data(0)
-    socks[1].sendall(encode_put(0, 0, 0, None))
+    rings = [_RawRing(sock, run_dir, rank, 2, slots=2) for rank, sock in enumerate(socks)]
+    rings[1].post(0, 0)
     # The node waits at the gate. Rank 1's socket, read last, comes first in the next round's events:
     rig.wait(lambda: stored == [None], "the node to store step 0 of rank 1")
-    for rank, sock in enumerate(socks):  # both arrive while the node is busy: one round
-        slots[rank][1][...] = _data(10 + rank)
-        sock.sendall(encode_put(0, 1, 1, 0.5))
+    for rank, ring in enumerate(rings):  # both arrive while the node is busy: one round
+        ring.post(1, 1, 0.5, data=10 + rank)
     gate.set()
     rig.wait(lambda: len(rig.blocks()) == 3, "three blocks")
     assert stored == [None, 2]
@@ -578,15 +625,13 @@ def test_a_ranks_steps_are_reported_in_order_whatever_order_the_ranks_come_in(
 
     rig = node("arrays:\n  field: {dtype: float64, shape: [12, 4], block: [6, 4]}\ncadence: {every: 1}\n", put=put)
     socks = [_raw_rank(rig, rank) for rank in (0, 1)]
-    slots = [_raw_ring(sock, run_dir, rank, 2, slots=2) for rank, sock in enumerate(socks)]
-    slots[0][0][...] = _data(0)
-    socks[0].sendall(encode_put(0, 0, 0, None))
+    rings = [_RawRing(sock, run_dir, rank, 2, slots=2) for rank, sock in enumerate(socks)]
+    rings[0].post(0, 0)
     # The node waits at the gate; rank 0's socket, read last, comes first in the next round's events.
     rig.wait(lambda: len(puts) == 1, "the node to store step 0 of rank 0")
-    slots[0][1][...] = _data(6)
-    socks[0].sendall(encode_put(0, 1, 6, None))  # rank 0 is ahead: step 6 is seen first in the round
-    slots[1][0][...], slots[1][1][...] = _data(5), _data(6)
-    socks[1].sendall(encode_put(0, 0, 5, None) + encode_put(0, 1, 6, None))
+    rings[0].post(1, 6)  # rank 0 is ahead: step 6 is seen first in the round
+    rings[1].post(0, 5)
+    rings[1].post(1, 6)
     gate.set()
     rig.wait(lambda: len(rig.blocks()) == 4, "four blocks")
     assert [(b["rank"], b["step"]) for b in rig.blocks()] == [(0, 0), (1, 5), (0, 6), (1, 6)]
@@ -600,9 +645,7 @@ def test_a_block_the_store_refuses_is_an_error_and_its_slot_is_freed(node: Calla
 
     rig = node(_contract(), put=full_store)
     sock = _raw_rank(rig, 4)
-    (slot,) = _raw_ring(sock, run_dir, 0, 1)
-    slot[...] = _data(3)
-    sock.sendall(encode_put(0, 0, 3, None))
+    _RawRing(sock, run_dir, 0, 1).post(0, 3)
     rig.wait(lambda: "error" in rig.kinds(), "the error event")
     (error,) = [r for r in rig.reports if r["kind"] == "error"]
     assert error == {"kind": "error", "rank": 4, "error": "MemoryError: object store full"}

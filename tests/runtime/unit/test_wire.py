@@ -14,13 +14,16 @@ import pytest
 
 from doreisa.runtime._wire import (
     ALIGN,
+    ASLEEP,
     BINARY,
     MAX_MESSAGE,
+    NAN,
+    POSTS,
+    WAKE,
     MessageReader,
     ShmRing,
     encode,
     encode_free,
-    encode_put,
     recv_one,
     slot_bytes,
 )
@@ -74,37 +77,37 @@ def test_incomplete_frame_waits_for_more() -> None:
 
 
 def test_binary_records_round_trip() -> None:
-    stream = encode_put(3, 17, 2**40, 0.25) + encode_free(3, 17) + encode_put(0, 0, 5, None)
+    stream = WAKE + encode_free(3, 17) + encode_free(0, 2**32 - 1) + WAKE
     assert MessageReader().feed(stream) == [
-        {"t": "put", "ring": 3, "slot": 17, "s": 2**40, "tm": 0.25},
+        {"t": "wake"},
         {"t": "free", "ring": 3, "slot": 17},
-        {"t": "put", "ring": 0, "slot": 0, "s": 5, "tm": None},  # no simulation time travels as NaN
+        {"t": "free", "ring": 0, "slot": 2**32 - 1},
+        {"t": "wake"},
     ]
 
 
 def test_binary_records_are_small_and_flagged() -> None:
-    frame = encode_put(1, 2, 3, 4.0)
-    (header,) = struct.unpack_from("!I", frame)
-    assert header & BINARY
-    assert len(frame) == 4 + (header & ~BINARY) == 27
-    assert len(encode_free(1, 2)) == 11
+    for frame, size in [(WAKE, 5), (encode_free(1, 2), 11)]:
+        (header,) = struct.unpack_from("!I", frame)
+        assert header & BINARY
+        assert len(frame) == 4 + (header & ~BINARY) == size
 
 
 @pytest.mark.parametrize("cut", [1, 2, 5, 11, 13])
 def test_binary_and_json_frames_interleave_in_fragments(cut: int) -> None:
-    frames = [encode(MESSAGES[0]), encode_put(2, 9, 12, 1.5), encode(MESSAGES[2]), encode_free(2, 9)]
+    frames = [encode(MESSAGES[0]), WAKE, encode(MESSAGES[2]), encode_free(2, 9)]
     stream = b"".join(frames)
     reader = MessageReader()
     got = [m for start in range(0, len(stream), cut) for m in reader.feed(stream[start : start + cut])]
     assert got == [
         MESSAGES[0],
-        {"t": "put", "ring": 2, "slot": 9, "s": 12, "tm": 1.5},
+        {"t": "wake"},
         MESSAGES[2],
         {"t": "free", "ring": 2, "slot": 9},
     ]
 
 
-@pytest.mark.parametrize("payload", [b"", b"\x07abc", b"\x01" + bytes(5), b"\x02" + bytes(9)])
+@pytest.mark.parametrize("payload", [b"", b"\x07abc", b"\x01" + bytes(21), b"\x02" + bytes(9), b"\x03\x00"])
 def test_unknown_binary_record_is_refused(payload: bytes) -> None:
     frame = struct.pack("!I", BINARY | len(payload)) + payload
     with pytest.raises(ValueError, match="unknown binary record"):
@@ -202,15 +205,22 @@ def test_view_offsets_per_slot(tmp_path: Path) -> None:
         assert not raw[at + 12 : at + 128].any()  # the rest of the slot is untouched
 
 
-def test_freed_counters_are_shared(tmp_path: Path) -> None:
+def test_header_words_are_shared(tmp_path: Path) -> None:
     path = str(tmp_path / "ring")
-    rank = ShmRing(path, 600, 64, create=True)  # 4,800 bytes of counters: the header spans two pages
+    rank = ShmRing(path, 600, 64, create=True)  # 2 + 4 x 600 words: the header spans five pages
     node = ShmRing(path, 600, 64, create=False)
-    assert rank.header_bytes == 8192
-    assert list(rank.freed[:3]) == [0, 0, 0]
+    assert rank.header_bytes == 5 * 4096
+    assert (rank.control[ASLEEP], rank.control[POSTS]) == (1, 0)  # asleep until the node says otherwise
+    assert list(rank.freed[:3]) == list(rank.posted[:3]) == [0, 0, 0]
+    node.control[ASLEEP] = 0
     node.freed[599] += 1
     node.freed[1] = 2**40
-    assert (rank.freed[599], rank.freed[1]) == (1, 2**40)
+    rank.posted[599] = 3
+    rank.steps[599], rank.times[599], rank.times[0] = -(2**40), 0.25, NAN
+    rank.control[POSTS] += 1
+    assert (rank.control[ASLEEP], rank.freed[599], rank.freed[1]) == (0, 1, 2**40)
+    assert (node.control[POSTS], node.posted[599], node.steps[599], node.times[599]) == (1, 3, -(2**40), 0.25)
+    assert node.times[0] != node.times[0] and node.posted[598] == node.freed[598] == 0  # the words do not overlap
     rank.views((8,), np.dtype("float64"))[599][...] = 7.0  # the last slot ends at the end of the file
     assert node.view(599, (8,), np.dtype("float64"))[-1] == 7.0
     node.close()
