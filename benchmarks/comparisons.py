@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import peers
-from bench_common import Entry, judged
+from bench_common import Entry, judged, med
 
 TARGET_PEER = "deisa-ray-0.1.8"
 
@@ -63,40 +63,62 @@ COMPARISONS = (
 
 
 def entries(
-    our_runs: dict[str, Any] | None, records: dict[tuple[str, str], dict[str, Any]], *, missing: list[str]
+    our_runs: dict[str, Any] | None, records: dict[tuple[str, str], list[dict[str, Any]]], *, missing: list[str]
 ) -> list[Entry]:
-    """One entry per comparison and peer; a missing peer gives an entry without reference."""
+    """One entry per comparison and peer; a missing peer gives an entry without reference.
+
+    A scenario run several times on each side (``peers.REPEATS``: a list of runs) is compared
+    by the median over runs of each run's figure.
+    """
     out = []
     for c in COMPARISONS:
-        ours = c.ours(our_runs[c.scenario]) if our_runs and c.scenario in our_runs else None
+        mine = _as_runs(our_runs.get(c.scenario) if our_runs else None)
+        ours = _median([c.ours(r) for r in mine])
         for peer in peers.PEERS:
-            rec = records.get((peer, c.scenario))
-            ref, note = None, ""
-            if rec is None:
+            recs = records.get((peer, c.scenario)) or []
+            ok = [r for r in recs if r.get("status") == "ok"]
+            theirs = [c.theirs(r) for r in ok]
+            ref, note = _median(theirs), ""
+            if not recs:
                 note = f"peer not measured in this run ({', '.join(missing) or 'not run'})"
-            elif rec.get("status") != "ok":
-                note = f"peer run {rec.get('status')}: {str(rec.get('error'))[:200]}"
-            else:
-                ref = c.theirs(rec)
+            elif not ok:
+                note = f"peer run {recs[0].get('status')}: {str(recs[0].get('error'))[:200]}"
+            elif len(ok) < len(recs):
+                note = f"{len(recs) - len(ok)} of the peer's {len(recs)} runs failed"
             applies = peer in c.targets
+            params = {"peer": peer, "scenario": c.scenario, "ranks": 4, "iterations": 100, **_peer_params(ok)}
+            if len(mine) > 1 or len(recs) > 1:
+                params["runs_ms"] = {"ours": _rounded(c.ours(r) for r in mine), "peer": _rounded(theirs)}
             entry = Entry(
                 c.metric,
                 ours,
                 "ms",
                 reference=ref,
-                params={"peer": peer, "scenario": c.scenario, "ranks": 4, "iterations": 100, **_peer_params(rec)},
-                notes=f"{c.what}. {note}".strip(),
+                params=params,
+                notes=f"{c.what}{'; median over runs' if len(mine) > 1 else ''}. {note}".strip(),
                 target=f"ratio <= {c.ratio_target:g}" if applies else "info",
             )
             out.append(judged(entry, ratio_at_most=c.ratio_target) if applies else judged(entry))
     return out
 
 
-def _peer_params(rec: dict[str, Any] | None) -> dict[str, Any]:
-    if not rec or rec.get("status") != "ok":
-        return {}
-    mem = rec.get("d_memory") or {}
-    return {"peer_foreign_cpu": round(mem.get("foreign_cpu_frac", float("nan")), 3)}
+def _as_runs(value: dict[str, Any] | list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    return [] if value is None else value if isinstance(value, list) else [value]
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return med(known) if known else None
+
+
+def _rounded(values: Iterable[float | None]) -> list[float | None]:
+    return [None if v is None else round(v, 4) for v in values]
+
+
+def _peer_params(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The foreign CPU share of the peer's (working) runs, the largest if several."""
+    shares = [share for r in recs if (share := (r.get("d_memory") or {}).get("foreign_cpu_frac")) is not None]
+    return {"peer_foreign_cpu": round(max(shares), 3)} if shares else {}
 
 
 def slim(record: dict[str, Any]) -> dict[str, Any]:

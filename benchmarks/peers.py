@@ -44,6 +44,10 @@ SCENARIOS = {
     "dense-C16": ["--chunk", "16"],
     "sparse-C256": ["--chunk", "256", "--every", "10"],
 }
+#: Runs of a scenario, on each side, whose per-run figures are compared by their median (as in
+#: shared/peers/README.md): a mean step cost over 100 short steps on 2 shared cores is made by the
+#: one or two steps that the OS preempted for milliseconds, which one run alone cannot average out.
+REPEATS = {"sparse-C256": 3}
 
 
 def python_of(peer: str) -> Path:

@@ -110,25 +110,27 @@ def ours(suite: Suite, profile: bool) -> None:
 
 
 def run_peers(suite: Suite) -> list[Entry]:
-    """The peers' scenarios, each once; then our figures as ratios to theirs."""
+    """The peers' scenarios (``peers.REPEATS`` runs each, else one); then our figures as ratios to theirs."""
     gone = peers.missing()
     if gone:
         print(f"[bench] peers not set up ({', '.join(gone)}); create their venvs with:", file=sys.stderr)
         print(peers.setup_help(), file=sys.stderr)
-    records: dict[tuple[str, str], dict[str, Any]] = {}
+    records: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for peer in peers.PEERS:
         if peer in gone:
             continue
         for scenario in peers.SCENARIOS:
-            print(f"[bench] peer {peer} {scenario} ...", file=sys.stderr, flush=True)
-            started = time.monotonic()
-            records[(peer, scenario)] = rec = peers.run_peer(peer, scenario)
-            print(
-                f"[bench] peer {peer} {scenario}: {rec.get('status')} in {time.monotonic() - started:.0f} s",
-                file=sys.stderr,
-                flush=True,
-            )
-    suite.raw["peers"] = {f"{p}/{s}": comparisons.slim(r) for (p, s), r in records.items()}
+            records[(peer, scenario)] = runs = []
+            for _ in range(peers.REPEATS.get(scenario, 1)):
+                print(f"[bench] peer {peer} {scenario} ...", file=sys.stderr, flush=True)
+                started = time.monotonic()
+                runs.append(rec := peers.run_peer(peer, scenario))
+                print(
+                    f"[bench] peer {peer} {scenario}: {rec.get('status')} in {time.monotonic() - started:.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    suite.raw["peers"] = {f"{p}/{s}": [comparisons.slim(r) for r in runs] for (p, s), runs in records.items()}
     return comparisons.entries(suite.raw.get("peer_scenarios"), records, missing=gone)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import peers
 import scenarios
 from bench_common import Entry, judged
 
@@ -164,7 +165,10 @@ def peer_scenarios(raw: dict[str, Any]) -> list[Entry]:
     common = {"ranks": PEER_RANKS, "steps": PEER_STEPS}
     runs["dense-C256"] = scenarios.stepped(**common, chunk=256, in_flight=NO_BACKPRESSURE)
     runs["dense-C16"] = scenarios.stepped(**common, chunk=16, in_flight=NO_BACKPRESSURE)
-    runs["sparse-C256"] = scenarios.stepped(**common, chunk=256, every=10, in_flight=NO_BACKPRESSURE)
+    runs["sparse-C256"] = [
+        scenarios.stepped(**common, chunk=256, every=10, in_flight=NO_BACKPRESSURE)
+        for _ in range(peers.REPEATS["sparse-C256"])
+    ]
     runs["dense-C256-default-backpressure"] = scenarios.stepped(**common, chunk=256)
     raw["peer_scenarios"] = runs
     d, dense = runs["dense-C256-default-backpressure"], runs["dense-C256"]
