@@ -7,10 +7,11 @@ actor's serving thread finds the post, copies the slot into Ray's object store w
 and reports the reference to the head. The thread polls the rings' headers every
 :data:`POLL_INTERVAL` while blocks keep coming (less than :data:`LINGER` apart), so that a
 rank's post costs no system call; idle, it sleeps on the sockets and a rank's post sends a
-``wake`` record (see :mod:`doreisa.runtime._wire`). The blocks of one array and step that arrive together (one per
-rank of the node, in a dense step) go into one object with one ``ray.put``: a put costs
-~1 ms whatever its size on these machines, so a node of R ranks pays it once per step
-instead of R times; each block is then reported as (object, position in it), in rank order.
+``wake`` record (see :mod:`doreisa.runtime._wire`). The blocks of one array and step that
+arrive together (one per rank of the node, in a dense step) go into one object with one
+``ray.put``: a put costs ~1 ms whatever its size on these machines, so a node of R ranks
+pays it once per step instead of R times; each block is then reported as (object, position
+in it), in rank order.
 :class:`NodeServer` is the plain logic (``put`` and ``report`` are injected, so it is
 tested without Ray); :class:`NodeActor` is the Ray actor around it.
 """
@@ -200,8 +201,7 @@ class NodeServer:
                     self._accept()
                 else:
                     self._read(key.data, batch)
-            if self._poll:
-                self._collect_all()
+            self._collect_all()
             if self._puts:
                 last_post = time.monotonic()
             self._ingest(batch)
@@ -220,6 +220,7 @@ class NodeServer:
         fence()  # ``asleep`` is visible before the posts are read (a rank fences between its post and its read)
 
     def _collect_all(self) -> None:
+        """Every rank's new posts, when we poll (else only those of the ranks whose socket we read)."""
         if self._poll:
             for conn in self._conns.values():
                 self._collect(conn)
