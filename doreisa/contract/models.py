@@ -338,6 +338,19 @@ class Backpressure(_Model):
     )
 
 
+class Handover(_Model):
+    """How a rank hands a copied block over to its node actor (see docs/runtime.md)."""
+
+    poll_ms: PositiveFloat = Field(
+        default=1.0, le=1000, description="while blocks keep coming, the node actor reads the rings this often (ms)"
+    )
+    linger_ms: NonNegativeFloat = Field(
+        default=250,
+        description="the node actor polls while the last block is more recent than this (ms); 0: it never polls, "
+        "and every block wakes it with a system call",
+    )
+
+
 class Timeouts(_Model):
     """Deadlines, in seconds. Nothing in doreisa waits without one."""
 
@@ -396,6 +409,7 @@ class Contract(_Model):
     analytics: tuple[AnalyticSpec, ...] = ()
     placement: Placement = Field(default_factory=Placement)
     backpressure: Backpressure = Field(default_factory=Backpressure)
+    handover: Handover = Field(default_factory=Handover)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     outputs: Outputs = Field(default_factory=Outputs)
 

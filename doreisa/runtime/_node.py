@@ -5,9 +5,9 @@ a wanted block into its shared memory ring and posts it in the ring's header; th
 actor's serving thread finds the post, copies the slot into Ray's object store with
 ``ray.put`` (so the actor owns the object, and the data outlives the rank), frees the slot,
 and reports the reference to the head. The thread polls the rings' headers every
-:data:`POLL_INTERVAL` while blocks keep coming (less than :data:`LINGER` apart), so that a
-rank's post costs no system call; idle, it sleeps on the sockets and a rank's post sends a
-``wake`` record (see :mod:`doreisa.runtime._wire`). The blocks of one array and step that
+``handover.poll_ms`` while blocks keep coming (less than ``handover.linger_ms`` apart), so
+that a rank's post costs no system call; idle, it sleeps on the sockets and a rank's post
+sends a ``wake`` record (see :mod:`doreisa.runtime._wire`). The blocks of one array and step that
 arrive together (one per rank of the node, in a dense step) go into one object with one
 ``ray.put``: a put costs ~1 ms whatever its size on these machines, so a node of R ranks
 pays it once per step instead of R times; each block is then reported as (object, position
@@ -33,15 +33,12 @@ from typing import Any
 
 import numpy as np
 
+from doreisa.contract import Handover, parse_contract
 from doreisa.runtime import _names
 from doreisa.runtime._wire import ASLEEP, POSTS, TOTAL_STORE_ORDER, MessageReader, ShmRing, encode, encode_free, fence
 
 log = logging.getLogger("doreisa.node")
 
-#: Seconds between two reads of the rings' headers while polling; what a post may wait to be seen.
-POLL_INTERVAL = 0.001
-#: Poll while the last post is more recent than this (seconds); then sleep until a rank wakes us.
-LINGER = 0.25
 #: Longest sleep (seconds): the thread also checks whether to stop.
 IDLE_WAIT = 0.1
 
@@ -123,12 +120,16 @@ class NodeServer:
         ingest: bool = True,
         relay: Callable[[Any], tuple[Any, str]] | None = None,
         relayed: frozenset[str] = frozenset(),
+        handover: Handover | None = None,
         poll: bool = TOTAL_STORE_ORDER,
     ) -> None:
         self.node_id = node_id
-        #: poll the rings' headers while blocks keep coming (else: every post wakes us, and only the
-        #: rings of the ranks that woke us are read: see ``_wire.TOTAL_STORE_ORDER``)
-        self._poll = poll
+        handover = handover or Handover()
+        #: read the rings' headers every ``_poll_interval`` s while the last post is less than ``_linger``
+        #: s old (else: every post wakes us, and where ``poll`` is False, as where stores are not seen in
+        #: order, only the rings of the ranks that woke us are read: see ``_wire.TOTAL_STORE_ORDER``)
+        self._poll_interval, self._linger = handover.poll_ms / 1e3, handover.linger_ms / 1e3
+        self._poll = poll and self._linger > 0
         self._asleep = True
         self._contract_text = contract_text
         self._put = put
@@ -188,14 +189,14 @@ class NodeServer:
                 os.unlink(path)
 
     def _serve(self) -> None:
-        last_post = -LINGER
+        last_post = -self._linger
         while not self._stop.is_set():
             batch: list[dict[str, Any]] = []
-            polling = self._poll and time.monotonic() - last_post < LINGER
+            polling = self._poll and time.monotonic() - last_post < self._linger
             if polling != (not self._asleep):
                 self._set_asleep(not polling)
                 self._collect_all()  # what was posted before a rank could see us asleep
-            events = self._selector.select(timeout=0 if self._puts else POLL_INTERVAL if polling else IDLE_WAIT)
+            events = self._selector.select(timeout=0 if self._puts else self._poll_interval if polling else IDLE_WAIT)
             for key, _ in events:
                 if key.data is None:
                     self._accept()
@@ -437,6 +438,7 @@ class NodeActor:
             ingest=ingest,
             relay=self._relay if self._transit else None,
             relayed=frozenset(relayed or ()),
+            handover=parse_contract(contract_text).handover,
         )
         self._server.start()
 

@@ -347,6 +347,10 @@ CASES = [
     Bad("bad-max-in-flight", ARRAY + "backpressure:\n  max_in_flight: 0\n", 7, "backpressure.max_in_flight", "than 0"),
     Bad("bad-staging", ARRAY + "backpressure:\n  staging_mb: 0.5\n", 7, "backpressure.staging_mb", "integer"),
     Bad("zero-staging", ARRAY + "backpressure:\n  staging_mb: 0\n", 7, "backpressure.staging_mb", "than 0"),
+    Bad("zero-poll", ARRAY + "handover:\n  poll_ms: 0\n", 7, "handover.poll_ms", "than 0"),
+    Bad("slow-poll", ARRAY + "handover:\n  poll_ms: 5000\n", 7, "handover.poll_ms", "less than or equal to 1000"),
+    Bad("negative-linger", ARRAY + "handover: {linger_ms: -1}\n", 6, "handover.linger_ms", "or equal to 0"),
+    Bad("handover-typo", ARRAY + "handover: {linger: 10}\n", 6, "handover.linger", "linger_ms"),
     Bad("bad-placement-mode", ARRAY + "placement:\n  mode: remote\n", 7, "placement.mode", "'in_situ' or 'in_transit'"),
     Bad(
         "bad-array-placement-mode",

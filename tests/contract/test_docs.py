@@ -65,6 +65,7 @@ def test_every_model_is_found() -> None:
         "TriggerAction",
         "AnalyticSpec",
         "Backpressure",
+        "Handover",
         "Timeouts",
         "Outputs",
         "Monitor",

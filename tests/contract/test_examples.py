@@ -100,3 +100,9 @@ def test_block_stats_example_uses_the_stats_preprocess() -> None:
     preprocess = contract.arrays["temperature"].preprocess
     assert preprocess is not None
     assert (preprocess.function, preprocess.params) == ("stats", {})
+
+
+def test_burst_example_keeps_the_node_actor_polling_between_bursts() -> None:
+    contract = load_contract(ROOT / "examples" / "contracts" / "burst_staging.yaml")
+    assert (contract.handover.poll_ms, contract.handover.linger_ms) == (2.0, 1000.0)
+    assert (contract.backpressure.max_in_flight, contract.backpressure.staging_mb) == (200, 32)

@@ -68,6 +68,7 @@ def test_schema_rejects_a_typo() -> None:
                 "analytics",
                 "placement",
                 "backpressure",
+                "handover",
                 "timeouts",
                 "outputs",
             ],

@@ -126,6 +126,7 @@ def node(run_dir: str) -> Iterator[Callable[..., Rig]]:
             report=reports.extend,
             relay=relay,
             relayed=frozenset(parse_contract(contract_text).arrays) if relay else frozenset(),
+            handover=parse_contract(contract_text).handover,
             poll=poll,
         )
         server.start()
