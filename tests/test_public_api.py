@@ -73,6 +73,7 @@ def test_contract_package_exports() -> None:
         "Contract",
         "Expression",
         "Feedback",
+        "Handover",
         "Monitor",
         "Outputs",
         "Placement",
