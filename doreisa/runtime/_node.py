@@ -215,8 +215,8 @@ class NodeServer:
     def _set_asleep(self, asleep: bool) -> None:
         """Tell the ranks whether a post must wake us (always, when we do not poll)."""
         self._asleep = asleep
-        for conn in self._conns.values():
-            for entry in conn.rings.values():
+        for conn in list(self._conns.values()):  # stop() calls this too, after the serving thread
+            for entry in list(conn.rings.values()):
                 entry.ring.control[ASLEEP] = int(asleep)
         fence()  # ``asleep`` is visible before the posts are read (a rank fences between its post and its read)
 
