@@ -10,6 +10,7 @@ the triggers that only read monitors run here, on every rank alike, with no roun
 from __future__ import annotations
 
 import logging
+import time as _time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -30,6 +31,11 @@ from doreisa.runtime.triggers import (
 )
 
 log = logging.getLogger("doreisa.bridge")
+
+#: Rank 0 sends the monitors' values in batches: when this many steps are buffered, when the
+#: oldest is this old (seconds, checked at each monitored step), and at ``close()``. One message
+#: per step cost rank 0 a JSON encoding and a system call, and the node and head actors a report.
+MONITOR_BATCH, MONITOR_FLUSH_S = 64, 0.1
 
 
 class RankFeedback:
@@ -69,6 +75,8 @@ class RankFeedback:
         self._sim_seq = 0
         self.values: dict[tuple[str, str], float] = {}
         self.applied = 0
+        self._monitored: list[dict[str, Any]] = []  # rank 0: the monitors' values not sent yet
+        self._monitored_since = 0.0
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -187,15 +195,19 @@ class RankFeedback:
             values.update(combine_reductions(mon, [g[i] for g in gathered]))
         self.values.update(values)
         if self._rank == 0:
-            self._report(
-                {
-                    "kind": "monitor",
-                    "step": step,
-                    "time": time,
-                    "values": {f"{f}({a})": v for (f, a), v in values.items()},
-                }
-            )
+            if not self._monitored:
+                self._monitored_since = _time.monotonic()
+            named = {f"{f}({a})": v for (f, a), v in values.items()}
+            self._monitored.append({"step": step, "time": time, "values": named})
+            if len(self._monitored) >= MONITOR_BATCH or _time.monotonic() - self._monitored_since >= MONITOR_FLUSH_S:
+                self.flush_monitors()
         self._evaluate(self._sim_triggers, step, time)
+
+    def flush_monitors(self) -> None:
+        """Send the monitors' values buffered by rank 0 (one ``monitor`` event for several steps)."""
+        if self._monitored:
+            self._report({"kind": "monitor", "records": self._monitored})
+            self._monitored = []
 
     def _evaluate(self, machine: TriggerMachine, step: int, time: float | None) -> None:
         try:

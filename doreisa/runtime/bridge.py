@@ -274,6 +274,7 @@ class Bridge:
         if self._closed:
             return self.stats.as_dict()
         self._closed = True
+        self._steer.flush_monitors()  # before the node actor hears 'close'
         idle = lambda: all(s.idle() for s in self._arrays.values())  # noqa: E731
         self._link.close(idle, self.contract.timeouts.step, self.stats.as_dict())
         lost = sum(len(s.pending) for s in self._arrays.values() if not s.idle())

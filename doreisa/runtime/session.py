@@ -255,9 +255,10 @@ class Session:
             log.error("rank %s disconnected without close()", event["rank"])
         elif kind == "applied":
             self.provenance.write(event)
-        elif kind == "monitor":
-            for key, value in event["values"].items():
-                self.sink.record(f"monitor:{key}", event["step"], event["time"], value)
+        elif kind == "monitor":  # rank 0 sends them in batches (runtime/_steer.py)
+            for record in event["records"]:
+                for key, value in record["values"].items():
+                    self.sink.record(f"monitor:{key}", record["step"], record["time"], value)
         elif kind == "step_lost":
             self.state.lost_steps.append(event)
             self.state.blocks += event["have"]

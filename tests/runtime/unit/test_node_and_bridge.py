@@ -16,7 +16,7 @@ import pytest
 
 from doreisa.contract import parse_contract
 from doreisa.errors import BlockMismatchError, BridgeError, RuntimeUnavailableError
-from doreisa.runtime import _names
+from doreisa.runtime import _names, _steer
 from doreisa.runtime._link import MAX_RING_SLOTS, MIN_RING_SLOTS, ring_slots
 from doreisa.runtime._wire import ASLEEP, NAN, POSTS, WAKE, MessageReader, ShmRing, encode, recv_one, slot_bytes
 from doreisa.runtime.bridge import Bridge
@@ -667,3 +667,23 @@ def test_node_counts(rig_bridge: MakeRig) -> None:
     counts = rig.server.counts
     assert (counts["blocks"], counts["ranks"]) == (3, 1)
     assert counts["bytes"] == 3 * 24 * 8  # one 64-byte aligned slot each
+
+
+def test_rank_0_sends_the_monitors_values_in_batches(rig_bridge: MakeRig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_steer, "MONITOR_FLUSH_S", 3600.0)  # batches by count only: deterministic
+    monitors = "monitors:\n  - {array: field, reductions: [max, mean]}"
+    rig, bridge = rig_bridge(_contract("{every: 1000}", extra=monitors))
+    for step in range(1, 151):  # unwanted steps: the monitors run all the same
+        assert not bridge.publish("field", _data(step), step=step)
+    rig.wait(lambda: len([r for r in rig.reports if r["kind"] == "monitor"]) == 2, "two full batches")
+    rig.finish(bridge)  # close() sends the rest before 'close'
+    events = [r for r in rig.reports if r["kind"] == "monitor"]
+    assert [len(e["records"]) for e in events] == [_steer.MONITOR_BATCH, _steer.MONITOR_BATCH, 150 - 128]
+    kinds = rig.kinds()
+    assert max(i for i, kind in enumerate(kinds) if kind == "monitor") < kinds.index("closed")
+    records = [r for e in events for r in e["records"]]
+    assert [r["step"] for r in records] == list(range(1, 151))
+    for r in records:
+        data = _data(r["step"])
+        assert r["values"] == {"max(field)": float(data.max()), "mean(field)": pytest.approx(float(data.mean()))}
+        assert r["time"] is None
