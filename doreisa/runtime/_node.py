@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from doreisa.contract import Handover, parse_contract
+from doreisa.contract import Handover
 from doreisa.runtime import _names
 from doreisa.runtime._wire import ASLEEP, POSTS, TOTAL_STORE_ORDER, MessageReader, ShmRing, encode, encode_free, fence
 
@@ -419,6 +419,7 @@ class NodeActor:
         ingest: bool = True,
         transit: list[tuple[Any, str]] | None = None,
         relayed: list[str] | None = None,
+        handover: Handover | None = None,
     ) -> None:
         import ray
 
@@ -438,7 +439,7 @@ class NodeActor:
             ingest=ingest,
             relay=self._relay if self._transit else None,
             relayed=frozenset(relayed or ()),
-            handover=parse_contract(contract_text).handover,
+            handover=handover,
         )
         self._server.start()
 

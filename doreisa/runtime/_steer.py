@@ -195,11 +195,12 @@ class RankFeedback:
             values.update(combine_reductions(mon, [g[i] for g in gathered]))
         self.values.update(values)
         if self._rank == 0:
+            now = _time.monotonic()
             if not self._monitored:
-                self._monitored_since = _time.monotonic()
+                self._monitored_since = now
             named = {f"{f}({a})": v for (f, a), v in values.items()}
             self._monitored.append({"step": step, "time": time, "values": named})
-            if len(self._monitored) >= MONITOR_BATCH or _time.monotonic() - self._monitored_since >= MONITOR_FLUSH_S:
+            if len(self._monitored) >= MONITOR_BATCH or now - self._monitored_since >= MONITOR_FLUSH_S:
                 self.flush_monitors()
         self._evaluate(self._sim_triggers, step, time)
 

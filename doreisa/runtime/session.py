@@ -190,6 +190,7 @@ class Session:
                     ingest=node not in analytics or len(analytics) == len(alive),
                     transit=transit,
                     relayed=transit_arrays,
+                    handover=self.contract.handover,
                 )
             )
         try:
