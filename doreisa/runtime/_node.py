@@ -192,19 +192,19 @@ class NodeServer:
         last_post = -self._linger
         while not self._stop.is_set():
             batch: list[dict[str, Any]] = []
-            polling = self._poll and time.monotonic() - last_post < self._linger
-            if polling != (not self._asleep):
-                self._set_asleep(not polling)
-                self._collect_all()  # what was posted before a rank could see us asleep
-            events = self._selector.select(timeout=0 if self._puts else self._poll_interval if polling else IDLE_WAIT)
-            for key, _ in events:
+            for key, _ in self._selector.select(timeout=IDLE_WAIT if self._asleep else self._poll_interval):
                 if key.data is None:
                     self._accept()
                 else:
                     self._read(key.data, batch)
             self._collect_all()
+            now = time.monotonic()
             if self._puts:
-                last_post = time.monotonic()
+                last_post = now
+            polling = self._poll and now - last_post < self._linger
+            if polling == self._asleep:  # before the ingest, which may be long: no wakes while it runs
+                self._set_asleep(not polling)
+                self._collect_all()  # what was posted before a rank could see us asleep
             self._ingest(batch)
             if batch:
                 try:

@@ -17,7 +17,7 @@ SIM = Path(__file__).parent / "sims" / "fill.py"
 STEPS = 20
 
 
-def _run(handover: str) -> list[dict[str, Any]]:
+def _run(handover: str, sleep: float = 0.0) -> list[dict[str, Any]]:
     text = f"""
 arrays:
   field: {{dtype: float64, shape: [8, 8]}}
@@ -29,7 +29,8 @@ analytics:
   - function: sum
     arrays: [field]
 """
-    run = run_coupled(text, [sys.executable, str(SIM), "--steps", str(STEPS), "--shape", "8,8"], nranks=2)
+    command = [sys.executable, str(SIM), "--steps", str(STEPS), "--shape", "8,8", "--sleep", str(sleep)]
+    run = run_coupled(text, command, nranks=2)
     assert run.returncode == 0, run.output
     assert sorted(run.values["sum"]) == list(range(STEPS))
     stats = list(run.session.state.closed.values())
@@ -44,5 +45,6 @@ def test_linger_zero_wakes_the_node_actor_at_every_block(ray_cluster: Any) -> No
 @pytest.mark.skipif(not TOTAL_STORE_ORDER, reason="the node actor polls only where stores are seen in order")
 def test_blocks_back_to_back_reach_a_polling_node_actor_without_waking_it(ray_cluster: Any) -> None:
     # A ring starts asleep: its first blocks wake the node until it polls (for the whole run).
-    wakes = [s["wakes"] for s in _run("{poll_ms: 1, linger_ms: 5000}")]
+    # Steps 10 ms apart: unpaced, a rank can publish all 20 before its node actor's thread has run.
+    wakes = [s["wakes"] for s in _run("{poll_ms: 1, linger_ms: 5000}", sleep=0.01)]
     assert all(w < STEPS // 2 for w in wakes), wakes
