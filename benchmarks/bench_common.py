@@ -170,29 +170,3 @@ def shm_mb(pid: int) -> float:
 def loadavg() -> list[str]:
     """The 1, 5 and 15 minute load averages."""
     return _read("/proc/loadavg").split()[:3]
-
-
-def recv_one_strands_messages() -> bool:
-    """Does ``_wire.recv_one`` leave a second buffered message unread (found while writing this suite)?
-
-    ``recv_one`` returns the first message of a read and keeps the rest in the reader's
-    buffer; ``Bridge._wait`` then blocks on the socket although the "free" it waits for is
-    already buffered, until another message arrives or ``timeouts.block`` expires.
-    """
-    import socket
-
-    from doreisa.runtime import _wire
-
-    a, b = socket.socketpair()
-    try:
-        a.sendall(_wire.encode({"t": "one"}) + _wire.encode({"t": "two"}))
-        reader = _wire.MessageReader()
-        _wire.recv_one(b, reader, 1.0)
-        try:
-            _wire.recv_one(b, reader, 0.01)
-        except TimeoutError:
-            return True
-        return False
-    finally:
-        a.close()
-        b.close()

@@ -30,11 +30,11 @@ measurement that fails is recorded as ``{"error": ...}``; the other one still ru
     No MPI: one small actor per simulation node (pinned with a hard node affinity) ``ray.put``
     s row blocks of a global float64 array (small integers, so every sum is exact), two per
     node: blocks 0-1 on node A, 2-3 on node B, so one block boundary crosses nodes. A Dask
-    array is built over the object references as ``doreisa.runtime.driver.to_dask`` does,
+    array is built over the object references as ``doreisa.runtime.cluster.driver.to_dask`` does,
     then, each time on fresh blocks (new objects, same values):
 
     a. ``(x.map_overlap(laplacian, depth=1, boundary="none") ** 2).sum()`` with
-       ``doreisa.runtime.scheduler.partitioned_get`` (``record`` filled: ``moved_bytes`` is
+       ``doreisa.runtime.scheduling.scheduler.partitioned_get`` (``record`` filled: ``moved_bytes`` is
        the bytes of the parts' results read on another node, the caller's included);
     b. ``x.rechunk(x.shape)`` (one task reads every block) with the same scheduler;
     c. the stencil of (a) with Ray's stock ``ray.util.dask.ray_dask_get``.
@@ -336,9 +336,9 @@ def stencil(x: Any) -> Any:
 
 def _partitioned(leaf_nodes: dict[str, str], leaf_bytes: dict[str, int], rec: dict[str, Any]) -> Any:
     try:
-        from doreisa.runtime.scheduler import partitioned_get
+        from doreisa.runtime.scheduling.scheduler import partitioned_get
     except ImportError as exc:
-        raise RuntimeError(f"doreisa.runtime.scheduler.partitioned_get is not importable: {exc}") from exc
+        raise RuntimeError(f"doreisa.runtime.scheduling.scheduler.partitioned_get is not importable: {exc}") from exc
     return functools.partial(partitioned_get, leaf_nodes=leaf_nodes, leaf_bytes=leaf_bytes, record=rec)
 
 

@@ -68,15 +68,6 @@ def markdown(entries: list[Entry], meta: dict[str, Any]) -> str:
         "",
         "Sections: " + "; ".join(meta["sections"]) + ".",
         "",
-        *(
-            [
-                "**Workaround active:** this doreisa's `_wire.recv_one` leaves buffered messages unread, which "
-                "hangs `publish` when it waits for a ring slot; the benchmark ranks patch it (see README).",
-                "",
-            ]
-            if meta.get("recv_one_workaround")
-            else []
-        ),
         table(entries),
         "",
         "## Notes per entry",

@@ -30,7 +30,7 @@ import cluster_sections
 import comparisons
 import peers
 import report
-from bench_common import CpuMeter, Entry, loadavg, recv_one_strands_messages
+from bench_common import CpuMeter, Entry, loadavg
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -83,7 +83,7 @@ class Suite:
 
 def start_ray() -> str:
     """A private Ray on this machine (127.0.0.1, own temp dir); returns the temp dir."""
-    from doreisa.runtime.session import start_ray as start
+    from doreisa.runtime.cluster.session import start_ray as start
 
     temp_dir = tempfile.mkdtemp(prefix="dbench-", dir="/tmp")
     start(None, temp_dir=temp_dir, object_store_memory=2 << 30)
@@ -163,7 +163,6 @@ def main(argv: list[str] | None = None) -> int:
         "cores": os.cpu_count(),
         "sections": suite.log,
         "peers": "run" if with_peers else "not run",
-        "recv_one_workaround": recv_one_strands_messages() and not os.environ.get("DOREISA_BENCH_NO_WORKAROUND"),
     }
     paths = report.write(args.output, [judged_entry(e) for e in suite.entries], suite.raw, meta)
     print(report.table(suite.entries), file=sys.stderr)

@@ -8,10 +8,10 @@ Dask array with
 
 * ``stock``: ``ray.util.dask.ray_dask_get``, Ray's Dask scheduler as doreisa 0.3 and
   deisa-ray use it (one Ray task per Dask task, submitted from the driver);
-* ``parts``: :func:`doreisa.runtime.scheduler.partitioned_get` (one Ray task per node and
+* ``parts``: :func:`doreisa.runtime.scheduling.scheduler.partitioned_get` (one Ray task per node and
   round, next to the blocks), cutting the graph at every call;
 * ``prepared``: the same over an array of placeholders, as doreisa's driver hands analytics
-  (:mod:`doreisa.runtime.graphs`): the first call (a run's first step, timed apart as
+  (:mod:`doreisa.runtime.scheduling.graphs`): the first call (a run's first step, timed apart as
   ``first_wall_s``) cuts the graph, the timed calls (later steps) reuse the cut, bind the
   placeholders to the blocks and send the parts, whose tasks the workers already hold.
 
@@ -78,8 +78,8 @@ def time_reduction(refs: list[Any], where: dict[str, str], reps: int, nodes: int
     from dask.base import tokenize
     from ray.util.dask import ray_dask_get
 
-    from doreisa.runtime.graphs import placeholder_array
-    from doreisa.runtime.scheduler import Plans, partitioned_get
+    from doreisa.runtime.scheduling.graphs import placeholder_array
+    from doreisa.runtime.scheduling.scheduler import Plans, partitioned_get
 
     total = len(refs)
     expected = float(sum(range(total))) * BLOCK[0] * BLOCK[1]

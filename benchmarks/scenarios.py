@@ -25,7 +25,7 @@ from bench_common import descendants, med, pctl, proc_table, rss_mb, shm_mb
 
 from doreisa.analytics import Registry, default_registry
 from doreisa.contract import parse_contract
-from doreisa.runtime.session import Session
+from doreisa.runtime.cluster.session import Session
 from doreisa.testing import mpiexec
 
 SIM = Path(__file__).resolve().parent / "sim_bench.py"

@@ -32,30 +32,9 @@ import time
 from typing import Any
 
 import numpy as np
-from bench_common import recv_one_strands_messages
 from mpi4py import MPI
 
 import doreisa
-
-
-def work_around_recv_one() -> None:
-    """Make the bridge's ``recv_one`` return an already buffered message before reading the socket."""
-    import importlib
-    import importlib.util
-
-    from doreisa.runtime import _wire
-
-    # where the rank's link imports it (bridge.py itself in the doreisa versions before _link.py)
-    where = "doreisa.runtime._link" if importlib.util.find_spec("doreisa.runtime._link") else "doreisa.runtime.bridge"
-    module = importlib.import_module(where)
-    original = _wire.recv_one
-
-    def recv_one(sock: Any, reader: Any, timeout: float) -> dict[str, Any]:
-        for message in reader.feed(b""):
-            return message
-        return original(sock, reader, timeout)
-
-    module.recv_one = recv_one  # type: ignore[attr-defined]
 
 
 def run_skip(bridge: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -236,9 +215,6 @@ def main() -> None:
     args = p.parse_args()
 
     comm = MPI.COMM_WORLD
-    workaround = recv_one_strands_messages() and not os.environ.get("DOREISA_BENCH_NO_WORKAROUND")
-    if workaround:
-        work_around_recv_one()
     t0 = time.time()
     bridge = doreisa.Bridge(comm)
     connect_s = time.time() - t0
@@ -246,7 +222,6 @@ def main() -> None:
     c0 = time.time()
     stats = bridge.close()
     result.update(rank=bridge.rank, connect_s=connect_s, close_s=time.time() - c0, stats=stats)
-    result["workaround_recv_one"] = workaround
     with open(os.path.join(args.outdir, f"rank{bridge.rank}.json"), "w") as f:
         json.dump(result, f)
 

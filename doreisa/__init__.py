@@ -23,14 +23,14 @@ from doreisa.errors import (
 
 if TYPE_CHECKING:
     from doreisa.analytics import Registry, analytic
-    from doreisa.runtime.bridge import Bridge
+    from doreisa.runtime.rank.bridge import Bridge
 
 __version__ = "0.4.0.dev0"
 
 _LAZY = {
     "analytic": "doreisa.analytics",
     "Registry": "doreisa.analytics",
-    "Bridge": "doreisa.runtime.bridge",
+    "Bridge": "doreisa.runtime.rank.bridge",
 }
 
 __all__ = [

@@ -35,7 +35,7 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from doreisa.runtime.launcher import run_from_cli  # heavy: Ray and Dask only for `run`
+    from doreisa.runtime.cluster.launcher import run_from_cli  # heavy: Ray and Dask only for `run`
 
     return run_from_cli(args)
 

@@ -41,7 +41,7 @@ class CoupledRun:
 
 def mpiexec() -> str:
     """The mpiexec beside this Python (the mpich wheel), else the one on PATH."""
-    from doreisa.runtime.launcher import find_mpiexec
+    from doreisa.runtime.cluster.launcher import find_mpiexec
 
     return find_mpiexec(None)
 
@@ -57,12 +57,12 @@ def run_coupled(
     use_mpi: bool = True,
     timeout: float = 120,
 ) -> CoupledRun:
-    """Run ``command`` on ``nranks`` MPI ranks against a fresh :class:`~doreisa.runtime.session.Session`.
+    """Run ``command`` on ``nranks`` MPI ranks against a fresh :class:`~doreisa.runtime.cluster.session.Session`.
 
     Needs a connected Ray (``ray.init`` done). The session is stopped before returning; its
     results, counts and run state stay readable.
     """
-    from doreisa.runtime.session import Session
+    from doreisa.runtime.cluster.session import Session
 
     contract = parse_contract(contract_text)
     session = Session(contract, contract_text, registry=registry, output=output, keep_results=True)
@@ -205,12 +205,12 @@ def block_objects(x: Any) -> list[Any]:
     Called inside the analytic: ``x``'s blocks are placeholders bound to the step's blocks there.
 
     A block is an object of its own, or a ``(function, object, position)`` task that takes it
-    out of an object (``getitem`` in :func:`doreisa.runtime.driver.to_dask` arrays, ``take`` of
+    out of an object (``getitem`` in :func:`doreisa.runtime.cluster.driver.to_dask` arrays, ``take`` of
     placeholders in an analytic's arrays); each object is listed once.
     """
     import ray
 
-    from doreisa.runtime.graphs import current
+    from doreisa.runtime.scheduling.graphs import current
 
     found: dict[Any, None] = {}
     for value in dict(x.dask).values():
@@ -228,7 +228,7 @@ def object_locations(refs: list[Any]) -> dict[Any, dict[str, Any]]:
     Safe with references of several owners (blocks of several node actors), unlike one call
     of ``ray.experimental.get_object_locations`` in Ray 2.60, which can abort the process.
     """
-    from doreisa.runtime.scheduler import object_locations as locations
+    from doreisa.runtime.scheduling.scheduler import object_locations as locations
 
     return locations(refs)
 

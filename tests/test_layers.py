@@ -1,8 +1,13 @@
-"""Layers import in one direction: light modules never pull in ray, dask or mpi4py (after xarray)."""
+"""Layers import in one direction: light modules never pull in ray, dask or mpi4py (after xarray).
+
+Two kinds of check: a fresh interpreter's ``sys.modules`` after an import (what a user pays),
+and a static read of every module's imports (what a contributor may write), so that a new
+import across a boundary fails here even when it is lazy.
+"""
 
 from __future__ import annotations
 
-import importlib.util
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -13,11 +18,12 @@ import doreisa
 
 HEAVY = ("ray", "dask", "mpi4py")
 MINIMAL = Path(__file__).resolve().parents[1] / "examples" / "contracts" / "minimal.yaml"
+PACKAGE = Path(doreisa.__file__).parent
 
 
-def _heavy_modules_after(statement: str) -> list[str]:
-    """The heavy modules a fresh interpreter has loaded after running ``statement``."""
-    code = f"import sys; {statement}; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+def _heavy_modules_after(statement: str, watch: tuple[str, ...] = HEAVY) -> list[str]:
+    """The watched modules a fresh interpreter has loaded after running ``statement``."""
+    code = f"import sys; {statement}; print(' '.join(m for m in {watch!r} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     return result.stdout.split()
 
@@ -42,14 +48,70 @@ def test_analytics_layer_has_dask_only(statement: str) -> None:
     assert _heavy_modules_after(statement) == ["dask"]
 
 
-_BRIDGE_FILE = Path(doreisa.__file__).parent / "runtime" / "bridge.py"
+#: The rank side may import mpi4py where it is asked for ``MPI.COMM_WORLD``, never on import.
+RANK_FORBIDDEN = ("ray", "dask", "doreisa.analytics", "doreisa.runtime.cluster", "doreisa.runtime.scheduling")
 
 
-@pytest.mark.skipif(
-    not _BRIDGE_FILE.exists() or not importlib.util.find_spec("doreisa.runtime.bridge"),
-    reason="doreisa.runtime.bridge is not written yet",
-)
-@pytest.mark.parametrize("statement", ["import doreisa.runtime.bridge", "from doreisa import Bridge"])
+@pytest.mark.parametrize("statement", ["import doreisa.runtime.rank.bridge", "from doreisa import Bridge"])
 def test_bridge_is_light(statement: str) -> None:
     # A simulation rank imports only the bridge: it must start fast and stay small, whatever the analytics load.
-    assert _heavy_modules_after(statement) == []
+    assert _heavy_modules_after(statement, (*RANK_FORBIDDEN, "mpi4py")) == []
+
+
+def _imports(path: Path) -> list[str]:
+    """Every module ``path`` imports, at any depth (lazy imports inside functions too)."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.append(node.module)
+            found += [f"{node.module}.{alias.name}" for alias in node.names]
+    return found
+
+
+def _module(path: Path) -> str:
+    return ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+
+
+def _modules_under(folder: str) -> list[Path]:
+    return sorted((PACKAGE / folder).rglob("*.py"))
+
+
+#: What each part of the package must never import (a prefix matches the module and everything below it).
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    "errors.py": ("doreisa.contract", "doreisa.analytics", "doreisa.runtime", "doreisa.plugins"),
+    "plugins": (*HEAVY, "doreisa.contract", "doreisa.analytics", "doreisa.runtime", "doreisa.cli"),
+    "contract": (*HEAVY, "doreisa.analytics", "doreisa.runtime", "doreisa.cli", "doreisa.testing"),
+    "analytics": ("ray", "mpi4py", "doreisa.runtime", "doreisa.cli", "doreisa.testing"),
+    # pure logic both sides share: the rank side imports it, so it imports neither side
+    "runtime/protocol.py": (*HEAVY, "doreisa.analytics", "doreisa.runtime.rank", "doreisa.runtime.cluster"),
+    "runtime/cadence.py": (*HEAVY, "doreisa.analytics", "doreisa.runtime.rank", "doreisa.runtime.cluster"),
+    "runtime/triggers.py": (*HEAVY, "doreisa.analytics", "doreisa.runtime.rank", "doreisa.runtime.cluster"),
+    "runtime/layout.py": (*HEAVY, "doreisa.analytics", "doreisa.runtime.rank", "doreisa.runtime.cluster"),
+    "runtime/rank": RANK_FORBIDDEN,
+    "runtime/scheduling": ("mpi4py", "doreisa.runtime.rank", "doreisa.runtime.cluster", "doreisa.cli"),
+    "runtime/cluster": ("mpi4py", "doreisa.runtime.rank", "doreisa.cli", "doreisa.testing"),
+}
+
+
+def _checked_modules() -> list[tuple[str, Path]]:
+    out: list[tuple[str, Path]] = []
+    for part in FORBIDDEN:
+        paths = [PACKAGE / part] if part.endswith(".py") else _modules_under(part)
+        out += [(part, path) for path in paths if path.exists()]
+    return out
+
+
+@pytest.mark.parametrize(("part", "path"), [pytest.param(*c, id=_module(c[1])) for c in _checked_modules()])
+def test_module_imports_stay_in_their_layer(part: str, path: Path) -> None:
+    banned = FORBIDDEN[part]
+    crossing = sorted({m for m in _imports(path) if any(m == b or m.startswith(b + ".") for b in banned)})
+    assert not crossing, f"{_module(path)} ({part}) imports {crossing}"
+
+
+def test_every_runtime_module_is_checked() -> None:
+    """A new module in runtime/ must be placed in one side (or the shared logic) of FORBIDDEN."""
+    checked = {path for _, path in _checked_modules()}
+    loose = [_module(p) for p in _modules_under("runtime") if p not in checked and p.parent.name == "runtime"]
+    assert sorted(loose) == ["doreisa.runtime", "doreisa.runtime._names"]

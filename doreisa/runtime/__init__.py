@@ -1,4 +1,4 @@
-"""The runtime layer. Light on purpose: ``doreisa.runtime.bridge`` (the simulation side) never
+"""The runtime layer. Light on purpose: ``doreisa.runtime.rank.bridge`` (the simulation side) never
 imports ray or dask, so this package loads the analytics side (``Session``) only on demand."""
 
 from __future__ import annotations
@@ -7,13 +7,13 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from doreisa.runtime.bridge import Bridge
-    from doreisa.runtime.session import Session, start_ray
+    from doreisa.runtime.cluster.session import Session, start_ray
+    from doreisa.runtime.rank.bridge import Bridge
 
 _LAZY = {
-    "Bridge": "doreisa.runtime.bridge",
-    "Session": "doreisa.runtime.session",
-    "start_ray": "doreisa.runtime.session",
+    "Bridge": "doreisa.runtime.rank.bridge",
+    "Session": "doreisa.runtime.cluster.session",
+    "start_ray": "doreisa.runtime.cluster.session",
 }
 __all__ = ["Bridge", "Session", "start_ray"]
 

@@ -52,7 +52,7 @@ def main() -> int:
     parser.add_argument("--contract", default=str(HERE / "contract.yaml"))
     args = parser.parse_args()
 
-    from doreisa.runtime.launcher import run
+    from doreisa.runtime.cluster.launcher import run
 
     summary = run(
         args.contract,

@@ -14,7 +14,7 @@ import pytest
 
 from doreisa.analytics import Registry
 from doreisa.contract import parse_contract
-from doreisa.runtime.session import Session
+from doreisa.runtime.cluster.session import Session
 from doreisa.testing import mpiexec, run_coupled
 
 pytestmark = [pytest.mark.ray, pytest.mark.mpi]

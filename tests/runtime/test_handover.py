@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from doreisa.runtime._wire import TOTAL_STORE_ORDER
+from doreisa.runtime.protocol import TOTAL_STORE_ORDER
 from doreisa.testing import run_coupled
 
 pytestmark = [pytest.mark.ray, pytest.mark.mpi]

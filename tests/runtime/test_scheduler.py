@@ -16,8 +16,8 @@ import pytest
 import ray
 from dask.base import tokenize
 
-from doreisa.runtime.graphs import blocks_array, placeholder_array
-from doreisa.runtime.scheduler import Plans, partitioned_get
+from doreisa.runtime.scheduling.graphs import blocks_array, placeholder_array
+from doreisa.runtime.scheduling.scheduler import Plans, partitioned_get
 from doreisa.testing import block_objects, object_locations, put_on_node
 
 pytestmark = pytest.mark.ray

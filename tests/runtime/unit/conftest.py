@@ -17,9 +17,9 @@ import pytest
 
 from doreisa.contract import parse_contract
 from doreisa.runtime import _names
-from doreisa.runtime._node import NodeServer
-from doreisa.runtime.bridge import Bridge
-from doreisa.runtime.comm import SingleProcessComm
+from doreisa.runtime.cluster.node import NodeServer
+from doreisa.runtime.rank.bridge import Bridge
+from doreisa.runtime.rank.comm import SingleProcessComm
 
 NODE_ID = "n" * 56
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from doreisa.errors import BlockMismatchError, LayoutError
-from doreisa.runtime.bridge import Bridge
+from doreisa.runtime.rank.bridge import Bridge
 
 Rig = Any  # conftest.Rig
 MakeRig = Callable[[str], tuple[Rig, Bridge]]

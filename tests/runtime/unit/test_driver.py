@@ -17,8 +17,8 @@ import pytest
 from doreisa.analytics import Registry, bind_analytics, default_registry
 from doreisa.contract import parse_contract
 from doreisa.errors import AnalyticsError
-from doreisa.runtime.driver import AnalyticsDriver, ResultSink, to_dask
-from doreisa.runtime.graphs import Block, bind
+from doreisa.runtime.cluster.driver import AnalyticsDriver, ResultSink, to_dask
+from doreisa.runtime.scheduling.graphs import Block, bind
 
 RNG = np.random.default_rng(7)
 DATA = {(name, step): RNG.normal(10.0, 3.0, size=(4, 3)) for name in ("a", "b") for step in range(6)}

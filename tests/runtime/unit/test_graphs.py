@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from dask.base import tokenize
 
-from doreisa.runtime.graphs import Block, Position, bind, bound, current, placeholder_array
+from doreisa.runtime.scheduling.graphs import Block, Position, bind, bound, current, placeholder_array
 
 CHUNKS = ((2, 2), (3,))
 

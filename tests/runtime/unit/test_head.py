@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from doreisa.runtime import _head
-from doreisa.runtime._head import HeadState
+from doreisa.runtime.cluster import head as _head
+from doreisa.runtime.cluster.head import HeadState
 
 CHUNKS = [[2, 2], [3]]
 

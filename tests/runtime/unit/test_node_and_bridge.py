@@ -16,12 +16,13 @@ import pytest
 
 from doreisa.contract import parse_contract
 from doreisa.errors import BlockMismatchError, BridgeError, RuntimeUnavailableError
-from doreisa.runtime import _names, _steer
-from doreisa.runtime._link import MAX_RING_SLOTS, MIN_RING_SLOTS, ring_slots
-from doreisa.runtime._wire import ASLEEP, NAN, POSTS, WAKE, MessageReader, ShmRing, encode, recv_one, slot_bytes
-from doreisa.runtime.bridge import Bridge
-from doreisa.runtime.comm import SingleProcessComm
-from doreisa.runtime.schedule import ArraySchedule
+from doreisa.runtime import _names
+from doreisa.runtime.cadence import ArraySchedule
+from doreisa.runtime.protocol import ASLEEP, NAN, POSTS, WAKE, MessageReader, ShmRing, encode, recv_one, slot_bytes
+from doreisa.runtime.rank import steering as _steer
+from doreisa.runtime.rank.bridge import Bridge
+from doreisa.runtime.rank.comm import SingleProcessComm
+from doreisa.runtime.rank.transport import MAX_RING_SLOTS, MIN_RING_SLOTS, ring_slots
 
 Rig = Any  # conftest.Rig
 MakeRig = Callable[[str], tuple[Rig, Bridge]]

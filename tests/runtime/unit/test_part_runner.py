@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from dask._task_spec import DataNode, Task, TaskRef
 
-from doreisa.runtime.graphs import KEEP, collect, substitute
-from doreisa.runtime.scheduler import _run_part, _Slot  # pyright: ignore[reportPrivateUsage]
+from doreisa.runtime.scheduling.graphs import KEEP, collect, substitute
+from doreisa.runtime.scheduling.scheduler import _run_part, _Slot  # pyright: ignore[reportPrivateUsage]
 
 
 def test_run_part_runs_in_order_and_returns_only_the_exports() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Hashable, Mapping
 
 import pytest
 
-from doreisa.runtime.partition import Part, partition
+from doreisa.runtime.scheduling.partition import Part, partition
 
 MiB = 1 << 20
 

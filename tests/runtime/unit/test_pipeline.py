@@ -13,9 +13,9 @@ import pytest
 
 from doreisa.analytics import Registry, bind_analytics
 from doreisa.contract import parse_contract
-from doreisa.runtime._head import HeadState
-from doreisa.runtime.bridge import Bridge
-from doreisa.runtime.driver import AnalyticsDriver, ResultSink
+from doreisa.runtime.cluster.driver import AnalyticsDriver, ResultSink
+from doreisa.runtime.cluster.head import HeadState
+from doreisa.runtime.rank.bridge import Bridge
 
 Rig = Any  # conftest.Rig
 SHAPE = (8, 6)

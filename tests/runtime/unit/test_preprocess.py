@@ -10,7 +10,7 @@ import pytest
 
 from doreisa.contract import Preprocess, parse_contract
 from doreisa.errors import BlockMismatchError, ContractError
-from doreisa.runtime.preprocess import Preprocessor, make_preprocessor
+from doreisa.runtime.rank.preprocess import Preprocessor, make_preprocessor
 
 SHAPES = [(1,), (7,), (8,), (3, 5), (4, 4), (1, 9), (2, 3, 5), (6, 1, 7)]
 

@@ -8,7 +8,7 @@ from fractions import Fraction
 import pytest
 
 from doreisa.contract import Cadence
-from doreisa.runtime.schedule import ArraySchedule
+from doreisa.runtime.cadence import ArraySchedule
 
 
 def _wanted_steps(cadence: Cadence, times: list[float | None]) -> list[int]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from doreisa.runtime._wire import (
+from doreisa.runtime.protocol import (
     ALIGN,
     ASLEEP,
     BINARY,
@@ -245,7 +245,7 @@ def test_ring_close_unlinks(tmp_path: Path) -> None:
 _LIVE_VIEW = """
 import sys
 import numpy as np
-from doreisa.runtime._wire import ShmRing
+from doreisa.runtime.protocol import ShmRing
 ring = ShmRing(sys.argv[1], 2, 64, create=True)
 view = ring.view(0, (8,), np.dtype("float64"))
 ring.close(unlink=True)

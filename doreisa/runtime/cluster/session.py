@@ -28,10 +28,10 @@ from doreisa.analytics import Registry, bind_analytics, default_registry
 from doreisa.contract import Contract
 from doreisa.errors import RuntimeUnavailableError
 from doreisa.runtime import _names
-from doreisa.runtime._head import HeadState
-from doreisa.runtime._node import NodeActor, TransitActor
-from doreisa.runtime.driver import AnalyticsDriver, Provenance, ResultSink
-from doreisa.runtime.scheduler import Plans, partitioned_get
+from doreisa.runtime.cluster.driver import AnalyticsDriver, Provenance, ResultSink
+from doreisa.runtime.cluster.head import HeadState
+from doreisa.runtime.cluster.node import NodeActor, TransitActor
+from doreisa.runtime.scheduling.scheduler import Plans, partitioned_get
 
 log = logging.getLogger("doreisa.session")
 
@@ -256,7 +256,7 @@ class Session:
             log.error("rank %s disconnected without close()", event["rank"])
         elif kind == "applied":
             self.provenance.write(event)
-        elif kind == "monitor":  # rank 0 sends them in batches (runtime/_steer.py)
+        elif kind == "monitor":  # rank 0 sends them in batches (runtime/rank/steering.py)
             for record in event["records"]:
                 for key, value in record["values"].items():
                     self.sink.record(f"monitor:{key}", record["step"], record["time"], value)

@@ -7,7 +7,7 @@ placeholders (:class:`Block`: the object holding a block, :class:`Position`: whe
 block is in it), named after the array, its place in the analytic's window, its chunks and
 dtype, never after the step. Dask names every computation after its inputs (``tokenize``)
 and a placeholder is known by its key alone: the same analytic then builds the same graph
-under the same names at every step, and :func:`doreisa.runtime.scheduler.partitioned_get`
+under the same names at every step, and :func:`doreisa.runtime.scheduling.scheduler.partitioned_get`
 cuts it once, binding the placeholders to each step's values (``bindings``: placeholder ->
 value). Whether a node stored a block alone or with others is in the bindings too, so it
 does not change the graph.

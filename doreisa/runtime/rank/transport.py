@@ -1,6 +1,6 @@
 """A rank's link to its node actor: the Unix socket, the shared memory rings, the steps in flight.
 
-Used by :class:`doreisa.runtime.bridge.Bridge`; like it, this module never imports ray or dask.
+Used by :class:`doreisa.runtime.rank.bridge.Bridge`; like it, this module never imports ray or dask.
 A wanted block is copied into a slot of its array's ring and posted in the ring's header
 (a ``wake`` record on the socket only if the node actor sleeps); the node actor copies the
 slot into Ray and bumps the slot's counter in the header, so the rank sees free slots without
@@ -25,10 +25,21 @@ import numpy as np
 from doreisa.contract import ArraySpec, Backpressure
 from doreisa.errors import BridgeError
 from doreisa.runtime import _names
-from doreisa.runtime._wire import ASLEEP, NAN, POSTS, WAKE, MessageReader, ShmRing, encode, fence, recv_one, slot_bytes
+from doreisa.runtime.cadence import ArraySchedule
 from doreisa.runtime.layout import BlockPlan, Layout
-from doreisa.runtime.preprocess import Preprocessor
-from doreisa.runtime.schedule import ArraySchedule
+from doreisa.runtime.protocol import (
+    ASLEEP,
+    NAN,
+    POSTS,
+    WAKE,
+    MessageReader,
+    ShmRing,
+    encode,
+    fence,
+    recv_one,
+    slot_bytes,
+)
+from doreisa.runtime.rank.preprocess import Preprocessor
 
 log = logging.getLogger("doreisa.bridge")
 

@@ -127,7 +127,7 @@ def run(
     (out / "contract.yaml").write_text(text)
     _prepare_ray_env()
     from doreisa.analytics import bind_analytics, default_registry
-    from doreisa.runtime.session import Session, start_ray
+    from doreisa.runtime.cluster.session import Session, start_ray
 
     bind_analytics(contract, default_registry)  # fail before Ray starts
     started = time.monotonic()

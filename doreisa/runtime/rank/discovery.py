@@ -11,7 +11,7 @@ from typing import Any
 
 from doreisa.errors import RuntimeUnavailableError
 from doreisa.runtime import _names
-from doreisa.runtime._wire import MessageReader, encode, recv_one
+from doreisa.runtime.protocol import MessageReader, encode, recv_one
 
 
 def connect_to_node(

@@ -7,7 +7,7 @@ actor's serving thread finds the post, copies the slot into Ray's object store w
 and reports the reference to the head. The thread polls the rings' headers every
 ``handover.poll_ms`` while blocks keep coming (less than ``handover.linger_ms`` apart), so
 that a rank's post costs no system call; idle, it sleeps on the sockets and a rank's post
-sends a ``wake`` record (see :mod:`doreisa.runtime._wire`). The blocks of one array and step that
+sends a ``wake`` record (see :mod:`doreisa.runtime.protocol`). The blocks of one array and step that
 arrive together (one per rank of the node, in a dense step) go into one object with one
 ``ray.put``: a put costs ~1 ms whatever its size on these machines, so a node of R ranks
 pays it once per step instead of R times; each block is then reported as (object, position
@@ -35,7 +35,16 @@ import numpy as np
 
 from doreisa.contract import Handover
 from doreisa.runtime import _names
-from doreisa.runtime._wire import ASLEEP, POSTS, TOTAL_STORE_ORDER, MessageReader, ShmRing, encode, encode_free, fence
+from doreisa.runtime.protocol import (
+    ASLEEP,
+    POSTS,
+    TOTAL_STORE_ORDER,
+    MessageReader,
+    ShmRing,
+    encode,
+    encode_free,
+    fence,
+)
 
 log = logging.getLogger("doreisa.node")
 
@@ -127,7 +136,7 @@ class NodeServer:
         handover = handover or Handover()
         #: read the rings' headers every ``_poll_interval`` s while the last post is less than ``_linger``
         #: s old (else: every post wakes us, and where ``poll`` is False, as where stores are not seen in
-        #: order, only the rings of the ranks that woke us are read: see ``_wire.TOTAL_STORE_ORDER``)
+        #: order, only the rings of the ranks that woke us are read: see ``protocol.TOTAL_STORE_ORDER``)
         self._poll_interval, self._linger = handover.poll_ms / 1e3, handover.linger_ms / 1e3
         self._poll = poll and self._linger > 0
         self._asleep = True

@@ -2,7 +2,7 @@
 
 This module never imports ray or dask: a rank starts in milliseconds and stays small. The
 rank talks to the node actor of its node through a Unix socket and node-local shared
-memory (:mod:`doreisa.runtime._link`, :mod:`doreisa.runtime._wire`); the node actor puts the
+memory (:mod:`doreisa.runtime.rank.transport`, :mod:`doreisa.runtime.protocol`); the node actor puts the
 data in Ray and owns it.
 """
 
@@ -23,13 +23,13 @@ import numpy as np
 from doreisa.contract import Contract, parse_contract
 from doreisa.errors import BlockMismatchError, BridgeError, LayoutError, RuntimeUnavailableError
 from doreisa.runtime import _names
-from doreisa.runtime._discovery import connect_to_node
-from doreisa.runtime._link import ArrayState, NodeLink, log
-from doreisa.runtime._steer import RankFeedback
-from doreisa.runtime.comm import Communicator, world_comm
+from doreisa.runtime.cadence import ArraySchedule
 from doreisa.runtime.layout import check_block, default_offset, make_layout
-from doreisa.runtime.preprocess import make_preprocessor
-from doreisa.runtime.schedule import ArraySchedule
+from doreisa.runtime.rank.comm import Communicator, world_comm
+from doreisa.runtime.rank.discovery import connect_to_node
+from doreisa.runtime.rank.preprocess import make_preprocessor
+from doreisa.runtime.rank.steering import RankFeedback
+from doreisa.runtime.rank.transport import ArrayState, NodeLink, log
 
 
 @dataclass

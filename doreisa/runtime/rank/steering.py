@@ -19,9 +19,9 @@ import numpy as np
 
 from doreisa.contract import Contract
 from doreisa.errors import ExpressionError
-from doreisa.runtime.comm import Communicator
+from doreisa.runtime.cadence import ArraySchedule
 from doreisa.runtime.layout import local_part
-from doreisa.runtime.schedule import ArraySchedule
+from doreisa.runtime.rank.comm import Communicator
 from doreisa.runtime.triggers import (
     CadencePlan,
     TriggerMachine,

@@ -4,7 +4,7 @@ No Ray import here: the driver receives complete steps as plain data whose block
 object references (opaque to this module) and a Dask scheduler to run graphs with. Tests
 can therefore drive it with numpy blocks and the synchronous scheduler.
 
-Analytics get arrays over :class:`~doreisa.runtime.graphs.Block` placeholders, named after
+Analytics get arrays over :class:`~doreisa.runtime.scheduling.graphs.Block` placeholders, named after
 the array and its place in the window, so that an analytic builds the same graph at every
 step; the scheduler gets the placeholders' blocks (``bindings``) and the Dask ``tokenize``
 of what it computes (``signature``), with which it reuses the graph's cut from step to step.
@@ -33,7 +33,7 @@ from dask.config import set as dask_config_set
 from doreisa.analytics import BoundAnalytic, Feedback, windows_needed
 from doreisa.contract import Contract
 from doreisa.errors import ExpressionError
-from doreisa.runtime.graphs import bind, blocks_array, bound, placeholder_array
+from doreisa.runtime.scheduling.graphs import bind, blocks_array, bound, placeholder_array
 from doreisa.runtime.triggers import Transition, TriggerMachine, transitions_decision
 
 log = logging.getLogger("doreisa.driver")

@@ -18,7 +18,7 @@ references per second). doreisa knows where every block lives, so it cuts the gr
 Every input of a part comes from a block or from a part of an earlier round (or the same
 node's earlier round), so running parts by increasing round never waits on a later part.
 
-Pure logic, tested without Ray; :mod:`doreisa.runtime.scheduler` runs the parts.
+Pure logic, tested without Ray; :mod:`doreisa.runtime.scheduling.scheduler` runs the parts.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Ray's stock ``ray_dask_get`` (what doreisa 0.3 and deisa-ray use) submits one Ra
 Dask task from the driver, and lets Ray's locality preference decide where it runs: when the
 node holding a block is busy, the task may run elsewhere and pull the whole block.
 doreisa knows where every block lives (the node actor that owns it), so
-:func:`partitioned_get` cuts the graph with :func:`doreisa.runtime.partition.partition` and
+:func:`partitioned_get` cuts the graph with :func:`doreisa.runtime.scheduling.partition.partition` and
 submits one Ray task per (node, round) part, with a *soft* affinity to that node (if the
 node is gone, Ray runs it elsewhere; derived data is never hard-pinned). Inside, the part's
 tasks run one after the other, like Dask's synchronous scheduler; intermediate results that
@@ -13,7 +13,7 @@ no other part reads never become Ray objects.
 A reduction of 1,024 blocks on 16 nodes costs 31 Ray tasks instead of more than 1,000.
 
 Building a graph's tasks and cutting them costs about 40 µs per task, paid at every step. A
-graph over :mod:`~doreisa.runtime.graphs` placeholders is the same at every step:
+graph over :mod:`~doreisa.runtime.scheduling.graphs` placeholders is the same at every step:
 :class:`Plans` keeps its cut, and later steps only bind the placeholders to their blocks
 and send the parts.
 """
@@ -28,8 +28,8 @@ from collections.abc import Callable, Hashable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from doreisa.runtime.graphs import KEEP, Block, Placeholder, Position, collect, resolve, substitute, take
-from doreisa.runtime.partition import Part, partition
+from doreisa.runtime.scheduling.graphs import KEEP, Block, Placeholder, Position, collect, resolve, substitute, take
+from doreisa.runtime.scheduling.partition import Part, partition
 
 Key = Hashable
 #: A graph that is one part on the caller's node reading at most this many bytes runs in the caller.
@@ -59,7 +59,7 @@ def partitioned_get(
     leaf_nodes, leaf_bytes : mapping
         Node and size of each block, keyed by its object reference id (``ref.hex()``).
     bindings : mapping, optional
-        The value of each placeholder in the graph (:mod:`doreisa.runtime.graphs`): an
+        The value of each placeholder in the graph (:mod:`doreisa.runtime.scheduling.graphs`): an
         object reference for a ``Block``, None or an index for a ``Position``.
     plans, signature : optional
         Reuse of cut graphs: ``signature`` is what Dask's ``tokenize`` says of the collections

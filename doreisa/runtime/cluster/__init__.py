@@ -1,0 +1,1 @@
+"""The Ray side: node actors, the head, the analytics driver, the session and ``doreisa run``."""
