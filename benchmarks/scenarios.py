@@ -69,7 +69,7 @@ def coupled(
     sampler: Any = None,
 ) -> Coupled:
     """Run ``sim_bench.py`` on ``nranks`` MPI ranks against a fresh Session; time each result."""
-    session = Session(parse_contract(text), text, registry=registry)
+    session = Session(parse_contract(text), registry=registry)
     session.start()
     times: dict[int, float] = {}
     record = session.sink.record

@@ -4,12 +4,14 @@
 
     DoreisaError
      ├── ContractError(ValueError)      the contract file or model is invalid
-     ├── ExpressionError(ContractError) a trigger or monitor expression is invalid
+     │    └── ExpressionError           a trigger or monitor expression is invalid
      ├── AnalyticsError                 registering, binding or running analytics
-     └── BridgeError(RuntimeError)      simulation <-> runtime transport
-          ├── BlockMismatchError        a block disagrees with the contract (dtype, shape, offset)
-          ├── LayoutError               the ranks' blocks overlap, leave holes or leave the array
-          └── RuntimeUnavailableError   the analytics runtime cannot be reached in time
+     ├── BridgeError(RuntimeError)      simulation <-> runtime transport
+     │    ├── BlockMismatchError        a block disagrees with the contract (dtype, shape, offset)
+     │    ├── LayoutError               the ranks' blocks overlap, leave holes or leave the array
+     │    └── RuntimeUnavailableError   the analytics runtime cannot be reached in time
+     ├── ProtocolError(RuntimeError)    a message between doreisa's processes is unknown or malformed
+     └── ClusterError(RuntimeError)     the Ray side failed: an actor died, or did not answer in time
 
 Every message says what was wrong, where, and what to do.
 """
@@ -49,13 +51,36 @@ class RuntimeUnavailableError(BridgeError):
     """The analytics runtime could not be reached before the deadline."""
 
 
+class ProtocolError(DoreisaError, RuntimeError):
+    """A message between doreisa's processes is of an unknown type or malformed."""
+
+
+class ClusterError(DoreisaError, RuntimeError):
+    """The Ray side of a run failed: an actor or a node died, or did not answer before its deadline.
+
+    Attributes
+    ----------
+    actor : str
+        What failed (``"head"``, ``"node actor on <node id>"``, ...).
+    step : int or None
+        The step being handled, when there was one.
+    """
+
+    def __init__(self, message: str, *, actor: str, step: int | None = None) -> None:
+        super().__init__(message)
+        self.actor = actor
+        self.step = step
+
+
 __all__ = [
     "AnalyticsError",
     "BlockMismatchError",
     "BridgeError",
+    "ClusterError",
     "ContractError",
     "DoreisaError",
     "ExpressionError",
     "LayoutError",
+    "ProtocolError",
     "RuntimeUnavailableError",
 ]

@@ -65,7 +65,7 @@ def run_coupled(
     from doreisa.runtime.cluster.session import Session
 
     contract = parse_contract(contract_text)
-    session = Session(contract, contract_text, registry=registry, output=output, keep_results=True)
+    session = Session(contract, registry=registry, output=output, keep_results=True)
     session.start()
     argv = [mpiexec(), "-n", str(nranks), *command] if use_mpi else command
     full_env = {**os.environ, **session.env, **(env or {})}

@@ -1,30 +1,258 @@
-"""Rank <-> node actor transport: length-prefixed messages over a Unix socket, and shared memory rings.
+"""Every message that crosses a process boundary: a frozen record, defined once here, and its encoding.
 
-A rank copies a wanted block into a slot of its ring (node-local shared memory, pages touched
-in advance) and posts it in the ring's header (step, simulation time, a counter); the node
-actor copies the slot into Ray's object store, off the simulation's critical path, and counts
-the slot free again in the header. While ranks post often, the node actor polls the headers and
-the rank makes no system call; once idle, it sleeps on the socket and a rank that posts sends
-it a 5-byte ``wake`` record (a system call costs the rank ~2 µs warm and 20-40 µs right after a
-simulation step has evicted the caches on these machines). No pickle crosses the socket.
-Control messages are JSON; ``wake`` (rank to node) and ``free`` (node to rank, for a rank
-waiting for a slot) are fixed-size binary records, flagged in the length header.
+The processes of a run: each simulation rank, the node actor of its node, the head actor, and
+the analytics driver. What travels between them:
+
+* **rank -> node actor**, on a Unix socket: :class:`Hello`, :class:`RingOpened`, :class:`Close`,
+  and the events rank 0 reports (:class:`Applied`, :class:`MonitorBatch`,
+  :class:`TriggerFailed`); the blocks themselves go through shared memory
+  (:mod:`doreisa.runtime.ring`), announced by a :data:`WAKE` record only when the node actor
+  sleeps.
+* **node actor -> rank**, same socket: :class:`Welcome`, :class:`Done` (the analytics finished
+  these steps, and took these :class:`Decision`), and a :func:`free_record` that wakes a rank
+  waiting for a slot.
+* **node actor -> head -> driver**, as Ray call arguments: :class:`BlockRecord` and the
+  :data:`Event` records, then :class:`CompleteStep` and :class:`StepLost` from the head, in a
+  :class:`Taken`.
+
+On the socket each message is a 4-byte length and a msgpack-encoded tagged record (field ``t``
+names its type): no pickle crosses it. The two records of the hot path, ``wake`` and
+``free``, are fixed-size binary records flagged in the length. A message of a type the reader
+does not know is a :class:`~doreisa.errors.ProtocolError` that names it, never a default.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
-import json
-import mmap
-import os
-import platform
 import socket
 import struct
-import threading
-from typing import Any
+from typing import Any, TypeAlias
 
-import numpy as np
+import msgspec
+
+from doreisa.errors import ProtocolError
+
+
+class _Record(msgspec.Struct, frozen=True, tag=True, tag_field="t"):
+    """Base of every message: frozen, tagged with its class name."""
+
+
+# -- rank <-> node actor ----------------------------------------------------------------------
+
+
+class Hello(_Record, frozen=True):
+    """A rank connects to its node actor."""
+
+    rank: int
+    size: int
+    pid: int
+    host: str
+
+
+class Welcome(_Record, frozen=True):
+    """The node actor's answer: who it is, and the run's contract (``Contract.model_dump(mode="json")``)."""
+
+    node_id: str
+    contract: dict[str, Any]
+
+
+class RingOpened(_Record, frozen=True):
+    """A rank created its shared memory ring for ``array``: where it is and what its slots hold."""
+
+    array: str
+    ring_id: int
+    index: tuple[int, ...]  # position of the rank's block in the grid of chunks the analytics see
+    path: str
+    slots: int
+    slot_size: int
+    shape: tuple[int, ...]  # of one block, as copied (after preprocessing)
+    dtype: str  # numpy ``dtype.str``
+    chunks: tuple[tuple[int, ...], ...]  # the whole grid of chunks, per dimension
+    nblocks: int  # blocks of a complete step
+
+
+class RankStats(_Record, frozen=True):
+    """What one rank did, as :meth:`doreisa.Bridge.close` returns it (as a dict)."""
+
+    calls: int = 0
+    published: int = 0
+    bytes_copied: int = 0
+    skipped: int = 0
+    dropped: int = 0
+    not_selected: int = 0
+    max_in_flight: int = 0
+    wakes: int = 0  # posts that found the node actor asleep and woke it with a system call
+    skipped_steps: tuple[tuple[str, int], ...] = ()
+
+
+class Close(_Record, frozen=True):
+    """A rank closes its bridge; every block it posted before was taken."""
+
+    rank: int
+    stats: RankStats
+
+
+class Decision(_Record, frozen=True):
+    """What every rank applies at the same step: trigger switches, cadence overrides, steering values.
+
+    ``apply_at`` is set in deterministic feedback (the decided step + lag); in asynchronous mode
+    the ranks agree on the step when rank 0 broadcasts it. ``local``: taken by every rank alike
+    (a trigger on monitors), applied at the next step without a broadcast.
+    """
+
+    seq: int
+    step: int
+    source: str
+    apply_at: int | None = None
+    triggers: dict[str, bool] = msgspec.field(default_factory=dict)
+    cadence: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)  # array -> Cadence fields
+    steering: dict[str, Any] = msgspec.field(default_factory=dict)
+    values: dict[str, float] = msgspec.field(default_factory=dict)
+    local: bool = False
+
+
+class Done(_Record, frozen=True):
+    """The analytics finished these (array, step); the decisions they took on the way."""
+
+    items: tuple[tuple[str, int], ...]
+    decisions: tuple[Decision, ...] = ()
+
+
+class CadenceChange(_Record, frozen=True):
+    """One array's cadence before and after a decision (``Cadence`` fields)."""
+
+    array: str
+    old: dict[str, Any]
+    new: dict[str, Any]
+
+
+class Applied(_Record, frozen=True):
+    """Rank 0 applied ``decision`` at step ``applied_at`` (what provenance records)."""
+
+    rank: int
+    applied_at: int
+    decision: Decision
+    changes: tuple[CadenceChange, ...]
+
+
+class MonitorValues(_Record, frozen=True):
+    """The monitors' values at one step, by ``reduction(array)``."""
+
+    step: int
+    time: float | None
+    values: dict[str, float]
+
+
+class MonitorBatch(_Record, frozen=True):
+    """Monitored steps, sent by rank 0 in batches (one message per step costs rank 0 a system call)."""
+
+    rank: int
+    records: tuple[MonitorValues, ...]
+
+
+class TriggerFailed(_Record, frozen=True):
+    """A trigger evaluated by the ranks could not be evaluated at ``step`` (every rank skips it alike)."""
+
+    rank: int
+    step: int
+    error: str
+
+
+RankMessage: TypeAlias = Hello | RingOpened | Close | Applied | MonitorBatch | TriggerFailed
+NodeMessage: TypeAlias = Welcome | Done
+
+
+# -- node actor -> head -> driver ---------------------------------------------------------------
+
+
+class BlockRecord(_Record, frozen=True):
+    """A block in Ray's object store: which array and step, where in the grid, who holds it."""
+
+    array: str
+    step: int
+    time: float | None
+    index: tuple[int, ...]
+    chunks: tuple[tuple[int, ...], ...]
+    nblocks: int
+    dtype: str
+    rank: int
+    node: str  # the node actor that took it from the rank
+    where: str  # the Ray node whose store holds it (an analytics node in transit)
+    ref: Any  # the ray.ObjectRef of the object that holds it
+    part: int | None = None  # None: the object is the block; i: the block is the object's i-th
+
+
+class RankJoined(_Record, frozen=True):
+    """A rank said hello to node actor ``node``."""
+
+    rank: int
+    size: int
+    node: str
+
+
+class RankClosed(_Record, frozen=True):
+    """A rank closed its bridge."""
+
+    rank: int
+    node: str
+    stats: RankStats
+
+
+class RankLost(_Record, frozen=True):
+    """A rank's connection ended without ``Close``: it died, or the launcher ended it."""
+
+    rank: int
+    node: str
+
+
+class RankError(_Record, frozen=True):
+    """Something a node actor could not do for a rank (a bad message, the store refused a block)."""
+
+    rank: int | None
+    node: str
+    error: str
+
+
+class StepLost(_Record, frozen=True):
+    """A step of an array that stayed incomplete (reported by the head, or at the end of the run)."""
+
+    array: str
+    step: int
+    have: int
+    expected: int
+    ranks_seen: tuple[int, ...]
+
+
+Event: TypeAlias = RankJoined | RankClosed | RankLost | RankError | Applied | MonitorBatch | TriggerFailed | StepLost
+
+
+class CompleteStep(_Record, frozen=True):
+    """Every block of one step of one array: what the driver turns into a Dask array."""
+
+    array: str
+    step: int
+    time: float | None
+    chunks: tuple[tuple[int, ...], ...]
+    dtype: str
+    blocks: dict[tuple[int, ...], Any]  # grid index -> object reference (numpy blocks in unit tests)
+    nodes: dict[tuple[int, ...], str] = msgspec.field(default_factory=dict)  # index -> Ray node holding it
+    parts: dict[tuple[int, ...], int] = msgspec.field(default_factory=dict)  # index -> position in its object
+
+
+class Taken(_Record, frozen=True):
+    """What the driver takes from the head at once: complete steps, events, and steps still partial."""
+
+    steps: tuple[CompleteStep, ...]
+    events: tuple[Event, ...]
+    partial: int
+
+
+def describe(record: Any) -> str:
+    """A record's type name, for errors (``Applied``), or the Python type of anything else."""
+    return type(record).__name__
+
+
+# -- framing on the socket ----------------------------------------------------------------------
 
 _HEADER = struct.Struct("!I")
 MAX_MESSAGE = 16 * 1024 * 1024
@@ -36,81 +264,104 @@ _FREE_RECORD = struct.Struct("!BHI")
 _FREE_FRAME = struct.Struct("!I" + _FREE_RECORD.format[1:])
 #: wake: kind only (the node actor reads the ring headers to know what was posted)
 WAKE = struct.pack("!IB", BINARY | 1, _WAKE)
-NAN = float("nan")
-#: Stores become visible to other cores in program order (x86-64). Only then may the node actor
-#: read a ring's header without a system call between the rank's post and its read; elsewhere
-#: a rank sends ``wake`` for every post, and the node reads only the rings of ranks that did.
-TOTAL_STORE_ORDER = platform.machine().lower() in {"x86_64", "amd64", "i386", "i686"}
-_FENCE = threading.Lock()
+_ENCODER = msgspec.msgpack.Encoder()
 
 
-def fence() -> None:
-    """A full memory barrier: an uncontended lock's acquire and release are atomic read-modify-writes.
+class Wake(_Record, frozen=True):
+    """A rank posted to a sleeping node actor (decoded from the binary record)."""
 
-    Between a store and a load of another word that the other side stores to (a rank posts then
-    reads ``asleep``; the node actor sets ``asleep`` then reads the posts), so that both never
-    miss each other's store.
+
+class Free(_Record, frozen=True):
+    """Slot ``slot`` of ring ``ring`` may be written again (decoded from the binary record)."""
+
+    ring: int
+    slot: int
+
+
+class Malformed(_Record, frozen=True):
+    """A framed message that could not be decoded (never sent): the reader decides what it costs.
+
+    The frames around it are intact, so the messages after it can still be read.
     """
-    _FENCE.acquire()
-    _FENCE.release()
+
+    error: str
 
 
-PAGE = mmap.PAGESIZE
-#: Words of a ring's ``control`` header.
-ASLEEP, POSTS = 0, 1
-#: Slots are aligned so that every block starts on a cache line (numpy copies faster).
-ALIGN = 64
-
-
-def encode(message: dict[str, Any]) -> bytes:
+def encode(message: RankMessage | NodeMessage) -> bytes:
     """One framed message."""
-    data = json.dumps(message, separators=(",", ":")).encode()
+    data = _ENCODER.encode(message)
     return _HEADER.pack(len(data)) + data
 
 
-def encode_free(ring: int, slot: int) -> bytes:
+def free_record(ring: int, slot: int) -> bytes:
     """The binary ``free`` record: slot ``slot`` of ring ``ring`` may be written again."""
     return _FREE_FRAME.pack(BINARY | _FREE_RECORD.size, _FREE, ring, slot)
 
 
-def _decode_record(payload: bytes) -> dict[str, Any]:
+def _decode_binary(payload: bytes) -> Wake | Free:
     kind = payload[0] if payload else None
     if kind == _WAKE and len(payload) == 1:
-        return {"t": "wake"}
+        return Wake()
     if kind == _FREE and len(payload) == _FREE_RECORD.size:
         _, ring, slot = _FREE_RECORD.unpack(payload)
-        return {"t": "free", "ring": ring, "slot": slot}
-    raise ValueError(f"unknown binary record: kind {kind}, {len(payload)} bytes")
+        return Free(ring, slot)
+    raise ProtocolError(f"unknown binary record: kind {kind}, {len(payload)} bytes")
 
 
 class MessageReader:
-    """Splits a byte stream into messages; works with blocking and non-blocking sockets."""
+    """Splits a byte stream into messages of ``kinds``; works with blocking and non-blocking sockets.
 
-    def __init__(self) -> None:
+    The rank reads :data:`NodeMessage` (and ``free``), the node actor :data:`RankMessage` (and ``wake``).
+    """
+
+    def __init__(self, kinds: Any) -> None:
+        self._decoder = msgspec.msgpack.Decoder(kinds)
+        self._kinds = kinds
         self._buffer = bytearray()
         #: Complete messages not handed out yet by :func:`recv_one`.
-        self.pending: collections.deque[dict[str, Any]] = collections.deque()
+        self.pending: collections.deque[Any] = collections.deque()
 
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
-        """Add received bytes; return every message they complete (and those still pending)."""
+    def feed(self, data: bytes) -> list[Any]:
+        """Add received bytes; return every message they complete (and those still pending).
+
+        A message of an unknown type or malformed comes out as :class:`Malformed`.
+
+        Raises
+        ------
+        ProtocolError
+            For a frame too large or a binary record of an unknown kind: the stream cannot be read further.
+        """
         self._buffer += data
         while len(self._buffer) >= _HEADER.size:
             (header,) = _HEADER.unpack_from(self._buffer)
             length = header & ~BINARY
             if length > MAX_MESSAGE:
-                raise ValueError(f"message of {length} bytes exceeds the {MAX_MESSAGE}-byte limit")
+                raise ProtocolError(f"message of {length} bytes exceeds the {MAX_MESSAGE}-byte limit")
             end = _HEADER.size + length
             if len(self._buffer) < end:
                 break
             payload = bytes(self._buffer[_HEADER.size : end])
             del self._buffer[:end]
-            self.pending.append(_decode_record(payload) if header & BINARY else json.loads(payload))
+            self.pending.append(_decode_binary(payload) if header & BINARY else self._decode(payload))
         out = list(self.pending)
         self.pending.clear()
         return out
 
+    def _decode(self, payload: bytes) -> Any:
+        try:
+            return self._decoder.decode(payload)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            return Malformed(
+                f"unreadable message ({exc}); expected one of {', '.join(_names_of(self._kinds))}. Do the rank and "
+                "the runtime run the same doreisa version?"
+            )
 
-def recv_one(sock: socket.socket, reader: MessageReader, timeout: float) -> dict[str, Any]:
+
+def _names_of(kinds: Any) -> list[str]:
+    return [k.__name__ for k in getattr(kinds, "__args__", (kinds,))]
+
+
+def recv_one(sock: socket.socket, reader: MessageReader, timeout: float) -> Any:
     """Block until one message arrives (``TimeoutError`` after ``timeout`` s, ``EOFError`` if closed).
 
     Messages that arrived in the same read stay in ``reader.pending`` for the next call.
@@ -129,72 +380,3 @@ def recv_one(sock: socket.socket, reader: MessageReader, timeout: float) -> dict
                 return messages[0]
     finally:
         sock.settimeout(None)
-
-
-def slot_bytes(nbytes: int) -> int:
-    """Size of one ring slot holding ``nbytes``."""
-    return max(ALIGN, -(-nbytes // ALIGN) * ALIGN)
-
-
-class ShmRing:
-    """``slots`` equal slots in one shared memory file, after a header of 8-byte words.
-
-    The header: ``asleep`` (the node actor's, 1 while it waits on the socket: a rank that posts
-    must wake it), ``posts`` (the rank's count of posts, for the node actor to see at one read
-    that nothing changed), then per slot ``freed`` (how many times the node actor has taken the
-    slot: it alone writes it, after its copy of the slot has returned), ``posted`` (how many
-    times the rank has handed the slot over: it alone writes it, after the block and its
-    ``steps`` and ``times`` entries). A slot is free when its two counters are equal, so the rank
-    sees free slots with a memory read instead of a socket read (~1-2 µs warm, ~80 µs right after
-    a simulation step has evicted the caches on these machines). Aligned words are read and
-    written whole. A new ring starts ``asleep``: until the node actor has mapped it, ranks wake it.
-    """
-
-    def __init__(self, path: str, slots: int, slot_size: int, *, create: bool) -> None:
-        self.path = path
-        self.slots = slots
-        self.slot_size = slot_size
-        self.header_bytes = -(-(8 * (2 + 4 * slots)) // PAGE) * PAGE  # slots start on a page
-        size = self.header_bytes + slots * slot_size
-        flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
-        fd = os.open(path, flags, 0o600)
-        try:
-            if create:
-                os.ftruncate(fd, size)
-            self._mm = mmap.mmap(fd, size)
-        finally:
-            os.close(fd)
-        if create:
-            # Touch every page now so that the first copies do not pay page faults.
-            np.frombuffer(self._mm, dtype=np.uint8)[::PAGE] = 0
-        words = memoryview(self._mm)
-        field = lambda i, fmt: words[8 * (2 + i * slots) : 8 * (2 + (i + 1) * slots)].cast(fmt)  # noqa: E731
-        self.control: memoryview = words[:16].cast("Q")
-        self.freed: memoryview = field(0, "Q")
-        self.posted: memoryview = field(1, "Q")
-        self.steps: memoryview = field(2, "q")
-        self.times: memoryview[float] = field(3, "d")
-        self._words = (words, self.control, self.freed, self.posted, self.steps, self.times)
-        if create:
-            self.control[ASLEEP] = 1
-
-    def view(self, slot: int, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
-        """A numpy view of ``slot`` with the given shape and dtype."""
-        count = int(np.prod(shape, dtype=np.int64))
-        # frombuffer exports the mapping: close() then cannot unmap it under a live view
-        offset = self.header_bytes + slot * self.slot_size
-        return np.frombuffer(self._mm, dtype=dtype, count=count, offset=offset).reshape(shape)
-
-    def views(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> list[np.ndarray[Any, Any]]:
-        """A view of every slot, made once: a view costs ~5-60 µs to build, which the data path need not pay."""
-        return [self.view(slot, shape, dtype) for slot in range(self.slots)]
-
-    def close(self, *, unlink: bool = False) -> None:
-        """Unmap; with ``unlink``, also remove the file (the creator does this)."""
-        for words in reversed(self._words):
-            words.release()
-        with contextlib.suppress(BufferError):  # a view is still alive; the mapping goes with it
-            self._mm.close()
-        if unlink:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)

@@ -1,20 +1,13 @@
 """Triggers, cadence decisions and monitors: pure logic shared by the ranks and the analytics.
 
-No Ray, no Dask, no MPI. A *decision* is plain JSON-able data that every rank applies at
-the same step, so that every rank keeps the same cadence state::
-
-    {"seq": 3, "step": 120, "apply_at": 122, "source": "trigger:hot",
-     "triggers": {"hot": true}, "cadence": {"temperature": {"every": 5}},
-     "steering": {"dt": 0.5}, "values": {"max(temperature)": 351.2}}
-
-``apply_at`` is set in deterministic mode (step t + lag); in asynchronous mode the ranks
-agree on the step when they receive it (rank 0 broadcasts). ``cadence`` replaces the base
-cadence of the named arrays (a feedback request); ``triggers`` activates or releases triggers.
+No Ray, no Dask, no MPI. A :class:`~doreisa.runtime.protocol.Decision` is what every rank
+applies at the same step, so that every rank keeps the same cadence state: ``triggers``
+activates or releases triggers, ``cadence`` replaces the base cadence of the named arrays (a
+feedback request), ``steering`` updates the values the simulation reads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +15,7 @@ import numpy as np
 
 from doreisa.contract import Cadence, Contract, Monitor
 from doreisa.contract.expressions import Values
+from doreisa.runtime.protocol import CadenceChange, Decision
 
 
 @dataclass(frozen=True)
@@ -68,22 +62,14 @@ class TriggerMachine:
         return out
 
 
-def transitions_decision(transitions: list[Transition], *, seq: int, step: int, source: str) -> dict[str, Any]:
-    """A decision that applies ``transitions``."""
+def transitions_decision(transitions: list[Transition], *, seq: int, step: int, source: str, **fields: Any) -> Decision:
+    """A decision that applies ``transitions`` (``fields``: the other fields of :class:`Decision`)."""
     values: dict[str, float] = {}
     for t in transitions:
         values.update(t.values)
     names = ",".join(t.name for t in transitions)
-    return {
-        "seq": seq,
-        "step": step,
-        "apply_at": None,
-        "source": f"{source}:{names}",
-        "triggers": {t.name: t.active for t in transitions},
-        "cadence": {},
-        "steering": {},
-        "values": values,
-    }
+    triggers = {t.name: t.active for t in transitions}
+    return Decision(seq, step, f"{source}:{names}", triggers=triggers, values=values, **fields)
 
 
 class CadencePlan:
@@ -105,19 +91,19 @@ class CadencePlan:
                 best = trig
         return best.action.cadence if best is not None else self.base[array]
 
-    def apply(self, decision: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def apply(self, decision: Decision) -> list[CadenceChange]:
         """Apply a decision; return the arrays whose cadence changed, with old and new cadence."""
         before = {name: self.effective(name) for name in self.base}
-        for name, active in decision.get("triggers", {}).items():
+        for name, active in decision.triggers.items():
             self.active[name] = bool(active)
-        for name, cadence in decision.get("cadence", {}).items():
+        for name, cadence in decision.cadence.items():
             self.base[name] = Cadence.model_validate(cadence)
-        self.steering.update(decision.get("steering", {}))
+        self.steering.update(decision.steering)
         changes = []
         for name, old in before.items():
             new = self.effective(name)
             if new != old:
-                changes.append({"array": name, "old": _plain(old), "new": _plain(new)})
+                changes.append(CadenceChange(name, _plain(old), _plain(new)))
         return changes
 
 

@@ -80,7 +80,7 @@ def test_async_mode_switches_soon_after_the_event_and_never_waits(ray_cluster: A
         s for s in range(0, 100, 10) if s < on["step"] or s >= off["step"]
     ]
     assert run.session.state.lost_steps == []
-    assert len({s["published"] for s in run.session.state.closed.values()}) == 1
+    assert len({s.published for s in run.session.state.closed.values()}) == 1
 
 
 def test_no_partial_step_under_a_trigger_that_flips_every_few_steps(ray_cluster: Any) -> None:
@@ -90,7 +90,7 @@ def test_no_partial_step_under_a_trigger_that_flips_every_few_steps(ray_cluster:
     changes = [r for r in run.session.provenance.records if r["kind"] == "change"]
     assert len(changes) >= 6, "the trigger flipped many times"
     assert run.session.state.lost_steps == []
-    published = {s["published"] for s in run.session.state.closed.values()}
+    published = {s.published for s in run.session.state.closed.values()}
     assert len(published) == 1 and published.pop() == len(run.values["max"])
 
 

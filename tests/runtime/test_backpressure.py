@@ -56,8 +56,8 @@ def test_block_keeps_the_simulation_at_most_k_steps_ahead(ray_cluster: Any) -> N
     assert run.returncode == 0, run.output
     assert sorted(run.values["slow_sum"]) == list(range(15)), "block policy delivers every step"
     for stats in run.session.state.closed.values():
-        assert stats["skipped"] == 0 and stats["dropped"] == 0
-        assert 1 <= stats["max_in_flight"] <= 2
+        assert stats.skipped == 0 and stats.dropped == 0
+        assert 1 <= stats.max_in_flight <= 2
 
 
 def test_skip_counts_skipped_steps_and_never_delivers_half_a_step(ray_cluster: Any) -> None:
@@ -69,20 +69,20 @@ def test_skip_counts_skipped_steps_and_never_delivers_half_a_step(ray_cluster: A
     )
     assert run.returncode == 0, run.output
     stats = list(run.session.state.closed.values())
-    skipped = [tuple(map(tuple, s["skipped_steps"])) for s in stats]
+    skipped = [tuple(map(tuple, s.skipped_steps)) for s in stats]
     assert skipped[0] == skipped[1], "every rank skips the same steps"
-    assert stats[0]["skipped"] > 0
+    assert stats[0].skipped > 0
     analysed = set(run.values["slow_sum"])
     assert analysed.isdisjoint(step for _, step in skipped[0])
-    assert len(analysed) + stats[0]["skipped"] == 30, "each step is analysed or counted as skipped"
+    assert len(analysed) + stats[0].skipped == 30, "each step is analysed or counted as skipped"
     assert run.session.state.lost_steps == []
-    assert all(s["max_in_flight"] <= 1 for s in stats)
+    assert all(s.max_in_flight <= 1 for s in stats)
 
 
 def test_simulation_may_start_before_the_analytics(ray_cluster: Any, tmp_path: Path) -> None:
     text = contract("block", 4).replace("slow_sum", "sum")
     run_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"dr-{os.getpid()}"
-    session = Session(parse_contract(text), text, run_dir=run_dir)
+    session = Session(parse_contract(text), run_dir=run_dir)
     env = {**os.environ, **session.env}
     proc = subprocess.Popen(
         [mpiexec(), "-n", "2", sys.executable, str(SIM), "--steps", "6", "--shape", "8,8"],

@@ -65,8 +65,8 @@ def test_ranks_spread_over_nodes_and_unwanted_steps_copy_nothing(ray_cluster: An
     assert len(nodes) == 3, "4 ranks over 3 Ray nodes use every node actor"
     counts = run.session.last_node_counts
     assert sum(c["blocks"] for c in counts) == 4 * 4  # 4 ranks x steps 0, 5, 10, 15
-    published = [s["published"] for s in run.session.state.closed.values()]
-    calls = [s["calls"] for s in run.session.state.closed.values()]
+    published = [s.published for s in run.session.state.closed.values()]
+    calls = [s.calls for s in run.session.state.closed.values()]
     assert published == [4, 4, 4, 4]
     assert calls == [20, 20, 20, 20]
 
@@ -127,7 +127,7 @@ def test_bad_block_is_rejected_at_the_rank_and_its_steps_reported_lost(ray_clust
         run.output
     )
     assert run.session.state.lost_ranks == {0}
-    lost = {(e["array"], e["step"]) for e in run.session.state.lost_steps}
+    lost = {(e.array, e.step) for e in run.session.state.lost_steps}
     assert ("field", 1) in lost, "rank 1's half of step 1 is never delivered as a step"
     assert sorted(run.values["sum"]) == [0]
 

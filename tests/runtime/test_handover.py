@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from doreisa.runtime.protocol import TOTAL_STORE_ORDER
+from doreisa.runtime.ring import TOTAL_STORE_ORDER
 from doreisa.testing import run_coupled
 
 pytestmark = [pytest.mark.ray, pytest.mark.mpi]
@@ -34,17 +34,17 @@ analytics:
     assert run.returncode == 0, run.output
     assert sorted(run.values["sum"]) == list(range(STEPS))
     stats = list(run.session.state.closed.values())
-    assert [s["published"] for s in stats] == [STEPS, STEPS]
+    assert [s.published for s in stats] == [STEPS, STEPS]
     return stats
 
 
 def test_linger_zero_wakes_the_node_actor_at_every_block(ray_cluster: Any) -> None:
-    assert [s["wakes"] for s in _run("{linger_ms: 0}")] == [STEPS, STEPS]
+    assert [s.wakes for s in _run("{linger_ms: 0}")] == [STEPS, STEPS]
 
 
 @pytest.mark.skipif(not TOTAL_STORE_ORDER, reason="the node actor polls only where stores are seen in order")
 def test_blocks_back_to_back_reach_a_polling_node_actor_without_waking_it(ray_cluster: Any) -> None:
     # A ring starts asleep: its first blocks wake the node until it polls (for the whole run).
     # Steps 10 ms apart: unpaced, a rank can publish all 20 before its node actor's thread has run.
-    wakes = [s["wakes"] for s in _run("{poll_ms: 1, linger_ms: 5000}", sleep=0.01)]
+    wakes = [s.wakes for s in _run("{poll_ms: 1, linger_ms: 5000}", sleep=0.01)]
     assert all(w < STEPS // 2 for w in wakes), wakes

@@ -54,7 +54,7 @@ analytics:
 
 
 def copied(run: Any) -> int:
-    return sum(s["bytes_copied"] for s in run.session.state.closed.values())
+    return sum(s.bytes_copied for s in run.session.state.closed.values())
 
 
 @pytest.mark.parametrize(
@@ -76,9 +76,9 @@ def test_only_the_selected_region_is_copied_and_seen(ray_cluster: Any, select: s
 
 def test_blocks_outside_the_region_are_never_copied(ray_cluster: Any) -> None:
     run = run_with(", select: [{stop: 6}, {stop: 6}]")  # only rank 0's block of the 2x2 grid
-    published = {int(r): s["published"] for r, s in run.session.state.closed.items()}
+    published = {int(r): s.published for r, s in run.session.state.closed.items()}
     assert published == {0: 3, 1: 0, 2: 0, 3: 0}
-    assert all(s["not_selected"] == 3 for r, s in run.session.state.closed.items() if int(r) != 0)
+    assert all(s.not_selected == 3 for r, s in run.session.state.closed.items() if int(r) != 0)
 
 
 def test_downsample_and_cast(ray_cluster: Any) -> None:

@@ -1,6 +1,6 @@
 """The analytics side: complete steps become Dask arrays, windows slide, analytics run.
 
-No Ray import here: the driver receives complete steps as plain data whose blocks are Ray
+No Ray import here: the driver receives complete steps (``CompleteStep`` records) whose blocks are Ray
 object references (opaque to this module) and a Dask scheduler to run graphs with. Tests
 can therefore drive it with numpy blocks and the synchronous scheduler.
 
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import dask.array as da
+import msgspec
 import numpy as np
 from dask.base import compute as dask_compute
 from dask.base import tokenize
@@ -33,6 +34,7 @@ from dask.config import set as dask_config_set
 from doreisa.analytics import BoundAnalytic, Feedback, windows_needed
 from doreisa.contract import Contract
 from doreisa.errors import ExpressionError
+from doreisa.runtime.protocol import Applied, CompleteStep, Decision, Done, RankStats
 from doreisa.runtime.scheduling.graphs import bind, blocks_array, bound, placeholder_array
 from doreisa.runtime.triggers import Transition, TriggerMachine, transitions_decision
 
@@ -120,25 +122,26 @@ class Provenance:
         self.records: list[dict[str, Any]] = []
         self._file = (directory / "provenance.jsonl").open("w") if directory is not None else None
 
-    def write(self, event: Mapping[str, Any]) -> None:
+    def write(self, event: Applied) -> None:
         """Record a decision the ranks applied (reported by rank 0)."""
+        decision = event.decision
         record = {
             "kind": "change",
-            "step": event["applied_at"],
-            "decided_at": event["step"],
-            "source": event["source"],
-            "arrays": [c["array"] for c in event["changes"]],
-            "changes": event["changes"],
-            "triggers": event.get("triggers", {}),
-            "steering": event.get("steering", {}),
-            "values": event.get("values", {}),
+            "step": event.applied_at,
+            "decided_at": decision.step,
+            "source": decision.source,
+            "arrays": [c.array for c in event.changes],
+            "changes": [{"array": c.array, "old": c.old, "new": c.new} for c in event.changes],
+            "triggers": decision.triggers,
+            "steering": decision.steering,
+            "values": decision.values,
         }
         self._emit(record)
 
-    def skipped(self, closed: Mapping[int, Mapping[str, Any]]) -> None:
+    def skipped(self, closed: Mapping[int, RankStats]) -> None:
         """Record the steps skipped by backpressure (every rank skips the same; rank 0's list)."""
         stats = closed.get(0) or next(iter(closed.values()), None)
-        for array, step in (stats or {}).get("skipped_steps", []):
+        for array, step in stats.skipped_steps if stats is not None else ():
             self._emit({"kind": "skipped", "step": step, "arrays": [array], "source": "backpressure"})
 
     def _emit(self, record: dict[str, Any]) -> None:
@@ -202,7 +205,8 @@ class AnalyticsDriver:
     scheduler_for : callable, optional
         Instead of ``scheduler``, the Dask ``get`` of each computation (see :data:`SchedulerFor`).
     on_done : callable
-        Receives the (array, step) pairs whose analytics are finished (backpressure credit).
+        Receives a ``Done`` record: the (array, step) whose analytics are finished (backpressure credit), and
+        the decisions taken on the way.
     """
 
     def __init__(
@@ -213,7 +217,7 @@ class AnalyticsDriver:
         sink: ResultSink,
         scheduler: Scheduler,
         scheduler_for: SchedulerFor | None = None,
-        on_done: Callable[[list[tuple[str, int]], list[dict[str, Any]]], None] = lambda items, decisions: None,
+        on_done: Callable[[Done], None] = lambda done: None,
     ) -> None:
         self.contract = contract
         self.bound = bound
@@ -237,12 +241,12 @@ class AnalyticsDriver:
                 self._readers[name].append(b)
         names = [t.name for t in contract.triggers if not contract.trigger_in_simulation(t.name)]
         self.triggers = TriggerMachine(contract, names)
-        self.decisions: list[dict[str, Any]] = []
+        self.decisions: list[Decision] = []
 
-    def deliver(self, step_data: Mapping[str, Any]) -> None:
-        """One complete step of one array: ``array, step, time, chunks, dtype, blocks{index: block}``."""
-        name, step = step_data["array"], step_data["step"]
-        self.windows[name].append(_entry(step_data))
+    def deliver(self, complete: CompleteStep) -> None:
+        """One complete step of one array: run the analytics and triggers that it makes ready."""
+        name, step = complete.array, complete.step
+        self.windows[name].append(_entry(complete))
         self.counts.steps[name] += 1
         feedback = Feedback(frozenset(self.contract.arrays))
         # The only change of dask's (process-wide) configuration, scoped to this call and made by this
@@ -251,9 +255,9 @@ class AnalyticsDriver:
             for b in self._readers.get(name, []):
                 if self._ready(b, step):
                     self._run(b, step, feedback)
-            transitions = self._evaluate_triggers(name, step, step_data["time"])
+            transitions = self._evaluate_triggers(name, step, complete.time)
         decision = self._decide(step, transitions, feedback)
-        self.on_done([(name, step)], [decision] if decision else [])
+        self.on_done(Done(((name, step),), (decision,) if decision else ()))
 
     def _evaluate_triggers(self, name: str, step: int, time: float | None) -> list[Transition]:
         arrays = {a for _, a in self.triggers.reductions}
@@ -277,17 +281,23 @@ class AnalyticsDriver:
             self.failures.append(Failure("triggers", step, str(exc), ""))
             return []
 
-    def _decide(self, step: int, transitions: list[Transition], feedback: Feedback) -> dict[str, Any] | None:
+    def _decide(self, step: int, transitions: list[Transition], feedback: Feedback) -> Decision | None:
         if not transitions and not feedback:
             return None
-        decision = transitions_decision(transitions, seq=len(self.decisions) + 1, step=step, source="trigger")
+        deterministic = self.contract.feedback.mode == "deterministic"
+        decision = transitions_decision(
+            transitions,
+            seq=len(self.decisions) + 1,
+            step=step,
+            source="trigger",
+            apply_at=step + self.contract.feedback.lag if deterministic else None,
+            cadence=feedback.cadence,
+            steering=feedback.steering,
+        )
         if not transitions:
-            decision["source"] = "feedback"
+            decision = msgspec.structs.replace(decision, source="feedback")
         elif feedback:
-            decision["source"] += "+feedback"
-        decision["cadence"], decision["steering"] = feedback.cadence, feedback.steering
-        if self.contract.feedback.mode == "deterministic":
-            decision["apply_at"] = step + self.contract.feedback.lag
+            decision = msgspec.structs.replace(decision, source=decision.source + "+feedback")
         self.decisions.append(decision)
         return decision
 
@@ -440,30 +450,30 @@ def _binding(scheduler: Scheduler, bindings: Mapping[Any, Any]) -> Scheduler:
     return get
 
 
-def _entry(step_data: Mapping[str, Any]) -> _Entry:
-    chunks = tuple(tuple(c) for c in step_data["chunks"])
-    dtype = np.dtype(step_data["dtype"])
-    blocks = dict(step_data["blocks"])
+def _entry(step_data: CompleteStep) -> _Entry:
+    chunks = tuple(tuple(c) for c in step_data.chunks)
+    dtype = np.dtype(step_data.dtype)
+    blocks = dict(step_data.blocks)
     expected = math.prod(len(c) for c in chunks)
-    assert len(blocks) == expected, f"step {step_data['step']} has {len(blocks)} of {expected} blocks"
+    assert len(blocks) == expected, f"step {step_data.step} has {len(blocks)} of {expected} blocks"
     nodes: dict[str, str] = {}
     nbytes: dict[str, int] = {}
-    where = step_data.get("nodes", {})
+    where = step_data.nodes
     for index, block in blocks.items():
         if index in where and hasattr(block, "hex"):  # a Ray object reference (numpy blocks in tests)
             key = block.hex()
             nodes[key] = where[index]
             shape = [chunks[d][i] for d, i in enumerate(index)]
             nbytes[key] = nbytes.get(key, 0) + math.prod(shape) * dtype.itemsize  # an object of several blocks
-    parts = dict(step_data.get("parts", {}))
-    return _Entry(step_data["step"], step_data["time"], chunks, dtype, blocks, parts, nodes, nbytes)
+    parts = dict(step_data.parts)
+    return _Entry(step_data.step, step_data.time, chunks, dtype, blocks, parts, nodes, nbytes)
 
 
-def to_dask(step_data: Mapping[str, Any]) -> da.Array:
+def to_dask(step_data: CompleteStep) -> da.Array:
     """A Dask array whose chunks are the step's blocks (Ray object references in a run).
 
     A block stored with others in one object (``parts``: its position there) is a task that
     takes it out of the object: it runs where the object is, without a copy.
     """
-    name = f"doreisa-{step_data['array']}-{step_data['step']}-{id(step_data):x}"
-    return blocks_array(name, step_data["chunks"], step_data["dtype"], step_data["blocks"], step_data.get("parts"))
+    name = f"doreisa-{step_data.array}-{step_data.step}-{id(step_data):x}"
+    return blocks_array(name, step_data.chunks, step_data.dtype, step_data.blocks, step_data.parts)

@@ -17,13 +17,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from doreisa.runtime.protocol import BlockRecord, CompleteStep, Event, StepLost, Taken
+
 
 @dataclass
 class _Partial:
     array: str
     step: int
     time: float | None
-    chunks: list[list[int]]
+    chunks: tuple[tuple[int, ...], ...]
     n: int
     dtype: str
     first_seen: float
@@ -41,17 +43,17 @@ class HeadState:
         self._step_timeout = step_timeout
         self._cond = threading.Condition()
         self._partial: dict[tuple[str, int], _Partial] = {}
-        self._ready: list[dict[str, Any]] = []
-        self._events: list[dict[str, Any]] = []
+        self._ready: list[CompleteStep] = []
+        self._events: list[Event] = []
         self.duplicates = 0
         # recently completed steps: a late duplicate must not open a new (never complete) step
         self._done: collections.deque[tuple[str, int]] = collections.deque(maxlen=4096)
         self._done_set: set[tuple[str, int]] = set()
         # per sender: the next sequence number to apply, and batches that came early (with when)
         self._next_seq: dict[str, int] = {}
-        self._early: dict[str, dict[int, tuple[list[dict[str, Any]], float]]] = {}
+        self._early: dict[str, dict[int, tuple[list[BlockRecord | Event], float]]] = {}
 
-    def add(self, batch: list[dict[str, Any]], sender: str | None = None, seq: int | None = None) -> None:
+    def add(self, batch: list[BlockRecord | Event], sender: str | None = None, seq: int | None = None) -> None:
         """Record blocks and events from a node actor: its ``seq``-th batch (0, 1, ...), if numbered."""
         with self._cond:
             if sender is None or seq is None:
@@ -72,32 +74,32 @@ class HeadState:
             seq += 1
         self._next_seq[sender] = seq
 
-    def _apply(self, batch: list[dict[str, Any]]) -> None:
+    def _apply(self, batch: list[BlockRecord | Event]) -> None:
         for item in batch:
-            if item["kind"] == "block":
+            if isinstance(item, BlockRecord):
                 self._add_block(item)
             else:
                 self._events.append(item)
 
-    def _add_block(self, item: dict[str, Any]) -> None:
-        key = (item["array"], item["step"])
+    def _add_block(self, item: BlockRecord) -> None:
+        key = (item.array, item.step)
         if key in self._done_set:
             self.duplicates += 1
             return
         partial = self._partial.get(key)
         if partial is None:
             partial = _Partial(
-                item["array"], item["step"], item["time"], item["chunks"], item["n"], item["dtype"], time.monotonic()
+                item.array, item.step, item.time, item.chunks, item.nblocks, item.dtype, time.monotonic()
             )
             self._partial[key] = partial
-        if item["index"] in partial.blocks:
+        if item.index in partial.blocks:
             self.duplicates += 1  # at-least-once delivery must not count a block twice
             return
-        partial.blocks[item["index"]] = item["ref"]
-        partial.nodes[item["index"]] = item.get("where", item["node"])
-        if item.get("part") is not None:
-            partial.parts[item["index"]] = item["part"]
-        partial.ranks.add(item["rank"])
+        partial.blocks[item.index] = item.ref
+        partial.nodes[item.index] = item.where
+        if item.part is not None:
+            partial.parts[item.index] = item.part
+        partial.ranks.add(item.rank)
         if len(partial.blocks) == partial.n:
             del self._partial[key]
             if len(self._done) == self._done.maxlen:
@@ -105,28 +107,28 @@ class HeadState:
             self._done.append(key)
             self._done_set.add(key)
             self._ready.append(
-                {
-                    "array": partial.array,
-                    "step": partial.step,
-                    "time": partial.time,
-                    "chunks": partial.chunks,
-                    "dtype": partial.dtype,
-                    "blocks": partial.blocks,
-                    "nodes": partial.nodes,
-                    "parts": partial.parts,
-                }
+                CompleteStep(
+                    partial.array,
+                    partial.step,
+                    partial.time,
+                    partial.chunks,
+                    partial.dtype,
+                    partial.blocks,
+                    partial.nodes,
+                    partial.parts,
+                )
             )
 
-    def take(self, timeout: float) -> dict[str, Any]:
+    def take(self, timeout: float) -> Taken:
         """Wait up to ``timeout`` s for complete steps or events; return and forget them."""
         with self._cond:
             self._cond.wait_for(lambda: bool(self._ready or self._events), timeout=timeout)
             self._expire()
-            out = {"steps": self._ready, "events": self._events, "partial": len(self._partial)}
+            out = Taken(tuple(self._ready), tuple(self._events), len(self._partial))
             self._ready, self._events = [], []
             return out
 
-    def flush(self) -> list[dict[str, Any]]:
+    def flush(self) -> list[StepLost]:
         """Drop every incomplete step now (end of run); return the 'lost' events."""
         with self._cond:
             lost = [self._lost_event(p) for p in self._partial.values()]
@@ -144,12 +146,5 @@ class HeadState:
                 self._events.append(self._lost_event(partial))
 
     @staticmethod
-    def _lost_event(partial: _Partial) -> dict[str, Any]:
-        return {
-            "kind": "step_lost",
-            "array": partial.array,
-            "step": partial.step,
-            "have": len(partial.blocks),
-            "expected": partial.n,
-            "ranks_seen": sorted(partial.ranks),
-        }
+    def _lost_event(partial: _Partial) -> StepLost:
+        return StepLost(partial.array, partial.step, len(partial.blocks), partial.n, tuple(sorted(partial.ranks)))

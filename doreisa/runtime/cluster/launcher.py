@@ -79,7 +79,7 @@ class Progress:
             return
         self.last = now
         s = session.state
-        copied = sum(c.get("published", 0) for c in s.closed.values())
+        copied = sum(c.published for c in s.closed.values())
         line = (
             f"[doreisa {now - session.started_at:6.1f}s] ranks {len(s.hello)} up/{len(s.closed)} done | "
             f"last step analysed {s.last_step} | blocks received {s.blocks}"
@@ -135,7 +135,7 @@ def run(
     start_ray(address, temp_dir=temp_dir)
     import ray
 
-    session = Session(contract, text, output=out, run_dir=run_dir)
+    session = Session(contract, output=out, run_dir=run_dir)
     proc: subprocess.Popen[bytes] | None = None
     error: str | None = None
     try:
@@ -171,8 +171,11 @@ def run(
 
 
 def _summary(session: Any, proc: subprocess.Popen[bytes] | None, error: str | None, wall: float) -> dict[str, Any]:
+    import msgspec
+
     state = session.state
-    ranks = {str(r): stats for r, stats in sorted(state.closed.items())}
+    closed = list(state.closed.values())
+    ranks = {str(r): msgspec.to_builtins(stats) for r, stats in sorted(state.closed.items())}
     failures = [f.as_dict() for f in session.driver.failures]
     exit_code = None if proc is None else proc.returncode
     ok = not (failures or state.lost_steps or state.lost_ranks or error or state.errors or exit_code not in (0, None))
@@ -184,19 +187,19 @@ def _summary(session: Any, proc: subprocess.Popen[bytes] | None, error: str | No
         "ranks": len(state.hello),
         "ranks_lost": sorted(state.lost_ranks),
         "steps_analysed": dict(session.driver.counts.steps),
-        "blocks_published": sum(s.get("published", 0) for s in state.closed.values()),
-        "bytes_copied": sum(s.get("bytes_copied", 0) for s in state.closed.values()),
-        "steps_skipped": sum(s.get("skipped", 0) for s in state.closed.values()),
-        "steps_dropped": sum(s.get("dropped", 0) for s in state.closed.values()),
-        "skipped": sorted({tuple(x) for s in state.closed.values() for x in s.get("skipped_steps", [])}),
+        "blocks_published": sum(s.published for s in closed),
+        "bytes_copied": sum(s.bytes_copied for s in closed),
+        "steps_skipped": sum(s.skipped for s in closed),
+        "steps_dropped": sum(s.dropped for s in closed),
+        "skipped": sorted({tuple(x) for s in closed for x in s.skipped_steps}),
         "analytic_calls": session.driver.counts.calls,
         "graphs": {"cut": session.plans.misses, "reused": session.plans.hits},
         "results_recorded": session.sink.count,
         "array_results_not_saved": session.sink.unsaved,
         "analytic_failures": failures,
-        "steps_lost": state.lost_steps,
+        "steps_lost": msgspec.to_builtins(state.lost_steps),
         "cadence_changes": [r for r in session.provenance.records if r["kind"] == "change"],
-        "errors": state.errors,
+        "errors": msgspec.to_builtins(state.errors),
         "per_rank": ranks,
     }
 

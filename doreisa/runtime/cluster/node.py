@@ -33,18 +33,36 @@ from typing import Any
 
 import numpy as np
 
-from doreisa.contract import Handover
+from doreisa.contract import Contract
+from doreisa.errors import ProtocolError
 from doreisa.runtime import _names
 from doreisa.runtime.protocol import (
-    ASLEEP,
-    POSTS,
-    TOTAL_STORE_ORDER,
+    Applied,
+    BlockRecord,
+    Close,
+    Done,
+    Event,
+    Hello,
+    Malformed,
     MessageReader,
-    ShmRing,
+    MonitorBatch,
+    RankClosed,
+    RankError,
+    RankJoined,
+    RankLost,
+    RankMessage,
+    RingOpened,
+    TriggerFailed,
+    Wake,
+    Welcome,
+    describe,
     encode,
-    encode_free,
-    fence,
+    free_record,
 )
+from doreisa.runtime.ring import ASLEEP, POSTS, TOTAL_STORE_ORDER, ShmRing, fence
+
+#: What a node actor reports to the head, in batches.
+Report = BlockRecord | Event
 
 log = logging.getLogger("doreisa.node")
 
@@ -59,8 +77,8 @@ class _Ring:
     views: list[np.ndarray[Any, Any]]
     index: tuple[int, ...]
     dtype: np.dtype[Any]
-    chunks: list[list[int]]
-    n: int
+    chunks: tuple[tuple[int, ...], ...]
+    nblocks: int
     #: the rank's ``posts`` and each slot's ``posted`` count, as last seen here
     seen_posts: int = 0
     seen: list[int] = field(init=False)
@@ -99,14 +117,14 @@ class _Put:
 @dataclass
 class _Conn:
     sock: socket.socket
-    reader: MessageReader = field(default_factory=MessageReader)
+    reader: MessageReader = field(default_factory=lambda: MessageReader(RankMessage | Wake))
     rank: int | None = None
     rings: dict[int, _Ring] = field(default_factory=dict[int, _Ring])
     lock: threading.Lock = field(default_factory=threading.Lock)
     closed: bool = False  # the rank said 'close'
     deaf: bool = False  # a send failed: the rank has left, the messages it sent before may still be read
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: Welcome | Done) -> None:
         self.send_bytes(encode(message))
 
     def send_bytes(self, frame: bytes) -> None:
@@ -123,24 +141,24 @@ class NodeServer:
         run_dir: str,
         node_id: str,
         host: str,
-        contract_text: str,
+        contract: Contract,
         put: Callable[[Any], Any],
-        report: Callable[[list[dict[str, Any]]], None],
+        report: Callable[[list[Report]], None],
         ingest: bool = True,
         relay: Callable[[Any], tuple[Any, str]] | None = None,
         relayed: frozenset[str] = frozenset(),
-        handover: Handover | None = None,
         poll: bool = TOTAL_STORE_ORDER,
     ) -> None:
         self.node_id = node_id
-        handover = handover or Handover()
+        handover = contract.handover
         #: read the rings' headers every ``_poll_interval`` s while the last post is less than ``_linger``
         #: s old (else: every post wakes us, and where ``poll`` is False, as where stores are not seen in
         #: order, only the rings of the ranks that woke us are read: see ``protocol.TOTAL_STORE_ORDER``)
         self._poll_interval, self._linger = handover.poll_ms / 1e3, handover.linger_ms / 1e3
         self._poll = poll and self._linger > 0
         self._asleep = True
-        self._contract_text = contract_text
+        # what every rank of this node receives: the contract as plain data, encoded once
+        self._welcome = encode(Welcome(node_id, contract.model_dump(mode="json")))
         self._put = put
         self._relay = relay
         self._relayed = relayed
@@ -176,10 +194,9 @@ class NodeServer:
         self._thread = threading.Thread(target=self._serve, name="doreisa-node", daemon=True)
         self._thread.start()
 
-    def progress(self, items: list[tuple[str, int]], decisions: list[dict[str, Any]] | None = None) -> None:
+    def progress(self, done: Done) -> None:
         """Tell every rank of this node that these (array, step) have been analysed, and what was decided."""
-        message = {"t": "done", "items": items, "decisions": decisions or []}
-        frame = encode(message)
+        frame = encode(done)
         for conn in list(self._conns.values()):
             self._tell(conn, frame)
 
@@ -200,7 +217,7 @@ class NodeServer:
     def _serve(self) -> None:
         last_post = -self._linger
         while not self._stop.is_set():
-            batch: list[dict[str, Any]] = []
+            batch: list[Report] = []
             for key, _ in self._selector.select(timeout=IDLE_WAIT if self._asleep else self._poll_interval):
                 if key.data is None:
                     self._accept()
@@ -251,7 +268,7 @@ class NodeServer:
         self._conns[sock.fileno()] = conn
         self._selector.register(sock, selectors.EVENT_READ, conn)
 
-    def _read(self, conn: _Conn, batch: list[dict[str, Any]]) -> None:
+    def _read(self, conn: _Conn, batch: list[Report]) -> None:
         try:
             data = conn.sock.recv(1 << 20)
         except OSError:
@@ -260,15 +277,15 @@ class NodeServer:
             self._collect(conn)
             self._ingest(batch)  # before its rings are unmapped
             if conn.rank is not None and not conn.closed:
-                batch.append({"kind": "lost", "rank": conn.rank, "node": self.node_id})
+                batch.append(RankLost(conn.rank, self.node_id))
             self._close_conn(conn)
             return
         try:
             messages = conn.reader.feed(data)
-        except ValueError as exc:  # a corrupt stream: nothing more can be read from it
+        except ProtocolError as exc:  # a corrupt stream: nothing more can be read from it
             self._collect(conn)
             self._ingest(batch)
-            batch.append({"kind": "error", "rank": conn.rank, "error": f"unreadable stream: {exc}"})
+            batch.append(RankError(conn.rank, self.node_id, f"unreadable stream: {exc}"))
             self._close_conn(conn)
             return
         for message in messages:
@@ -276,43 +293,47 @@ class NodeServer:
                 self._handle(conn, message, batch)
             except Exception as exc:  # a bad message must not stop the node, nor the messages after it
                 log.exception("node %s: bad message from rank %s", self.node_id[:8], conn.rank)
-                batch.append({"kind": "error", "rank": conn.rank, "error": f"{type(exc).__name__}: {exc}"})
+                batch.append(RankError(conn.rank, self.node_id, f"{type(exc).__name__}: {exc}"))
 
-    def _handle(self, conn: _Conn, message: dict[str, Any], batch: list[dict[str, Any]]) -> None:
-        kind = message["t"]
+    def _handle(self, conn: _Conn, message: RankMessage | Wake | Malformed, batch: list[Report]) -> None:
         self._collect(conn)  # what the rank posted before it sent this (a wake says only that)
-        if kind == "wake":
+        if isinstance(message, Wake):
             return
-        if kind == "ring":
+        if isinstance(message, RingOpened):
             self._map_ring(conn, message, asleep=self._asleep)
             return
         self._ingest(batch)  # what a rank says next follows its blocks
-        if kind == "hello":
-            conn.rank = message["rank"]
-            self.counts["ranks"] += 1
-            conn.send({"t": "welcome", "node_id": self.node_id, "contract": self._contract_text})
-            batch.append({"kind": "hello", "rank": conn.rank, "size": message["size"], "node": self.node_id})
-        elif kind == "event":
-            batch.append({**message["e"], "rank": conn.rank, "node": self.node_id})
-        elif kind == "close":
-            conn.closed = True
-            batch.append({"kind": "closed", "rank": conn.rank, "stats": message["stats"], "node": self.node_id})
+        match message:
+            case Hello(rank=rank, size=size):
+                conn.rank = rank
+                self.counts["ranks"] += 1
+                conn.send_bytes(self._welcome)
+                batch.append(RankJoined(rank, size, self.node_id))
+            case Applied() | MonitorBatch() | TriggerFailed():
+                batch.append(message)
+            case Close(stats=stats):
+                conn.closed = True
+                batch.append(RankClosed(message.rank, self.node_id, stats))
+            case Malformed(error=error):
+                batch.append(RankError(conn.rank, self.node_id, error))
+            case _:
+                raise ProtocolError(f"a rank sent {describe(message)}, which a node actor does not take")
 
     @staticmethod
-    def _map_ring(conn: _Conn, message: dict[str, Any], *, asleep: bool) -> None:
-        ring = ShmRing(message["path"], message["slots"], message["slot_size"], create=False)
+    def _map_ring(conn: _Conn, message: RingOpened, *, asleep: bool) -> None:
+        ring = ShmRing(message.path, message.slots, message.slot_size, create=False)
         ring.control[ASLEEP] = int(asleep)
         # Both sides have it mapped: remove the name now, so that nothing is left in /dev/shm
         # even if the rank or this actor dies without cleaning up.
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(message["path"])
-        dtype = np.dtype(message["dtype"])
-        views = ring.views(tuple(message["shape"]), dtype)
-        conn.rings[message["id"]] = _Ring(
-            message["a"], ring, views, tuple(message["i"]), dtype, message["chunks"], message["n"]
+            os.unlink(message.path)
+        dtype = np.dtype(message.dtype)
+        views = ring.views(message.shape, dtype)
+        conn.rings[message.ring_id] = _Ring(
+            message.array, ring, views, message.index, dtype, message.chunks, message.nblocks
         )
 
-    def _ingest(self, batch: list[dict[str, Any]]) -> None:
+    def _ingest(self, batch: list[Report]) -> None:
         """Copy this round's announced blocks out of their slots: one object per array and step."""
         if not self._puts:
             return
@@ -339,31 +360,31 @@ class NodeServer:
             self.counts["puts"] += 1
             for position, put in enumerate(puts):
                 put.entry.ring.freed[put.slot] = put.entry.seen[put.slot]  # after the copy: the rank may write it again
-                self._tell(put.conn, encode_free(put.ring_id, put.slot))  # wakes a rank waiting for a slot
+                self._tell(put.conn, free_record(put.ring_id, put.slot))  # wakes a rank waiting for a slot
                 if error is not None:
-                    batch.append({"kind": "error", "rank": put.conn.rank, "error": error})
+                    batch.append(RankError(put.conn.rank, self.node_id, error))
                     continue
                 self.counts["blocks"] += 1
                 self.counts["bytes"] += put.entry.ring.slot_size
                 batch.append(self._block(put, ref, position if len(puts) > 1 else None, where))
 
-    def _block(self, put: _Put, ref: Any, part: int | None, where: str) -> dict[str, Any]:
+    def _block(self, put: _Put, ref: Any, part: int | None, where: str) -> BlockRecord:
         entry = put.entry
-        return {
-            "kind": "block",
-            "array": entry.array,
-            "step": put.step,
-            "time": put.time,
-            "index": entry.index,
-            "chunks": entry.chunks,
-            "n": entry.n,
-            "dtype": entry.dtype.str,
-            "rank": put.conn.rank,
-            "node": self.node_id,
-            "where": where,
-            "ref": ref,
-            "part": part,  # None: the object is the block; i: the block is the object's i-th
-        }
+        assert put.conn.rank is not None, "a rank says hello before it opens a ring"
+        return BlockRecord(
+            entry.array,
+            put.step,
+            put.time,
+            entry.index,
+            entry.chunks,
+            entry.nblocks,
+            entry.dtype.str,
+            put.conn.rank,
+            self.node_id,
+            where,
+            ref,
+            part,
+        )
 
     @staticmethod
     def _tell(conn: _Conn, frame: bytes) -> None:
@@ -423,12 +444,11 @@ class NodeActor:
         self,
         *,
         run_dir: str,
-        contract_text: str,
+        contract: Contract,
         head: Any,
         ingest: bool = True,
         transit: list[tuple[Any, str]] | None = None,
         relayed: list[str] | None = None,
-        handover: Handover | None = None,
     ) -> None:
         import ray
 
@@ -442,13 +462,12 @@ class NodeActor:
             run_dir=run_dir,
             node_id=node_id,
             host=socket.gethostname(),
-            contract_text=contract_text,
+            contract=contract,
             put=ray.put,
             report=self._report,
             ingest=ingest,
             relay=self._relay if self._transit else None,
             relayed=frozenset(relayed or ()),
-            handover=handover,
         )
         self._server.start()
 
@@ -457,7 +476,7 @@ class NodeActor:
         self._next += 1
         return actor.relay.remote(blocks), node
 
-    def _report(self, batch: list[dict[str, Any]]) -> None:
+    def _report(self, batch: list[Report]) -> None:
         self._head.add.remote(batch, self._sender, self._seq)
         self._seq += 1
 
@@ -465,9 +484,9 @@ class NodeActor:
         """The Ray node this actor serves."""
         return self._server.node_id
 
-    def progress(self, items: list[tuple[str, int]], decisions: list[dict[str, Any]] | None = None) -> None:
+    def progress(self, done: Done) -> None:
         """Forward analysed (array, step) pairs and decisions to the ranks (backpressure, feedback)."""
-        self._server.progress(items, decisions)
+        self._server.progress(done)
 
     def counts(self) -> dict[str, Any]:
         """Blocks and bytes ingested, ranks seen, objects stored (``puts``) and seconds spent storing them."""

@@ -26,11 +26,26 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from doreisa.analytics import Registry, bind_analytics, default_registry
 from doreisa.contract import Contract
-from doreisa.errors import RuntimeUnavailableError
+from doreisa.errors import ProtocolError, RuntimeUnavailableError
 from doreisa.runtime import _names
 from doreisa.runtime.cluster.driver import AnalyticsDriver, Provenance, ResultSink
 from doreisa.runtime.cluster.head import HeadState
 from doreisa.runtime.cluster.node import NodeActor, TransitActor
+from doreisa.runtime.protocol import (
+    Applied,
+    Done,
+    Event,
+    MonitorBatch,
+    RankClosed,
+    RankError,
+    RankJoined,
+    RankLost,
+    RankStats,
+    StepLost,
+    Taken,
+    TriggerFailed,
+    describe,
+)
 from doreisa.runtime.scheduling.scheduler import Plans, partitioned_get
 
 log = logging.getLogger("doreisa.session")
@@ -91,10 +106,10 @@ class RunState:
     """What the session has seen of the ranks."""
 
     hello: dict[int, str] = field(default_factory=dict[int, str])  # rank -> node
-    closed: dict[int, dict[str, Any]] = field(default_factory=dict[int, dict[str, Any]])
+    closed: dict[int, RankStats] = field(default_factory=dict[int, RankStats])
     lost_ranks: set[int] = field(default_factory=set[int])
-    lost_steps: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
-    errors: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
+    lost_steps: list[StepLost] = field(default_factory=list[StepLost])
+    errors: list[RankError | TriggerFailed] = field(default_factory=list[RankError | TriggerFailed])
     blocks: int = 0  # blocks delivered to the driver or reported lost
     last_step: int = -1
     partial: int = 0
@@ -106,8 +121,7 @@ class Session:
     Parameters
     ----------
     contract : Contract
-    contract_text : str
-        The contract as YAML; the ranks receive it from their node actor.
+        The run's contract; the node actors receive it, and hand it to the ranks.
     registry : Registry
         Where the contract's analytics are looked up (bound before anything starts).
     output : path, optional
@@ -121,7 +135,6 @@ class Session:
     def __init__(
         self,
         contract: Contract,
-        contract_text: str,
         *,
         registry: Registry = default_registry,
         output: str | os.PathLike[str] | None = None,
@@ -133,7 +146,6 @@ class Session:
         limit_malloc_arenas()
         self.run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="doreisa-", dir="/tmp"))
         self._own_run_dir = run_dir is None
-        self._text = contract_text
         self.state = RunState()
         self.sink = ResultSink(
             Path(output) if output is not None else None, contract.outputs.formats, keep=keep_results
@@ -163,7 +175,6 @@ class Session:
     def start(self) -> None:
         """Start the head and a node actor on every alive Ray node; return once ranks can connect."""
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (self.run_dir / "contract.yaml").write_text(self._text)
         head_cls = ray.remote(HeadState)
         self._head = head_cls.options(
             name=f"{_names.HEAD_ACTOR}-{uuid.uuid4().hex[:8]}", num_cpus=0, max_concurrency=8
@@ -185,12 +196,11 @@ class Session:
             self._nodes.append(
                 node_cls.options(num_cpus=0, scheduling_strategy=_on(node), max_concurrency=4).remote(
                     run_dir=str(self.run_dir),
-                    contract_text=self._text,
+                    contract=self.contract,
                     head=self._head,
                     ingest=node not in analytics or len(analytics) == len(alive),
                     transit=transit,
                     relayed=transit_arrays,
-                    handover=self.contract.handover,
                 )
             )
         try:
@@ -230,50 +240,55 @@ class Session:
             ray_remote_args=remote_args,
         )
 
-    def _notify_done(self, items: list[tuple[str, int]], decisions: list[dict[str, Any]]) -> None:
+    def _notify_done(self, done: Done) -> None:
         for node in self._nodes:
-            node.progress.remote(items, decisions)
+            node.progress.remote(done)
 
     def poll(self, timeout: float = 0.2) -> None:
         """Take what the head has (complete steps, events) and run the analytics on it."""
-        out: dict[str, Any] = ray.get(self._head.take.remote(timeout))
-        self.state.partial = out["partial"]
-        for event in out["events"]:
+        taken: Taken = ray.get(self._head.take.remote(timeout))
+        self.state.partial = taken.partial
+        for event in taken.events:
             self._event(event)
-        for step in out["steps"]:
-            self.state.blocks += len(step["blocks"])
-            self.state.last_step = max(self.state.last_step, step["step"])
+        for step in taken.steps:
+            self.state.blocks += len(step.blocks)
+            self.state.last_step = max(self.state.last_step, step.step)
             self.driver.deliver(step)
 
-    def _event(self, event: dict[str, Any]) -> None:
-        kind = event["kind"]
-        if kind == "hello":
-            self.state.hello[event["rank"]] = event["node"]
-        elif kind == "closed":
-            self.state.closed[event["rank"]] = event["stats"]
-        elif kind == "lost":
-            self.state.lost_ranks.add(event["rank"])
-            log.error("rank %s disconnected without close()", event["rank"])
-        elif kind == "applied":
-            self.provenance.write(event)
-        elif kind == "monitor":  # rank 0 sends them in batches (runtime/rank/steering.py)
-            for record in event["records"]:
-                for key, value in record["values"].items():
-                    self.sink.record(f"monitor:{key}", record["step"], record["time"], value)
-        elif kind == "step_lost":
-            self.state.lost_steps.append(event)
-            self.state.blocks += event["have"]
-            self._notify_done([(event["array"], event["step"])], [])  # deterministic ranks must not wait for it
-            log.error(
-                "step %s of %s lost: %s of %s blocks arrived (ranks %s)",
-                event["step"],
-                event["array"],
-                event["have"],
-                event["expected"],
-                event["ranks_seen"],
-            )
-        else:
-            self.state.errors.append(event)
+    def _event(self, event: Event) -> None:
+        match event:
+            case RankJoined(rank=rank, node=node):
+                self.state.hello[rank] = node
+            case RankClosed(rank=rank, stats=stats):
+                self.state.closed[rank] = stats
+            case RankLost(rank=rank):
+                self.state.lost_ranks.add(rank)
+                log.error("rank %s disconnected without close()", rank)
+            case Applied():
+                self.provenance.write(event)
+            case MonitorBatch(records=records):  # rank 0 sends them in batches (runtime/rank/steering.py)
+                for record in records:
+                    for key, value in record.values.items():
+                        self.sink.record(f"monitor:{key}", record.step, record.time, value)
+            case StepLost():
+                self._step_lost(event)
+            case RankError() | TriggerFailed():
+                self.state.errors.append(event)
+            case _:
+                raise ProtocolError(f"the head reported {describe(event)}, which the session does not take")
+
+    def _step_lost(self, event: StepLost) -> None:
+        self.state.lost_steps.append(event)
+        self.state.blocks += event.have
+        self._notify_done(Done(((event.array, event.step),)))  # deterministic ranks must not wait for it
+        log.error(
+            "step %s of %s lost: %s of %s blocks arrived (ranks %s)",
+            event.step,
+            event.array,
+            event.have,
+            event.expected,
+            list(event.ranks_seen),
+        )
 
     def serve(
         self,
@@ -334,7 +349,7 @@ class Session:
 
     def _drained(self) -> bool:
         """Every block the closed ranks published has reached the driver (or was reported lost)."""
-        published = sum(s.get("published", 0) for s in self.state.closed.values())
+        published = sum(s.published for s in self.state.closed.values())
         return self.state.partial == 0 and self.state.blocks >= published
 
     def node_counts(self) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ data in Ray and owns it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 import os
@@ -20,11 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from doreisa.contract import Contract, parse_contract
+from doreisa.contract import Contract
 from doreisa.errors import BlockMismatchError, BridgeError, LayoutError, RuntimeUnavailableError
 from doreisa.runtime import _names
 from doreisa.runtime.cadence import ArraySchedule
 from doreisa.runtime.layout import check_block, default_offset, make_layout
+from doreisa.runtime.protocol import RankMessage, RankStats
 from doreisa.runtime.rank.comm import Communicator, world_comm
 from doreisa.runtime.rank.discovery import connect_to_node
 from doreisa.runtime.rank.preprocess import make_preprocessor
@@ -47,19 +49,23 @@ class BridgeStats:
     wakes: int = 0
     skipped_steps: list[tuple[str, int]] = field(default_factory=list[tuple[str, int]])
 
+    def record(self) -> RankStats:
+        """A frozen copy, for the node actor."""
+        return RankStats(
+            self.calls,
+            self.published,
+            self.bytes_copied,
+            self.skipped,
+            self.dropped,
+            self.not_selected,
+            self.max_in_flight,
+            self.wakes,
+            tuple(self.skipped_steps),
+        )
+
     def as_dict(self) -> dict[str, Any]:
         """Plain data, for JSON."""
-        return {
-            "calls": self.calls,
-            "published": self.published,
-            "bytes_copied": self.bytes_copied,
-            "skipped": self.skipped,
-            "dropped": self.dropped,
-            "not_selected": self.not_selected,
-            "max_in_flight": self.max_in_flight,
-            "wakes": self.wakes,
-            "skipped_steps": [list(s) for s in self.skipped_steps],
-        }
+        return {**dataclasses.asdict(self), "skipped_steps": [list(s) for s in self.skipped_steps]}
 
 
 class Bridge:
@@ -113,11 +119,11 @@ class Bridge:
         self._link = NodeLink(
             sock,
             self.rank,
-            on_done=lambda items, decisions: self._steer.on_done(items, decisions),
+            on_done=lambda done: self._steer.on_done(done.items, done.decisions),
             on_detach=lambda: self._steer.give_up(),
         )
-        self.node_id: str = welcome["node_id"]
-        self.contract: Contract = parse_contract(welcome["contract"], source=f"{self.run_dir}/contract.yaml")
+        self.node_id: str = welcome.node_id
+        self.contract: Contract = Contract.model_validate(welcome.contract)
         self._arrays = {
             name: ArrayState(
                 name, i, spec, ArraySchedule(self.contract.cadence_of(name)), make_preprocessor(spec.preprocess)
@@ -212,7 +218,7 @@ class Bridge:
         else:
             step, known = self._check_step(state, step), False
         if time is not None:
-            time = float(time)  # numpy scalars are not JSON
+            time = float(time)  # a numpy scalar would travel as an object, not a number
         if not (known or self._steered_wanted(state, block, step, time, offset)):
             return self._unwanted(state, step, time)
         if state.stride:  # a fixed step cadence: the next wanted step is known, the steps before it take the fast path
@@ -276,7 +282,7 @@ class Bridge:
         self._closed = True
         self._steer.flush_monitors()  # before the node actor hears 'close'
         idle = lambda: all(s.idle() for s in self._arrays.values())  # noqa: E731
-        self._link.close(idle, self.contract.timeouts.step, self.stats.as_dict())
+        self._link.close(idle, self.contract.timeouts.step, self.stats.record())
         lost = sum(len(s.pending) for s in self._arrays.values() if not s.idle())
         if lost:  # posted, never taken: the node actor is gone or does not respond
             log.warning(
@@ -440,5 +446,5 @@ class Bridge:
         except BridgeError as exc:
             self._link.detach(str(exc))
 
-    def _report(self, event: dict[str, Any]) -> None:
-        self._link.send({"t": "event", "e": event})
+    def _report(self, event: RankMessage) -> None:
+        self._link.send(event)

@@ -9,14 +9,14 @@ import time as _time
 from pathlib import Path
 from typing import Any
 
-from doreisa.errors import RuntimeUnavailableError
+from doreisa.errors import ProtocolError, RuntimeUnavailableError
 from doreisa.runtime import _names
-from doreisa.runtime.protocol import MessageReader, encode, recv_one
+from doreisa.runtime.protocol import Hello, Malformed, MessageReader, Welcome, encode, recv_one
 
 
 def connect_to_node(
     run_dir: Path, host: str, local_index: int, rank: int, size: int, timeout: float
-) -> tuple[socket.socket, dict[str, Any]]:
+) -> tuple[socket.socket, Welcome]:
     """Connect to the node actor of ``host`` (the ``local_index``-th rank there picks its actor) and say hello.
 
     Node actors register themselves as JSON files under ``run_dir/nodes``; either side may
@@ -33,10 +33,15 @@ def connect_to_node(
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 sock.connect(node["socket"])
-                sock.sendall(encode({"t": "hello", "rank": rank, "size": size, "pid": os.getpid(), "host": host}))
-                welcome = recv_one(sock, MessageReader(), max(1.0, deadline - _time.monotonic()))
+                sock.sendall(encode(Hello(rank, size, os.getpid(), host)))
+                welcome = recv_one(sock, MessageReader(Welcome), max(1.0, deadline - _time.monotonic()))
+                if isinstance(welcome, Malformed):
+                    raise ProtocolError(f"rank {rank}: the node actor's welcome: {welcome.error}")
                 sock.setblocking(True)
                 return sock, welcome
+            except ProtocolError:
+                sock.close()
+                raise
             except (OSError, EOFError) as exc:
                 sock.close()
                 last = str(exc)

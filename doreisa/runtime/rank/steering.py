@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time as _time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -21,6 +21,7 @@ from doreisa.contract import Contract
 from doreisa.errors import ExpressionError
 from doreisa.runtime.cadence import ArraySchedule
 from doreisa.runtime.layout import local_part
+from doreisa.runtime.protocol import Applied, Decision, MonitorBatch, MonitorValues, RankMessage, TriggerFailed
 from doreisa.runtime.rank.comm import Communicator
 from doreisa.runtime.triggers import (
     CadencePlan,
@@ -34,7 +35,7 @@ log = logging.getLogger("doreisa.bridge")
 
 #: Rank 0 sends the monitors' values in batches: when this many steps are buffered, when the
 #: oldest is this old (seconds, checked at each monitored step), and at ``close()``. One message
-#: per step cost rank 0 a JSON encoding and a system call, and the node and head actors a report.
+#: per step cost rank 0 an encoding and a system call, and the node and head actors a report.
 MONITOR_BATCH, MONITOR_FLUSH_S = 64, 0.1
 
 
@@ -47,7 +48,7 @@ class RankFeedback:
         comm: Communicator,
         schedules: Mapping[str, ArraySchedule],
         *,
-        report: Callable[[dict[str, Any]], None],
+        report: Callable[[RankMessage], None],
         wait: Callable[[Callable[[], bool], float, str], None],
     ) -> None:
         self.contract = contract
@@ -61,7 +62,7 @@ class RankFeedback:
         self.active = contract.uses_feedback
         self.deterministic = contract.feedback.mode == "deterministic"
         self.deterministic_wait = self.deterministic
-        self._queue: list[dict[str, Any]] = []
+        self._queue: list[Decision] = []
         self._awaiting: set[tuple[str, int]] = set()
         self._step = -1
         self._first_step: int | None = None
@@ -74,8 +75,7 @@ class RankFeedback:
         self._idle = not (self.active or contract.triggers or contract.monitors)
         self._sim_seq = 0
         self.values: dict[tuple[str, str], float] = {}
-        self.applied = 0
-        self._monitored: list[dict[str, Any]] = []  # rank 0: the monitors' values not sent yet
+        self._monitored: list[MonitorValues] = []  # rank 0: the monitors' values not sent yet
         self._monitored_since = 0.0
 
     # -- steps ---------------------------------------------------------------------------
@@ -103,9 +103,9 @@ class RankFeedback:
             return
         if self._step_triggers.active:
             self._evaluate(self._step_triggers, step, time)
-        local = [d for d in self._queue if d.get("local")] if self._queue else []
+        local = [d for d in self._queue if d.local] if self._queue else []
         if local:
-            self._queue = [d for d in self._queue if not d.get("local")]
+            self._queue = [d for d in self._queue if not d.local]
             for decision in local:
                 self._apply(decision, step)
         if not self.active:
@@ -129,9 +129,9 @@ class RankFeedback:
             self.contract.timeouts.block,
             f"the analytics' decisions for the steps before {step} (feedback: deterministic, lag {lag})",
         )
-        due = sorted((d for d in self._queue if d["apply_at"] <= step), key=lambda d: d["seq"])
+        due = sorted((d for d in self._queue if _apply_at(d) <= step), key=lambda d: d.seq)
         if due:
-            self._queue = [d for d in self._queue if d["apply_at"] > step]
+            self._queue = [d for d in self._queue if _apply_at(d) > step]
             for decision in due:
                 self._apply(decision, step)
 
@@ -140,7 +140,7 @@ class RankFeedback:
         if self.active and self.deterministic:
             self._awaiting.add((name, step))
 
-    def on_done(self, items: list[list[Any]], decisions: list[dict[str, Any]]) -> None:
+    def on_done(self, items: Sequence[tuple[str, int]], decisions: Sequence[Decision]) -> None:
         """The analytics finished these (array, step) and took these decisions."""
         for name, step in items:
             self._awaiting.discard((name, step))
@@ -152,20 +152,12 @@ class RankFeedback:
         self._awaiting.clear()
         self.deterministic_wait = False
 
-    def _apply(self, decision: dict[str, Any], step: int) -> None:
+    def _apply(self, decision: Decision, step: int) -> None:
         changes = self.plan.apply(decision)
         for change in changes:
-            self._schedules[change["array"]].set_cadence(self.plan.effective(change["array"]))
-        self.applied += 1
+            self._schedules[change.array].set_cadence(self.plan.effective(change.array))
         if self._rank == 0:
-            self._report(
-                {
-                    "kind": "applied",
-                    "applied_at": step,
-                    **{k: v for k, v in decision.items() if k != "local"},
-                    "changes": changes,
-                }
-            )
+            self._report(Applied(self._rank, step, decision, tuple(changes)))
 
     # -- monitors ------------------------------------------------------------------------
 
@@ -199,7 +191,7 @@ class RankFeedback:
             if not self._monitored:
                 self._monitored_since = now
             named = {f"{f}({a})": v for (f, a), v in values.items()}
-            self._monitored.append({"step": step, "time": time, "values": named})
+            self._monitored.append(MonitorValues(step, time, named))
             if len(self._monitored) >= MONITOR_BATCH or now - self._monitored_since >= MONITOR_FLUSH_S:
                 self.flush_monitors()
         self._evaluate(self._sim_triggers, step, time)
@@ -207,7 +199,7 @@ class RankFeedback:
     def flush_monitors(self) -> None:
         """Send the monitors' values buffered by rank 0 (one ``monitor`` event for several steps)."""
         if self._monitored:
-            self._report({"kind": "monitor", "records": self._monitored})
+            self._report(MonitorBatch(self._rank, tuple(self._monitored)))
             self._monitored = []
 
     def _evaluate(self, machine: TriggerMachine, step: int, time: float | None) -> None:
@@ -215,14 +207,20 @@ class RankFeedback:
             transitions = machine.update(self.values, step=step, time=time)
         except ExpressionError as exc:  # same values on every rank: every rank skips it alike
             if self._rank == 0:
-                self._report({"kind": "error", "step": step, "error": f"trigger evaluation failed: {exc}"})
+                self._report(TriggerFailed(self._rank, step, f"trigger evaluation failed: {exc}"))
             log.error("step %d: trigger evaluation failed: %s", step, exc)
             return
         if transitions:
             self._sim_seq += 1
-            decision = transitions_decision(transitions, seq=self._sim_seq, step=step, source="monitor")
-            decision["local"] = True  # every rank took it: applies at the next step, no broadcast
-            self._queue.append(decision)
+            # every rank took it: applies at the next step, no broadcast
+            self._queue.append(
+                transitions_decision(transitions, seq=self._sim_seq, step=step, source="monitor", local=True)
+            )
+
+
+def _apply_at(decision: Decision) -> int:
+    assert decision.apply_at is not None, "deterministic decisions carry the step they apply at"
+    return decision.apply_at
 
 
 def _cut(

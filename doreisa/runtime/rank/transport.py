@@ -28,18 +28,21 @@ from doreisa.runtime import _names
 from doreisa.runtime.cadence import ArraySchedule
 from doreisa.runtime.layout import BlockPlan, Layout
 from doreisa.runtime.protocol import (
-    ASLEEP,
-    NAN,
-    POSTS,
     WAKE,
+    Close,
+    Done,
+    Free,
+    Malformed,
     MessageReader,
-    ShmRing,
+    NodeMessage,
+    RankMessage,
+    RankStats,
+    RingOpened,
     encode,
-    fence,
     recv_one,
-    slot_bytes,
 )
 from doreisa.runtime.rank.preprocess import Preprocessor
+from doreisa.runtime.ring import ASLEEP, NAN, POSTS, ShmRing, fence, slot_bytes
 
 log = logging.getLogger("doreisa.bridge")
 
@@ -108,13 +111,13 @@ class ArrayState:
         self.reclaim()
         return not self.pending
 
-    def out_chunks(self) -> list[list[int]]:
+    def out_chunks(self) -> tuple[tuple[int, ...], ...]:
         """The chunks of the array the analytics see (after preprocess)."""
         assert self.layout is not None
         chunks = self.layout.chunks
         if self.preprocess is not None:
             chunks = self.preprocess.chunks_of(chunks)
-        return [list(c) for c in chunks]
+        return tuple(tuple(c) for c in chunks)
 
     def close_ring(self) -> None:
         if self.ring is not None:
@@ -134,14 +137,14 @@ class NodeLink:
         sock: socket.socket,
         rank: int,
         *,
-        on_done: Callable[[list[Any], list[Any]], None],
+        on_done: Callable[[Done], None],
         on_detach: Callable[[], None],
     ) -> None:
         self._sock = sock
         self._rank = rank
         self._on_done = on_done
         self._on_detach = on_detach
-        self._reader = MessageReader()
+        self._reader = MessageReader(NodeMessage | Free)
         self._since_drain = 0
         #: ``wake`` records sent (a post that found the node actor asleep)
         self.wakes = 0
@@ -163,19 +166,18 @@ class NodeLink:
         # preprocess may add dims
         state.index = state.plan.index + (0,) * (len(state.out_shape) - len(state.plan.index))
         self.send(
-            {
-                "t": "ring",
-                "a": state.name,
-                "id": state.ring_id,
-                "i": list(state.index),
-                "path": path,
-                "slots": slots,
-                "slot_size": size,
-                "shape": list(state.out_shape),
-                "dtype": state.out_dtype.str,
-                "chunks": state.out_chunks(),
-                "n": state.layout.nchunks,
-            }
+            RingOpened(
+                state.name,
+                state.ring_id,
+                state.index,
+                path,
+                slots,
+                size,
+                state.out_shape,
+                state.out_dtype.str,
+                state.out_chunks(),
+                state.layout.nchunks,
+            )
         )
 
     def label(self, state: ArrayState, slot: int, step: int, time: float | None) -> ShmRing:
@@ -225,10 +227,12 @@ class NodeLink:
             for message in self._reader.feed(data):
                 self._handle(message)
 
-    def _handle(self, message: dict[str, Any]) -> None:
-        if message.get("t") == "done":  # ("free" only wakes a rank waiting for a slot: the counters say which)
-            self._on_done(message["items"], message.get("decisions", []))
-            for name, step in message["items"]:
+    def _handle(self, message: NodeMessage | Free | Malformed) -> None:
+        if isinstance(message, Malformed):  # another doreisa version on the other side: nothing it says is safe
+            self.detach(f"the node actor sent a message this rank cannot read: {message.error}")
+        elif isinstance(message, Done):  # (Free only wakes a rank waiting for a slot: the counters say which)
+            self._on_done(message)
+            for name, step in message.items:
                 pending = self.in_flight.get(step)
                 if pending is not None:
                     pending.discard(name)
@@ -239,6 +243,8 @@ class NodeLink:
         """Handle the node actor's messages until ``condition()``; BridgeError after ``timeout`` s."""
         deadline = _time.monotonic() + timeout
         while not condition():
+            if self.detached is not None:
+                raise BridgeError(f"rank {self._rank}: lost the node actor while waiting for {what}: {self.detached}")
             remaining = deadline - _time.monotonic()
             if remaining <= 0:
                 raise BridgeError(f"rank {self._rank}: waited {timeout:g} s for {what}; the analytics do not respond")
@@ -250,7 +256,7 @@ class NodeLink:
                 raise BridgeError(f"rank {self._rank}: lost the node actor while waiting for {what}: {exc}") from exc
             self.drain()
 
-    def send(self, message: dict[str, Any]) -> bool:
+    def send(self, message: RankMessage) -> bool:
         """Send a message unless the link is lost; False if it was not sent."""
         return self.send_bytes(encode(message))
 
@@ -275,12 +281,12 @@ class NodeLink:
                 reason,
             )
 
-    def close(self, idle: Callable[[], bool], timeout: float, stats: dict[str, Any]) -> None:
+    def close(self, idle: Callable[[], bool], timeout: float, stats: RankStats) -> None:
         """Wait until the node actor has taken every block (``idle()``), send the rank's counts, disconnect."""
         if self.detached is None:
             try:
                 self.wait(idle, timeout, "the node actor to take the last blocks")
-                self._sock.sendall(encode({"t": "close", "rank": self._rank, "stats": stats}))
+                self._sock.sendall(encode(Close(self._rank, stats)))
             except (OSError, BridgeError) as exc:
                 log.warning("rank %d: close() could not confirm the hand-over: %s", self._rank, exc)
         self._sock.close()

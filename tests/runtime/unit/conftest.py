@@ -18,6 +18,7 @@ import pytest
 from doreisa.contract import parse_contract
 from doreisa.runtime import _names
 from doreisa.runtime.cluster.node import NodeServer
+from doreisa.runtime.protocol import BlockRecord, describe
 from doreisa.runtime.rank.bridge import Bridge
 from doreisa.runtime.rank.comm import SingleProcessComm
 
@@ -41,7 +42,7 @@ class Rig:
 
     run_dir: str
     server: NodeServer
-    reports: list[dict[str, Any]]
+    reports: list[Any]
 
     node_id = NODE_ID
 
@@ -54,11 +55,12 @@ class Rig:
                 raise AssertionError(f"waited {timeout} s for {what}")
             time.sleep(0.002)
 
-    def blocks(self) -> list[dict[str, Any]]:
-        return [r for r in self.reports if r["kind"] == "block"]
+    def blocks(self) -> list[BlockRecord]:
+        return [r for r in self.reports if isinstance(r, BlockRecord)]
 
     def kinds(self) -> list[str]:
-        return [r["kind"] for r in self.reports]
+        """The type of each report, in order (``BlockRecord``, ``RankJoined``, ...)."""
+        return [describe(r) for r in self.reports]
 
     def publish(self, bridge: Bridge, name: str, block: Any, **kwargs: Any) -> bool:
         """``bridge.publish``, then wait until the node has ingested what was copied.
@@ -73,15 +75,15 @@ class Rig:
     def finish(self, bridge: Bridge) -> dict[str, Any]:
         """Close the bridge and wait until the node has ingested everything before its 'close'."""
         stats = bridge.close()
-        self.wait(lambda: "closed" in self.kinds(), "the node to see the rank's close")
+        self.wait(lambda: "RankClosed" in self.kinds(), "the node to see the rank's close")
         return stats
 
     def stop_node(self) -> None:
         _stop_quickly(self.server)
 
     def ref(self, step: int) -> np.ndarray[Any, Any]:
-        (block,) = [b for b in self.blocks() if b["step"] == step]
-        return block["ref"]
+        (block,) = [b for b in self.blocks() if b.step == step]
+        return block.ref
 
 
 @pytest.fixture(autouse=True)
@@ -116,17 +118,17 @@ def node(run_dir: str) -> Iterator[Callable[..., Rig]]:
 
         ``poll=False``: the node never polls the rings, as where stores are not seen in order.
         """
-        reports: list[dict[str, Any]] = []
+        reports: list[Any] = []
+        contract = parse_contract(contract_text)
         server = NodeServer(
             run_dir=run_dir,
             node_id=NODE_ID,
             host=host or socket.gethostname(),
-            contract_text=contract_text,
+            contract=contract,
             put=put or _copy_blocks,
             report=reports.extend,
             relay=relay,
-            relayed=frozenset(parse_contract(contract_text).arrays) if relay else frozenset(),
-            handover=parse_contract(contract_text).handover,
+            relayed=frozenset(contract.arrays) if relay else frozenset(),
             poll=poll,
         )
         server.start()

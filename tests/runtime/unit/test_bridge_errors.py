@@ -70,7 +70,7 @@ def test_bad_publish_raises_before_any_copy(rig_bridge: MakeRig, call: dict[str,
         bridge.publish(args.pop("name"), args.pop("block"), **args)
     assert (bridge.stats.published, bridge.stats.bytes_copied) == (1, 24 * 8)
     rig.finish(bridge)
-    assert [b["step"] for b in rig.blocks()] == [0]
+    assert [b.step for b in rig.blocks()] == [0]
 
 
 def test_steps_out_of_order(rig_bridge: MakeRig) -> None:
@@ -79,7 +79,7 @@ def test_steps_out_of_order(rig_bridge: MakeRig) -> None:
     with pytest.raises(BlockMismatchError, match=r"array 'field' step 1 after step 2; steps must increase"):
         bridge.publish("field", _data(1), step=1)
     rig.finish(bridge)
-    assert [b["step"] for b in rig.blocks()] == [2]
+    assert [b.step for b in rig.blocks()] == [2]
 
 
 def test_wrong_block_shape_at_first_publish(rig_bridge: MakeRig) -> None:
@@ -121,7 +121,7 @@ def test_user_preprocess_declared_dtype(rig_bridge: MakeRig) -> None:
     block[1, 2] = np.nan
     assert rig.publish(bridge, "field", block, step=0)
     rig.finish(bridge)
-    assert rig.blocks()[0]["dtype"] == "|b1"
+    assert rig.blocks()[0].dtype == "|b1"
     np.testing.assert_array_equal(rig.ref(0), np.isnan(block))
 
 
@@ -145,4 +145,4 @@ def test_numpy_float32_time_is_accepted(rig_bridge: MakeRig) -> None:
     rig, bridge = rig_bridge(_contract(extra="timeouts: {step: 0.2}"))
     assert rig.publish(bridge, "field", _data(0), step=0, time=np.float32(0.5))
     rig.finish(bridge)
-    assert rig.blocks()[0]["time"] == 0.5
+    assert rig.blocks()[0].time == 0.5

@@ -11,6 +11,7 @@ from typing import Any
 
 import dask
 import dask.array as da
+import msgspec
 import numpy as np
 import pytest
 
@@ -18,6 +19,7 @@ from doreisa.analytics import Registry, bind_analytics, default_registry
 from doreisa.contract import parse_contract
 from doreisa.errors import AnalyticsError
 from doreisa.runtime.cluster.driver import AnalyticsDriver, ResultSink, to_dask
+from doreisa.runtime.protocol import CompleteStep, Done
 from doreisa.runtime.scheduling.graphs import Block, bind
 
 RNG = np.random.default_rng(7)
@@ -67,11 +69,11 @@ def _driver(text: str, registry: Registry, sink: ResultSink, **kwargs: Any) -> A
     return AnalyticsDriver(contract, bind_analytics(contract, registry), sink=sink, **kwargs)
 
 
-def _step(name: str, step: int, time: float | None = None) -> dict[str, Any]:
+def _step(name: str, step: int, time: float | None = None) -> CompleteStep:
     """One complete step as the head delivers it: two blocks along dim 0."""
     values = DATA[(name, step)]
     blocks = {(0, 0): values[:3], (1, 0): values[3:]}
-    return {"array": name, "step": step, "time": time, "chunks": [[3, 1], [3]], "dtype": "<f8", "blocks": blocks}
+    return CompleteStep(name, step, time, ((3, 1), (3,)), "<f8", blocks)
 
 
 def _rows(sink: ResultSink) -> list[dict[str, str]]:
@@ -98,9 +100,9 @@ def test_to_dask_assembles_blocks() -> None:
 
 def test_to_dask_takes_blocks_stored_together_out_of_their_object() -> None:
     step = _step("a", 0)
-    top, bottom = step["blocks"][(0, 0)], step["blocks"][(1, 0)]
+    top, bottom = step.blocks[(0, 0)], step.blocks[(1, 0)]
     stored = [bottom, top]  # one object of the step's two blocks, in the order the node stored them
-    step |= {"blocks": {(0, 0): stored, (1, 0): stored}, "parts": {(0, 0): 1, (1, 0): 0}}
+    step = msgspec.structs.replace(step, blocks={(0, 0): stored, (1, 0): stored}, parts={(0, 0): 1, (1, 0): 0})
     array = to_dask(step)
     np.testing.assert_array_equal(array.compute(scheduler="sync"), DATA[("a", 0)])
     np.testing.assert_array_equal(array.blocks[1].compute(scheduler="sync"), bottom)
@@ -200,7 +202,7 @@ def test_analytic_on_two_arrays_waits_for_both(out: ResultSink, registry: Regist
 
     done: list[tuple[str, int]] = []
     driver = _driver(
-        _contract("  - {function: dot, arrays: [a, b]}"), registry, out, on_done=lambda items, *_: done.extend(items)
+        _contract("  - {function: dot, arrays: [a, b]}"), registry, out, on_done=lambda d: done.extend(d.items)
     )
     driver.deliver(_step("a", 0))
     assert out.values["dot"] == {}
@@ -312,12 +314,11 @@ def test_abandoned_analytic_does_not_leak_the_scheduler(out: ResultSink, registr
 
 def test_on_done_after_each_delivery(out: ResultSink, registry: Registry) -> None:
     calls: list[tuple[list[tuple[str, int]], int]] = []
-    driver = _driver(
-        _contract("  - {function: mean, arrays: [a]}"),
-        default_registry,
-        out,
-        on_done=lambda items, *_: calls.append((list(items), len(out.values["mean"]))),
-    )
+
+    def on_done(done: Done) -> None:
+        calls.append((list(done.items), len(out.values["mean"])))
+
+    driver = _driver(_contract("  - {function: mean, arrays: [a]}"), default_registry, out, on_done=on_done)
     for step in range(2):
         driver.deliver(_step("a", step))
         driver.deliver(_step("b", step))
@@ -396,9 +397,7 @@ analytics:
     driver = AnalyticsDriver(contract, bind_analytics(contract, registry), sink=sink, scheduler=dask.get)
     full = np.arange(48.0).reshape(8, 6)
     region = full[2::2]  # rows 2, 4, 6 as one chunk
-    driver.deliver(
-        {"array": "a", "step": 0, "time": None, "chunks": [[3], [6]], "dtype": "float64", "blocks": {(0, 0): region}}
-    )
+    driver.deliver(CompleteStep("a", 0, None, ((3,), (6,)), "float64", {(0, 0): region}))
     assert isinstance(seen["a"], xr.DataArray) and seen["a"].dims == ("y", "x")
     assert list(seen["a"].coords["y"].values) == [2, 4, 6]
     assert sink.values["labelled"][0] == full[[4, 6]].sum()

@@ -1,34 +1,32 @@
-"""The head assembles complete steps only; incomplete ones expire into 'step_lost' events."""
+"""The head assembles complete steps only; incomplete ones expire into StepLost events."""
 
 from __future__ import annotations
 
 import threading
 import time
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
 from doreisa.runtime.cluster import head as _head
 from doreisa.runtime.cluster.head import HeadState
+from doreisa.runtime.protocol import BlockRecord, CompleteStep, RankClosed, RankJoined, RankStats, StepLost, Taken
 
-CHUNKS = [[2, 2], [3]]
+CHUNKS = ((2, 2), (3,))
 
 
-def _block(step: int, index: tuple[int, ...], rank: int, *, array: str = "field", n: int = 2) -> dict[str, Any]:
-    return {
-        "kind": "block",
-        "array": array,
-        "step": step,
-        "time": step / 10,
-        "index": index,
-        "chunks": CHUNKS,
-        "n": n,
-        "dtype": "<f8",
-        "rank": rank,
-        "node": "n0",
-        "ref": f"ref-{array}-{step}-{rank}",
-    }
+def _block(
+    step: int,
+    index: tuple[int, ...],
+    rank: int,
+    *,
+    array: str = "field",
+    n: int = 2,
+    ref: str | None = None,
+    part: int | None = None,
+) -> BlockRecord:
+    ref = f"ref-{array}-{step}-{rank}" if ref is None else ref
+    return BlockRecord(array, step, step / 10, index, CHUNKS, n, "<f8", rank, "n0", "n0", ref, part)
 
 
 class Clock:
@@ -51,23 +49,24 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 def test_step_is_delivered_only_when_complete() -> None:
     head = HeadState(step_timeout=60)
     head.add([_block(0, (0, 0), 0)])
-    assert head.take(0) == {"steps": [], "events": [], "partial": 1}
+    assert head.take(0) == Taken((), (), 1)
     head.add([_block(0, (1, 0), 1)])
     out = head.take(0)
-    assert out["partial"] == 0
-    assert out["events"] == []
-    expected = {
-        "array": "field",
-        "step": 0,
-        "time": 0.0,
-        "chunks": CHUNKS,
-        "dtype": "<f8",
-        "blocks": {(0, 0): "ref-field-0-0", (1, 0): "ref-field-0-1"},
-        "parts": {},
-    }
-    (step,) = out["steps"]
-    assert {key: step[key] for key in expected} == expected  # plus where each block is, for the scheduler
-    assert head.take(0) == {"steps": [], "events": [], "partial": 0}  # taken once
+    assert out.partial == 0
+    assert out.events == ()
+    expected = CompleteStep(
+        "field",
+        0,
+        0.0,
+        CHUNKS,
+        "<f8",
+        blocks={(0, 0): "ref-field-0-0", (1, 0): "ref-field-0-1"},
+        nodes={(0, 0): "n0", (1, 0): "n0"},  # where each block is, for the scheduler
+        parts={},
+    )
+    (step,) = out.steps
+    assert step == expected
+    assert head.take(0) == Taken((), (), 0)  # taken once
 
 
 def test_steps_and_arrays_are_assembled_separately() -> None:
@@ -75,42 +74,42 @@ def test_steps_and_arrays_are_assembled_separately() -> None:
     head.add([_block(1, (0, 0), 0), _block(0, (0, 0), 0), _block(0, (0, 0), 0, array="other")])
     head.add([_block(1, (1, 0), 1)])
     out = head.take(0)
-    assert [(s["array"], s["step"]) for s in out["steps"]] == [("field", 1)]
-    assert out["partial"] == 2
+    assert [(s.array, s.step) for s in out.steps] == [("field", 1)]
+    assert out.partial == 2
     head.add([_block(0, (1, 0), 1, array="other"), _block(0, (1, 0), 1)])
-    assert [(s["array"], s["step"]) for s in head.take(0)["steps"]] == [("other", 0), ("field", 0)]
+    assert [(s.array, s.step) for s in head.take(0).steps] == [("other", 0), ("field", 0)]
 
 
 def test_blocks_stored_together_keep_their_position_in_the_object() -> None:
     head = HeadState(step_timeout=60)
-    head.add([_block(0, (1, 0), 1) | {"ref": "both", "part": 0}, _block(0, (0, 0), 0) | {"ref": "both", "part": 1}])
-    (step,) = head.take(0)["steps"]
-    assert step["blocks"] == {(1, 0): "both", (0, 0): "both"}
-    assert step["parts"] == {(1, 0): 0, (0, 0): 1}
+    head.add([_block(0, (1, 0), 1, ref="both", part=0), _block(0, (0, 0), 0, ref="both", part=1)])
+    (step,) = head.take(0).steps
+    assert step.blocks == {(1, 0): "both", (0, 0): "both"}
+    assert step.parts == {(1, 0): 0, (0, 0): 1}
 
 
 def test_duplicate_block_is_ignored_and_counted() -> None:
     head = HeadState(step_timeout=60)
     head.add([_block(3, (0, 0), 0), _block(3, (0, 0), 0)])
     assert head.duplicates == 1
-    assert head.take(0)["steps"] == []  # two copies of one block are not two blocks
+    assert head.take(0).steps == ()  # two copies of one block are not two blocks
     head.add([_block(3, (1, 0), 1)])
-    (step,) = head.take(0)["steps"]
-    assert step["blocks"] == {(0, 0): "ref-field-3-0", (1, 0): "ref-field-3-1"}
+    (step,) = head.take(0).steps
+    assert step.blocks == {(0, 0): "ref-field-3-0", (1, 0): "ref-field-3-1"}
 
 
 def test_events_are_passed_through_in_order() -> None:
     head = HeadState(step_timeout=60)
-    events = [{"kind": "hello", "rank": 0, "size": 2, "node": "n0"}, {"kind": "closed", "rank": 0, "stats": {}}]
+    events = (RankJoined(0, 2, "n0"), RankClosed(0, "n0", RankStats()))
     head.add([events[0], _block(0, (0, 0), 0), events[1]])
-    assert head.take(0) == {"steps": [], "events": events, "partial": 1}
-    assert head.take(0)["events"] == []
+    assert head.take(0) == Taken((), events, 1)
+    assert head.take(0).events == ()
 
 
 def test_take_waits_until_timeout_when_idle() -> None:
     head = HeadState(step_timeout=60)
     start = time.monotonic()
-    assert head.take(0.1) == {"steps": [], "events": [], "partial": 0}
+    assert head.take(0.1) == Taken((), (), 0)
     assert time.monotonic() - start >= 0.09
 
 
@@ -123,54 +122,50 @@ def test_take_wakes_up_when_a_step_completes() -> None:
     out = head.take(10)
     timer.join()
     assert time.monotonic() - start < 5
-    assert [s["step"] for s in out["steps"]] == [0]
+    assert [s.step for s in out.steps] == [0]
 
 
 def test_incomplete_step_expires_into_step_lost(clock: Clock) -> None:
     head = HeadState(step_timeout=0.05)
     head.add([_block(4, (1, 0), 1, n=3), _block(4, (0, 0), 0, n=3)])
     clock.advance(0.04)
-    assert head.take(0)["events"] == []  # not yet
+    assert head.take(0).events == ()  # not yet
     clock.advance(0.02)
     out = head.take(0)
-    assert out == {
-        "steps": [],
-        "events": [{"kind": "step_lost", "array": "field", "step": 4, "have": 2, "expected": 3, "ranks_seen": [0, 1]}],
-        "partial": 0,
-    }
-    assert head.take(0)["events"] == []  # reported once
+    assert out == Taken((), (StepLost("field", 4, have=2, expected=3, ranks_seen=(0, 1)),), 0)
+    assert head.take(0).events == ()  # reported once
 
 
 def test_expired_step_blocks_arriving_late_never_complete_it(clock: Clock) -> None:
     head = HeadState(step_timeout=0.05)
     head.add([_block(4, (0, 0), 0)])
     clock.advance(0.1)
-    assert [e["kind"] for e in head.take(0)["events"]] == ["step_lost"]
+    assert [type(e) for e in head.take(0).events] == [StepLost]
     head.add([_block(4, (1, 0), 1)])  # the straggler starts a new partial, never a half step
-    assert head.take(0)["steps"] == []
+    assert head.take(0).steps == ()
 
 
 def test_flush_drops_incomplete_steps() -> None:
     head = HeadState(step_timeout=60)
     head.add([_block(7, (0, 0), 2), _block(8, (1, 0), 1, array="other"), _block(9, (0, 0), 0), _block(9, (1, 0), 1)])
     lost = head.flush()
-    assert sorted(lost, key=lambda e: e["step"]) == [
-        {"kind": "step_lost", "array": "field", "step": 7, "have": 1, "expected": 2, "ranks_seen": [2]},
-        {"kind": "step_lost", "array": "other", "step": 8, "have": 1, "expected": 2, "ranks_seen": [1]},
+    assert sorted(lost, key=lambda e: e.step) == [
+        StepLost("field", 7, have=1, expected=2, ranks_seen=(2,)),
+        StepLost("other", 8, have=1, expected=2, ranks_seen=(1,)),
     ]
     out = head.take(0)
-    assert [s["step"] for s in out["steps"]] == [9]  # complete steps are kept
-    assert out["partial"] == 0
+    assert [s.step for s in out.steps] == [9]  # complete steps are kept
+    assert out.partial == 0
     assert head.flush() == []
 
 
 def test_duplicate_after_completion_is_counted_not_a_new_step() -> None:
     head = HeadState(step_timeout=60)
     head.add([_block(5, (0, 0), 0), _block(5, (1, 0), 1)])
-    assert len(head.take(0)["steps"]) == 1
+    assert len(head.take(0).steps) == 1
     head.add([_block(5, (0, 0), 0)])  # at-least-once: a copy of a delivered block
-    assert head.take(0)["partial"] == 0
-    assert head.flush() == []  # no 'step_lost' for a step that was delivered
+    assert head.take(0).partial == 0
+    assert head.flush() == []  # no StepLost for a step that was delivered
     assert head.duplicates == 1
 
 
@@ -180,15 +175,15 @@ def test_a_senders_batches_apply_in_order_whatever_order_they_arrive_in() -> Non
     head.add([_block(0, (1, 0), 1)], "node-b", 0)
     head.add([_block(2, (0, 0), 0)], "node-a", 1)  # early: held
     head.add([_block(2, (1, 0), 1)], "node-b", 1)
-    assert head.take(0)["steps"] == [], "step 2 must not complete before node-a's batch 0 is applied"
+    assert head.take(0).steps == (), "step 2 must not complete before node-a's batch 0 is applied"
     head.add([_block(0, (0, 0), 0)], "node-a", 0)
-    assert [s["step"] for s in head.take(0)["steps"]] == [0, 2]
+    assert [s.step for s in head.take(0).steps] == [0, 2]
 
 
 def test_a_batch_that_never_comes_is_skipped_after_the_step_timeout(clock: Clock) -> None:
     head = HeadState(step_timeout=0.05)
     head.add([_block(3, (0, 0), 0), _block(3, (1, 0), 1)], "node-a", 1)  # batch 0 is lost
     clock.advance(0.04)
-    assert head.take(0)["steps"] == []
+    assert head.take(0).steps == ()
     clock.advance(0.02)
-    assert [s["step"] for s in head.take(0)["steps"]] == [3], "expiry applies what waited behind the gap"
+    assert [s.step for s in head.take(0).steps] == [3], "expiry applies what waited behind the gap"

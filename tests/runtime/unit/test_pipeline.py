@@ -15,6 +15,7 @@ from doreisa.analytics import Registry, bind_analytics
 from doreisa.contract import parse_contract
 from doreisa.runtime.cluster.driver import AnalyticsDriver, ResultSink
 from doreisa.runtime.cluster.head import HeadState
+from doreisa.runtime.protocol import RankJoined, Taken
 from doreisa.runtime.rank.bridge import Bridge
 
 Rig = Any  # conftest.Rig
@@ -97,14 +98,14 @@ def _publish_all(rig: Rig, rows: list[tuple[int, int]], offsets: bool) -> Callab
             for step in range(STEPS):
                 offset = (lo, 0) if offsets else None
                 bridge.publish("field", _global(step)[lo:hi], step=step, time=step / 2, offset=offset)
-                mine = lambda: sum(b["rank"] == rank for b in rig.blocks()) >= bridge.stats.published  # noqa: E731
+                mine = lambda: sum(b.rank == rank for b in rig.blocks()) >= bridge.stats.published  # noqa: E731
                 rig.wait(mine, f"rank {rank}'s block")
             return bridge.stats.as_dict()
 
     return body
 
 
-def _analyse(text: str, reports: list[dict[str, Any]]) -> tuple[AnalyticsDriver, dict[str, Any]]:
+def _analyse(text: str, reports: list[Any]) -> tuple[AnalyticsDriver, Taken]:
     registry = Registry()
 
     @registry.analytic("whole")
@@ -116,7 +117,7 @@ def _analyse(text: str, reports: list[dict[str, Any]]) -> tuple[AnalyticsDriver,
     head = HeadState(step_timeout=60)
     head.add(reports)
     taken = head.take(0)
-    for step_data in sorted(taken["steps"], key=lambda s: s["step"]):
+    for step_data in sorted(taken.steps, key=lambda s: s.step):
         driver.deliver(step_data)
     return driver, taken
 
@@ -158,11 +159,11 @@ def test_two_ranks_end_to_end(node: Callable[..., Rig], case: str) -> None:
     text = _contract(array)
     rig = node(text)
     stats = _run_ranks(2, _publish_all(rig, rows, offsets))
-    rig.wait(lambda: rig.kinds().count("closed") == 2, "both ranks to close")
+    rig.wait(lambda: rig.kinds().count("RankClosed") == 2, "both ranks to close")
     assert sum(s["published"] for s in stats) == len(rig.blocks())
     driver, taken = _analyse(text, rig.reports)
-    assert taken["partial"] == 0
-    assert [e["kind"] for e in taken["events"]].count("hello") == 2
+    assert taken.partial == 0
+    assert [type(e) for e in taken.events].count(RankJoined) == 2
     assert driver.failures == []
     assert sorted(driver.sink.values["whole"]) == list(range(STEPS))
     for step in range(STEPS):
@@ -173,7 +174,7 @@ def test_stats_preprocess_end_to_end(node: Callable[..., Rig]) -> None:
     text = _contract("    block: [4, 6]\n    preprocess: stats")
     rig = node(text)
     _run_ranks(2, _publish_all(rig, [(0, 4), (4, 8)], False))
-    rig.wait(lambda: rig.kinds().count("closed") == 2, "both ranks to close")
+    rig.wait(lambda: rig.kinds().count("RankClosed") == 2, "both ranks to close")
     driver, _ = _analyse(text, rig.reports)
     assert driver.failures == []
     g = _global(1)
