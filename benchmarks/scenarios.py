@@ -72,13 +72,13 @@ def coupled(
     session = Session(parse_contract(text), registry=registry)
     session.start()
     times: dict[int, float] = {}
-    record = session.sink.record
+    record = session.results.record
 
     def timed_record(analytic: str, step: int, tm: float | None, value: Any) -> None:
         times[step] = time.time()
         record(analytic, step, tm, value)
 
-    session.sink.record = timed_record  # type: ignore[method-assign]
+    session.results.record = timed_record  # type: ignore[method-assign]
     outdir = tempfile.mkdtemp(prefix="dbench-out-")
     argv = [mpiexec(), "-n", str(nranks), sys.executable, str(SIM), *sim_args, "--outdir", outdir]
     env = {**os.environ, **session.env}
@@ -100,7 +100,7 @@ def coupled(
         if sampler is not None:
             sampler.detach()
         session.stop()
-    run = Coupled(_read_ranks(outdir, nranks), times, dict(session.sink.values.get("mean", {})))
+    run = Coupled(_read_ranks(outdir, nranks), times, dict(session.results.values.get("mean", {})))
     run.returncode, run.output, run.wall_s = proc.returncode, out, time.monotonic() - started
     run.node_counts = session.last_node_counts
     shutil.rmtree(outdir, ignore_errors=True)

@@ -22,6 +22,7 @@ from doreisa.errors import (
     ProtocolError,
     RuntimeUnavailableError,
 )
+from doreisa.plugins import register_preprocessor, register_sink
 
 if TYPE_CHECKING:
     from doreisa.analytics import Registry, analytic
@@ -52,6 +53,8 @@ __all__ = [
     "__version__",
     "analytic",
     "load_contract",
+    "register_preprocessor",
+    "register_sink",
 ]
 
 

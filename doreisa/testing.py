@@ -4,7 +4,7 @@ Examples
 --------
 >>> from doreisa.testing import run_coupled  # doctest: +SKIP
 >>> session = run_coupled(contract_text, ["python", "sim.py"], nranks=4)  # doctest: +SKIP
->>> session.sink.values["mean"]  # {step: value}  # doctest: +SKIP
+>>> session.results.values["mean"]  # {step: value}  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class CoupledRun:
     @property
     def values(self) -> dict[str, dict[int, Any]]:
         """Results by analytic label, then step."""
-        return dict(self.session.sink.values)
+        return dict(self.session.results.values)
 
 
 def mpiexec() -> str:

@@ -23,6 +23,8 @@ PUBLIC = [
     "__version__",
     "analytic",
     "load_contract",
+    "register_preprocessor",
+    "register_sink",
 ]
 
 

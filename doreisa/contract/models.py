@@ -12,7 +12,7 @@ import keyword
 import math
 from collections.abc import Callable, Mapping
 from functools import cached_property
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, cast
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field_validator, model_validator
 
@@ -26,6 +26,7 @@ from doreisa.contract.expressions import (
 )
 from doreisa.contract.expressions import parse_expression as _parse
 from doreisa.errors import ExpressionError
+from doreisa.plugins import PREPROCESSORS, SINKS, ParamError, check_preprocess
 
 DTYPES = (
     "bool",
@@ -132,8 +133,14 @@ class Cadence(_Model):
         return self.every_time is not None
 
 
-#: Built-in preprocess functions and the params each takes.
-PREPROCESS_BUILTINS: dict[str, tuple[str, ...]] = {"downsample": ("factor",), "cast": ("dtype",), "stats": ()}
+#: Validation context of a contract that was validated where it was loaded and comes to a rank
+#: as plain data (see :meth:`Contract.from_plain`): the plugins it names need not be registered there.
+_TRUSTED = "doreisa_trusted"
+
+
+def _trusted(info: ValidationInfo) -> bool:
+    context: Any = info.context
+    return isinstance(context, dict) and cast("dict[str, Any]", context).get(_TRUSTED) is True
 
 
 class Preprocess(_Model):
@@ -143,7 +150,8 @@ class Preprocess(_Model):
         str,
         Field(
             min_length=1,
-            description="a built-in (downsample, cast, stats; see docs/contract.md) or 'module:function'",
+            description="a registered operator (built-ins: downsample, cast, stats; see docs/contract.md) "
+            "or 'module:function'",
         ),
     ]
     params: dict[Identifier, ParamValue] = Field(default_factory=dict)
@@ -154,29 +162,22 @@ class Preprocess(_Model):
         return {"function": data} if isinstance(data, str) else data
 
     @model_validator(mode="after")
-    def _known(self) -> Self:
+    def _known(self, info: ValidationInfo) -> Self:
         name, params = self.function, self.params
-        if name not in PREPROCESS_BUILTINS and ":" not in name:
+        if _trusted(info):
+            return self
+        if ":" not in name and name not in PREPROCESSORS:
             raise LocatedError(
                 ("function",),
-                f"unknown preprocess {name!r}; built-ins: {', '.join(PREPROCESS_BUILTINS)}, or 'module:function'",
+                f"unknown preprocess {name!r}; registered: {', '.join(PREPROCESSORS)}, or 'module:function' "
+                "(register your own with doreisa.register_preprocessor, imported before the contract loads)",
             )
-        if ":" in name:
-            module, _, attr = name.partition(":")
-            if not (module and attr.isidentifier()):
-                raise LocatedError(("function",), f"{name!r} is not 'module:function'")
-            if set(params) - {"dtype"}:
-                raise LocatedError(("params",), f"a user preprocess takes only params.dtype; got {sorted(params)}")
-        expected = PREPROCESS_BUILTINS.get(name)
-        if expected is not None and set(params) != set(expected):
-            raise LocatedError(
-                ("params",), f"preprocess {name} takes params {list(expected) or 'none'}; got {sorted(params)}"
-            )
-        factor = params.get("factor")
-        if name == "downsample" and (type(factor) is not int or factor < 1):
-            raise LocatedError(("params", "factor"), f"must be a positive integer, got {factor!r}")
-        if (name == "cast" or "dtype" in params) and params.get("dtype") not in DTYPES:
-            raise LocatedError(("params", "dtype"), f"must be one of {', '.join(DTYPES)}; got {params.get('dtype')!r}")
+        if "dtype" in params and params["dtype"] not in DTYPES:  # what is copied must be an array dtype
+            raise LocatedError(("params", "dtype"), f"must be one of {', '.join(DTYPES)}; got {params['dtype']!r}")
+        try:
+            check_preprocess(name, params)
+        except ParamError as exc:
+            raise LocatedError(exc.loc, exc.message) from None
         return self
 
 
@@ -364,7 +365,24 @@ class Outputs(_Model):
     """Where ``doreisa run`` writes results."""
 
     directory: str | None = Field(default=None, description="default: the --output of doreisa run")
-    formats: tuple[Literal["csv", "npy"], ...] = ("csv", "npy")
+    formats: tuple[Identifier, ...] = Field(
+        default=("csv", "npy"),
+        description="registered output sinks (built-ins: csv, npy; see docs/contract.md), each at most once",
+    )
+
+    @field_validator("formats")
+    @classmethod
+    def _registered(cls, formats: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        for i, name in enumerate(formats):
+            if name in formats[:i]:
+                raise LocatedError((i,), f"{name!r} is listed twice")
+            if name not in SINKS and not _trusted(info):
+                raise LocatedError(
+                    (i,),
+                    f"unknown output format {name!r}; registered: {', '.join(SINKS)} (register your own with "
+                    "doreisa.register_sink, imported before the contract loads)",
+                )
+        return formats
 
 
 class Monitor(_Model):
@@ -500,6 +518,19 @@ class Contract(_Model):
     def _check_known(self, loc: Loc, name: str) -> None:
         if name not in self.arrays:
             raise LocatedError(loc, f"unknown array {name!r}; known arrays: {', '.join(sorted(self.arrays))}")
+
+    def to_plain(self) -> dict[str, Any]:
+        """The contract as plain data: what a node actor hands its ranks (see :meth:`from_plain`)."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_plain(cls, data: Mapping[str, Any]) -> Contract:
+        """A contract from :meth:`to_plain`, validated where it was loaded.
+
+        Its structure is checked again, not the plugins it names: a rank need not import the
+        analytics' output sinks (it builds its own operators, and says so if one is missing).
+        """
+        return cls.model_validate(data, context={_TRUSTED: True})
 
     def cadence_of(self, array: str) -> Cadence:
         """The base cadence of ``array`` (its own override, else the contract's)."""

@@ -91,7 +91,13 @@ CASES = [
     Bad("version-2", "version: 2\n" + ARRAY, 1, "version", "should be 1"),
     Bad("version-true", ARRAY + "version: true\n", 6, "version", "the integer 1"),
     Bad("negative-timeout", ARRAY + "timeouts:\n  step: -1\n", 7, "timeouts.step", "greater than 0"),
-    Bad("unknown-output-format", ARRAY + "outputs:\n  formats: [parquet]\n", 7, "outputs.formats[0]", "'csv' or 'npy'"),
+    Bad(
+        "unknown-output-format",
+        ARRAY + "outputs:\n  formats: [parquet]\n",
+        7,
+        "outputs.formats[0]",
+        "registered: npy, csv",
+    ),
     # --- shapes, blocks, dims, select
     Bad("negative-shape", ARRAY.replace("[16, 16]", "[16, -4]"), 4, "arrays.temperature.shape[1]", "greater than 0"),
     Bad("zero-shape", ARRAY.replace("[16, 16]", "[0, 16]"), 4, "arrays.temperature.shape[0]", "greater than 0"),
@@ -299,7 +305,7 @@ CASES = [
         ARRAY + "    preprocess: gzip\n",
         6,
         "arrays.temperature.preprocess.function",
-        "built-ins: downsample, cast, stats, or 'module:function'",
+        "registered: downsample, cast, stats, or 'module:function'",
     ),
     Bad(
         "preprocess-unknown-in-mapping",

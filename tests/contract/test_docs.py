@@ -14,7 +14,8 @@ from doreisa.analytics import default_registry
 from doreisa.analytics.registry import CONTEXT_PARAMETERS
 from doreisa.contract import ArraySpec, Contract, parse_contract
 from doreisa.contract.expressions import CONSTANTS, REDUCTIONS, SCALAR_FUNCTIONS, VARIABLES
-from doreisa.contract.models import DTYPES, PREPROCESS_BUILTINS
+from doreisa.contract.models import DTYPES
+from doreisa.plugins import PREPROCESSORS, SINKS
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "contract.md"
 TEXT = DOC.read_text(encoding="utf-8")
@@ -102,11 +103,16 @@ def test_builtin_analytics_are_documented() -> None:
 
 
 def test_builtin_preprocesses_are_documented() -> None:
-    for name, params in PREPROCESS_BUILTINS.items():
+    for name in PREPROCESSORS:
         assert name in BACKTICKED, f"docs/contract.md does not document the preprocess `{name}`"
-        for param in params:
+        for param in PREPROCESSORS.get(name).params:
             assert param in BACKTICKED, f"docs/contract.md does not document `{param}` of the preprocess {name}"
     assert "module:function" in BACKTICKED
+
+
+def test_builtin_sinks_are_documented() -> None:
+    for name in SINKS:
+        assert name in BACKTICKED, f"docs/contract.md does not document the output format `{name}`"
 
 
 SNIPPETS = re.findall(r"```yaml\n(.*?)```", TEXT, flags=re.S)

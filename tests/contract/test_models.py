@@ -22,8 +22,9 @@ from doreisa.contract import (
     parse_contract,
 )
 from doreisa.contract.expressions import Expression
-from doreisa.contract.models import DTYPES, PREPROCESS_BUILTINS, LocatedError
+from doreisa.contract.models import DTYPES, LocatedError
 from doreisa.errors import ContractError
+from doreisa.plugins import PREPROCESSORS, SINKS
 
 
 def _array(**extra: object) -> ArraySpec:
@@ -150,7 +151,14 @@ def test_params_keep_their_types() -> None:
 
 
 def test_preprocess_builtins_are_pinned() -> None:
-    assert PREPROCESS_BUILTINS == {"downsample": ("factor",), "cast": ("dtype",), "stats": ()}
+    builtins = {name: PREPROCESSORS.get(name).params for name in ("downsample", "cast", "stats")}
+    assert builtins == {"downsample": ("factor",), "cast": ("dtype",), "stats": ()}
+    assert PREPROCESSORS.names()[:3] == ["downsample", "cast", "stats"]
+
+
+def test_sink_builtins_are_pinned() -> None:
+    assert SINKS.names()[:2] == ["npy", "csv"]
+    assert (SINKS.get("npy").table, SINKS.get("csv").table) == (False, True)
 
 
 @pytest.mark.parametrize(
@@ -175,7 +183,7 @@ def test_valid_preprocess(data: dict[str, object]) -> None:
 @pytest.mark.parametrize(
     ("data", "match"),
     [
-        ({"function": "gzip"}, r"function: unknown preprocess 'gzip'; built-ins: downsample, cast, stats, or 'module"),
+        ({"function": "gzip"}, r"function: unknown preprocess 'gzip'; registered: downsample, cast, stats, or 'module"),
         ({"function": "downsample"}, r"params: preprocess downsample takes params \['factor'\]; got \[\]"),
         ({"function": "downsample", "params": {"factor": 0}}, r"params\.factor: must be a positive integer, got 0"),
         ({"function": "downsample", "params": {"factor": -2}}, r"params\.factor: must be a positive integer, got -2"),

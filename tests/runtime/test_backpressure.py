@@ -103,4 +103,4 @@ def test_simulation_may_start_before_the_analytics(ray_cluster: Any, tmp_path: P
         session.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
     assert proc.returncode == 0, out
-    assert sorted(session.sink.values["sum"]) == list(range(6))
+    assert sorted(session.results.values["sum"]) == list(range(6))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import math
 import sys
 from pathlib import Path
@@ -108,3 +110,56 @@ def test_stats_reduces_each_block_to_four_numbers(ray_cluster: Any) -> None:
 def test_user_preprocess_function(ray_cluster: Any) -> None:
     run = run_with(", preprocess: {function: 'numpy:negative'}")
     np.testing.assert_array_equal(run.values["whole"][6], -expected(SHAPE, 6))
+
+
+def test_a_sink_and_an_operator_from_outside_the_package_run_end_to_end(ray_cluster: Any, tmp_path: Path) -> None:
+    import toy_plugins  # noqa: F401  # registers toy_negate_scale and toy_jsonl here, where the contract loads
+
+    text = f"""
+arrays:
+  field:
+    dtype: float64
+    shape: [{SHAPE[0]}, {SHAPE[1]}]
+    preprocess: {{function: toy_negate_scale, params: {{factor: 3}}}}
+cadence: {{every: 2}}
+timeouts: {{connect: 30, step: 30}}
+analytics:
+  - function: whole
+    arrays: [field]
+  - function: total
+    arrays: [field]
+outputs: {{formats: [npy, csv, toy_jsonl]}}
+"""
+    command = [
+        sys.executable,
+        str(SIM),
+        "--steps",
+        "5",
+        "--shape",
+        f"{SHAPE[0]},{SHAPE[1]}",
+        "--plugins",
+        "toy_plugins",
+    ]
+    registry = keep_registry()
+
+    @registry.analytic("total")
+    def total(x: Any) -> Any:
+        return x.sum()
+
+    run = run_coupled(text, command, nranks=4, registry=registry, output=tmp_path)
+    assert run.returncode == 0, run.output
+    for step in (0, 2, 4):  # the operator ran in every rank: every block is -3 x the simulation's
+        np.testing.assert_array_equal(run.values["whole"][step], -3 * expected(SHAPE, step))
+    rows = [json.loads(line) for line in (tmp_path / "toy.jsonl").read_text().splitlines()]  # closed: written
+    sums = {r["step"]: float(r["value"]) for r in rows if r["analytic"] == "total"}
+    assert sums == {step: float((-3 * expected(SHAPE, step)).sum()) for step in (0, 2, 4)}
+    wholes = {r["step"]: r for r in rows if r["analytic"] == "whole"}
+    assert sorted(wholes) == [0, 2, 4]
+    for step, row in wholes.items():  # the table sink learns where the store sink put each array
+        assert row["value"] is None and row["stored"] == [f"arrays/whole/step_{step:08d}.npy"]
+        np.testing.assert_array_equal(np.load(tmp_path / row["stored"][0]), -3 * expected(SHAPE, step))
+    with (tmp_path / "results.csv").open() as f:
+        csv_rows = list(csv.DictReader(f))
+    assert [(r["analytic"], r["step"], r["file"]) for r in csv_rows if r["analytic"] == "whole"] == [
+        ("whole", str(s), f"arrays/whole/step_{s:08d}.npy") for s in (0, 2, 4)
+    ]

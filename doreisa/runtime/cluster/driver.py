@@ -13,15 +13,12 @@ of what it computes (``signature``), with which it reuses the graph's cut from s
 from __future__ import annotations
 
 import collections
-import csv
-import json
 import logging
 import math
 import threading
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import dask.array as da
@@ -34,7 +31,8 @@ from dask.config import set as dask_config_set
 from doreisa.analytics import BoundAnalytic, Feedback, windows_needed
 from doreisa.contract import Contract
 from doreisa.errors import ExpressionError
-from doreisa.runtime.protocol import Applied, CompleteStep, Decision, Done, RankStats
+from doreisa.runtime.cluster.results import ResultWriter
+from doreisa.runtime.protocol import CompleteStep, Decision, Done
 from doreisa.runtime.scheduling.graphs import bind, blocks_array, bound, placeholder_array
 from doreisa.runtime.triggers import Transition, TriggerMachine, transitions_decision
 
@@ -59,108 +57,6 @@ class Failure:
     def as_dict(self) -> dict[str, Any]:
         """Plain data, for JSON."""
         return {"analytic": self.analytic, "step": self.step, "error": self.error, "traceback": self.traceback}
-
-
-class ResultSink:
-    """Records results: ``results.csv`` (scalars inline, arrays as ``.npy`` files beside it)."""
-
-    FIELDS = ("analytic", "step", "time", "value", "file")
-
-    def __init__(
-        self, directory: Path | None, formats: tuple[str, ...] = ("csv", "npy"), *, keep: bool | None = None
-    ) -> None:
-        self.directory = directory
-        self.keep = directory is None if keep is None else keep
-        #: Results by analytic and step, kept in memory only when nothing is written (tests, notebooks):
-        #: a long run writes them out instead of growing.
-        self.values: dict[str, dict[int, Any]] = collections.defaultdict(dict)
-        self.count = 0
-        self.unsaved = 0  # array results with 'npy' left out of outputs.formats
-        self._npy = "npy" in formats
-        self._file = None
-        self._writer: Any = None
-        if directory is not None and "csv" in formats:
-            directory.mkdir(parents=True, exist_ok=True)
-            self._file = (directory / "results.csv").open("w", newline="")
-            self._writer = csv.writer(self._file)
-            self._writer.writerow(self.FIELDS)
-
-    def record(self, analytic: str, step: int, time: float | None, value: Any) -> None:
-        """Write ``value`` out (or keep it in memory when there is no output folder)."""
-        if hasattr(value, "dims") and hasattr(value, "values"):  # an xarray result: keep its data
-            value = value.values
-        self.count += 1
-        if self.keep:
-            self.values[analytic][step] = value
-        if self.directory is None:
-            return
-        scalar, path = _scalar(value), ""
-        if scalar is None and not self._npy:
-            self.unsaved += 1
-        elif scalar is None:
-            folder = self.directory / "arrays" / analytic
-            folder.mkdir(parents=True, exist_ok=True)
-            path = f"arrays/{analytic}/step_{step:08d}.npy"
-            np.save(self.directory / path, np.asarray(value))
-        if self._writer is not None:
-            self._writer.writerow(
-                (analytic, step, "" if time is None else repr(time), "" if scalar is None else scalar, path)
-            )
-            assert self._file is not None
-            self._file.flush()
-
-    def close(self) -> None:
-        """Close the CSV file."""
-        if self._file is not None:
-            self._file.close()
-
-
-class Provenance:
-    """``provenance.jsonl``: one JSON object per cadence change, steering value or skipped step."""
-
-    def __init__(self, directory: Path | None) -> None:
-        self.records: list[dict[str, Any]] = []
-        self._file = (directory / "provenance.jsonl").open("w") if directory is not None else None
-
-    def write(self, event: Applied) -> None:
-        """Record a decision the ranks applied (reported by rank 0)."""
-        decision = event.decision
-        record = {
-            "kind": "change",
-            "step": event.applied_at,
-            "decided_at": decision.step,
-            "source": decision.source,
-            "arrays": [c.array for c in event.changes],
-            "changes": [{"array": c.array, "old": c.old, "new": c.new} for c in event.changes],
-            "triggers": decision.triggers,
-            "steering": decision.steering,
-            "values": decision.values,
-        }
-        self._emit(record)
-
-    def skipped(self, closed: Mapping[int, RankStats]) -> None:
-        """Record the steps skipped by backpressure (every rank skips the same; rank 0's list)."""
-        stats = closed.get(0) or next(iter(closed.values()), None)
-        for array, step in stats.skipped_steps if stats is not None else ():
-            self._emit({"kind": "skipped", "step": step, "arrays": [array], "source": "backpressure"})
-
-    def _emit(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
-        if self._file is not None:
-            self._file.write(json.dumps(record) + "\n")
-            self._file.flush()
-
-    def close(self) -> None:
-        """Close the file."""
-        if self._file is not None:
-            self._file.close()
-
-
-def _scalar(value: Any) -> str | None:
-    if isinstance(value, bool | int | float | str | np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
-        item = np.asarray(value).item()
-        return repr(float(item)) if isinstance(item, float) else str(item)
-    return None
 
 
 @dataclass
@@ -197,7 +93,7 @@ class AnalyticsDriver:
     contract : Contract
     bound : list of BoundAnalytic
         From :func:`doreisa.analytics.bind_analytics`.
-    sink : ResultSink
+    results : ResultWriter
     scheduler : callable
         A Dask ``get`` function (``ray.util.dask.ray_dask_get`` in a run), set only inside a
         scoped ``dask.config.set`` around each analytic; it gets graphs with their
@@ -214,14 +110,14 @@ class AnalyticsDriver:
         contract: Contract,
         bound: list[BoundAnalytic],
         *,
-        sink: ResultSink,
+        results: ResultWriter,
         scheduler: Scheduler,
         scheduler_for: SchedulerFor | None = None,
         on_done: Callable[[Done], None] = lambda done: None,
     ) -> None:
         self.contract = contract
         self.bound = bound
-        self.sink = sink
+        self.results = results
         self.scheduler = scheduler
         self.scheduler_for = scheduler_for or (lambda arrays, nodes, nbytes, bindings: _binding(scheduler, bindings))
         self._local = threading.local()
@@ -334,7 +230,7 @@ class AnalyticsDriver:
             self.failures.append(failure)
             log.error("analytic %s failed at step %d: %s", b.label, step, failure.error)
             return
-        self.sink.record(b.label, step, times[-1], value)
+        self.results.record(b.label, step, times[-1], value)
 
     def _named(self, name: str, array: da.Array) -> Any:
         """``array`` as an ``xarray.DataArray`` with the contract's dims; coordinates are the global

@@ -158,7 +158,7 @@ class NodeServer:
         self._poll = poll and self._linger > 0
         self._asleep = True
         # what every rank of this node receives: the contract as plain data, encoded once
-        self._welcome = encode(Welcome(node_id, contract.model_dump(mode="json")))
+        self._welcome = encode(Welcome(node_id, contract.to_plain()))
         self._put = put
         self._relay = relay
         self._relayed = relayed

@@ -28,9 +28,10 @@ from doreisa.analytics import Registry, bind_analytics, default_registry
 from doreisa.contract import Contract
 from doreisa.errors import ProtocolError, RuntimeUnavailableError
 from doreisa.runtime import _names
-from doreisa.runtime.cluster.driver import AnalyticsDriver, Provenance, ResultSink
+from doreisa.runtime.cluster.driver import AnalyticsDriver
 from doreisa.runtime.cluster.head import HeadState
 from doreisa.runtime.cluster.node import NodeActor, TransitActor
+from doreisa.runtime.cluster.results import Provenance, ResultWriter
 from doreisa.runtime.protocol import (
     Applied,
     Done,
@@ -129,7 +130,7 @@ class Session:
     run_dir : path, optional
         Rendezvous folder for the ranks (node-local path, same on every node). Default: new.
     keep_results : bool, optional
-        Keep every result in memory (``session.sink.values``); default: only without ``output``.
+        Keep every result in memory (``session.results.values``); default: only without ``output``.
     """
 
     def __init__(
@@ -147,7 +148,7 @@ class Session:
         self.run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="doreisa-", dir="/tmp"))
         self._own_run_dir = run_dir is None
         self.state = RunState()
-        self.sink = ResultSink(
+        self.results = ResultWriter(
             Path(output) if output is not None else None, contract.outputs.formats, keep=keep_results
         )
         self.provenance = Provenance(Path(output) if output is not None else None)
@@ -158,7 +159,7 @@ class Session:
         self.driver = AnalyticsDriver(
             contract,
             self.bound,
-            sink=self.sink,
+            results=self.results,
             scheduler=ray_dask_get,
             scheduler_for=self.scheduler_for,
             on_done=self._notify_done,
@@ -269,7 +270,7 @@ class Session:
             case MonitorBatch(records=records):  # rank 0 sends them in batches (runtime/rank/steering.py)
                 for record in records:
                     for key, value in record.values.items():
-                        self.sink.record(f"monitor:{key}", record.step, record.time, value)
+                        self.results.record(f"monitor:{key}", record.step, record.time, value)
             case StepLost():
                 self._step_lost(event)
             case RankError() | TriggerFailed():
@@ -379,7 +380,7 @@ class Session:
         self.driver.release()
         self.plans.clear()  # the cut graphs' tasks kept in the object store
         self.provenance.skipped(self.state.closed)
-        self.sink.close()
+        self.results.close()
         self.provenance.close()
         if self._own_run_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)

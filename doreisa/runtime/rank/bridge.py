@@ -23,13 +23,13 @@ import numpy as np
 
 from doreisa.contract import Contract
 from doreisa.errors import BlockMismatchError, BridgeError, LayoutError, RuntimeUnavailableError
+from doreisa.plugins import make_preprocessor
 from doreisa.runtime import _names
 from doreisa.runtime.cadence import ArraySchedule
 from doreisa.runtime.layout import check_block, default_offset, make_layout
 from doreisa.runtime.protocol import RankMessage, RankStats
 from doreisa.runtime.rank.comm import Communicator, world_comm
 from doreisa.runtime.rank.discovery import connect_to_node
-from doreisa.runtime.rank.preprocess import make_preprocessor
 from doreisa.runtime.rank.steering import RankFeedback
 from doreisa.runtime.rank.transport import ArrayState, NodeLink, log
 
@@ -123,10 +123,16 @@ class Bridge:
             on_detach=lambda: self._steer.give_up(),
         )
         self.node_id: str = welcome.node_id
-        self.contract: Contract = Contract.model_validate(welcome.contract)
+        self.contract: Contract = Contract.from_plain(welcome.contract)
         self._arrays = {
             name: ArrayState(
-                name, i, spec, ArraySchedule(self.contract.cadence_of(name)), make_preprocessor(spec.preprocess)
+                name,
+                i,
+                spec,
+                ArraySchedule(self.contract.cadence_of(name)),
+                None
+                if spec.preprocess is None
+                else make_preprocessor(spec.preprocess.function, spec.preprocess.params),
             )
             for i, (name, spec) in enumerate(self.contract.arrays.items())
         }
@@ -418,7 +424,7 @@ class Bridge:
             part = state.preprocess.apply(part)
             if part.shape != state.out_shape or part.dtype != state.out_dtype:
                 raise BlockMismatchError(
-                    f"rank {self.rank}: preprocess {state.preprocess.name!r} of {state.name!r} returned "
+                    f"rank {self.rank}: preprocess {_operator_name(state)!r} of {state.name!r} returned "
                     f"{part.dtype}{list(part.shape)}; expected {state.out_dtype}{list(state.out_shape)} "
                     "(declare a changed dtype with params.dtype)"
                 )
@@ -448,3 +454,7 @@ class Bridge:
 
     def _report(self, event: RankMessage) -> None:
         self._link.send(event)
+
+
+def _operator_name(state: ArrayState) -> str:
+    return "" if state.spec.preprocess is None else state.spec.preprocess.function

@@ -24,6 +24,7 @@ import numpy as np
 
 from doreisa.contract import ArraySpec, Backpressure
 from doreisa.errors import BridgeError
+from doreisa.plugins import Preprocessor
 from doreisa.runtime import _names
 from doreisa.runtime.cadence import ArraySchedule
 from doreisa.runtime.layout import BlockPlan, Layout
@@ -41,7 +42,6 @@ from doreisa.runtime.protocol import (
     encode,
     recv_one,
 )
-from doreisa.runtime.rank.preprocess import Preprocessor
 from doreisa.runtime.ring import ASLEEP, NAN, POSTS, ShmRing, fence, slot_bytes
 
 log = logging.getLogger("doreisa.bridge")

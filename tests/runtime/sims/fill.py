@@ -7,6 +7,7 @@ analytic result can be checked exactly against numpy.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -46,7 +47,10 @@ def main() -> None:
     p.add_argument("--stats", default="", help="write each rank's close() summary to this folder")
     p.add_argument("--bump", action="append", default=[], help="START:STOP:AMOUNT added at steps [START, STOP)")
     p.add_argument("--feedback-log", default="", help="folder: each rank writes bridge.feedback seen at each step")
+    p.add_argument("--plugins", default="", help="import this module (beside this file) before the Bridge")
     a = p.parse_args()
+    if a.plugins:
+        importlib.import_module(a.plugins)  # registers the operators the contract names
 
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()

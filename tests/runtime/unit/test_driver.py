@@ -18,7 +18,8 @@ import pytest
 from doreisa.analytics import Registry, bind_analytics, default_registry
 from doreisa.contract import parse_contract
 from doreisa.errors import AnalyticsError
-from doreisa.runtime.cluster.driver import AnalyticsDriver, ResultSink, to_dask
+from doreisa.runtime.cluster.driver import AnalyticsDriver, to_dask
+from doreisa.runtime.cluster.results import ResultWriter
 from doreisa.runtime.protocol import CompleteStep, Done
 from doreisa.runtime.scheduling.graphs import Block, bind
 
@@ -46,8 +47,8 @@ def registry() -> Registry:
 
 
 @pytest.fixture
-def out(tmp_path: Path) -> Iterator[ResultSink]:
-    sink = ResultSink(tmp_path / "out", keep=True)
+def out(tmp_path: Path) -> Iterator[ResultWriter]:
+    sink = ResultWriter(tmp_path / "out", keep=True)
     yield sink
     sink.close()
 
@@ -63,10 +64,10 @@ analytics:
 """
 
 
-def _driver(text: str, registry: Registry, sink: ResultSink, **kwargs: Any) -> AnalyticsDriver:
+def _driver(text: str, registry: Registry, sink: ResultWriter, **kwargs: Any) -> AnalyticsDriver:
     contract = parse_contract(text)
     kwargs.setdefault("scheduler", dask.get)
-    return AnalyticsDriver(contract, bind_analytics(contract, registry), sink=sink, **kwargs)
+    return AnalyticsDriver(contract, bind_analytics(contract, registry), results=sink, **kwargs)
 
 
 def _step(name: str, step: int, time: float | None = None) -> CompleteStep:
@@ -76,7 +77,7 @@ def _step(name: str, step: int, time: float | None = None) -> CompleteStep:
     return CompleteStep(name, step, time, ((3, 1), (3,)), "<f8", blocks)
 
 
-def _rows(sink: ResultSink) -> list[dict[str, str]]:
+def _rows(sink: ResultWriter) -> list[dict[str, str]]:
     assert sink.directory is not None
     with (sink.directory / "results.csv").open() as f:
         return list(csv.DictReader(f))
@@ -109,7 +110,7 @@ def test_to_dask_takes_blocks_stored_together_out_of_their_object() -> None:
 
 
 def test_sink_without_directory_keeps_values_in_memory() -> None:
-    sink = ResultSink(None)
+    sink = ResultWriter(None)
     sink.record("m", 3, 0.5, np.float64(2.5))
     sink.record("h", 3, None, np.arange(3))
     assert sink.values["m"] == {3: 2.5}
@@ -118,7 +119,7 @@ def test_sink_without_directory_keeps_values_in_memory() -> None:
 
 
 def test_sink_keeps_nothing_in_memory_when_it_writes(tmp_path: Path) -> None:
-    sink = ResultSink(tmp_path / "o")
+    sink = ResultWriter(tmp_path / "o")
     sink.record("mean", 3, 0.5, 1.25)
     sink.close()
     assert dict(sink.values) == {} and sink.count == 1
@@ -126,13 +127,13 @@ def test_sink_keeps_nothing_in_memory_when_it_writes(tmp_path: Path) -> None:
 
 
 def test_formats_without_npy_counts_unsaved_arrays(tmp_path: Path) -> None:
-    sink = ResultSink(tmp_path / "o", ("csv",))
+    sink = ResultWriter(tmp_path / "o", ("csv",))
     sink.record("hist", 0, None, np.arange(3))
     sink.close()
     assert sink.unsaved == 1 and not (tmp_path / "o" / "arrays").exists()
 
 
-def test_sink_writes_csv_and_npy(out: ResultSink) -> None:
+def test_sink_writes_csv_and_npy(out: ResultWriter) -> None:
     out.record("mean", 2, 0.25, np.float64(1.5))
     out.record("count", 2, None, np.int64(7))
     out.record("flag", 4, 1.0, np.bool_(True))
@@ -150,7 +151,7 @@ def test_sink_writes_csv_and_npy(out: ResultSink) -> None:
 # -- running analytics --------------------------------------------------------------------------
 
 
-def test_builtins_give_numpy_values(out: ResultSink, registry: Registry) -> None:
+def test_builtins_give_numpy_values(out: ResultWriter, registry: Registry) -> None:
     text = _contract(
         "  - {function: mean, arrays: [a]}\n  - {function: max, arrays: [a]}\n  - {function: std, arrays: [b]}"
     )
@@ -173,7 +174,7 @@ def test_builtins_give_numpy_values(out: ResultSink, registry: Registry) -> None
     assert (driver.counts.calls, driver.counts.failed, dict(driver.counts.steps)) == (9, 0, {"a": 3, "b": 3})
 
 
-def test_window_of_two_passes_oldest_first(out: ResultSink, registry: Registry) -> None:
+def test_window_of_two_passes_oldest_first(out: ResultWriter, registry: Registry) -> None:
     seen: list[tuple[list[int], list[float | None], int]] = []
 
     @registry.analytic("change", window=2)
@@ -195,7 +196,7 @@ def test_window_of_two_passes_oldest_first(out: ResultSink, registry: Registry) 
     )
 
 
-def test_analytic_on_two_arrays_waits_for_both(out: ResultSink, registry: Registry) -> None:
+def test_analytic_on_two_arrays_waits_for_both(out: ResultWriter, registry: Registry) -> None:
     @registry.analytic("dot")
     def dot(x: da.Array, y: da.Array) -> da.Array:
         return (x * y).sum()
@@ -215,7 +216,7 @@ def test_analytic_on_two_arrays_waits_for_both(out: ResultSink, registry: Regist
     assert done == [("a", 0), ("b", 0), ("b", 1), ("a", 1)]
 
 
-def test_two_arrays_out_of_lockstep(out: ResultSink, registry: Registry) -> None:
+def test_two_arrays_out_of_lockstep(out: ResultWriter, registry: Registry) -> None:
     @registry.analytic("dot")
     def dot(x: da.Array, y: da.Array) -> da.Array:
         return (x * y).sum()
@@ -226,7 +227,7 @@ def test_two_arrays_out_of_lockstep(out: ResultSink, registry: Registry) -> None
     assert sorted(out.values["dot"]) == [0, 1]
 
 
-def test_failing_analytic_is_recorded_and_others_run(out: ResultSink, registry: Registry) -> None:
+def test_failing_analytic_is_recorded_and_others_run(out: ResultWriter, registry: Registry) -> None:
     @registry.analytic("boom")
     def boom(x: da.Array, *, step: int) -> float:
         if step == 1:
@@ -250,7 +251,7 @@ def test_failing_analytic_is_recorded_and_others_run(out: ResultSink, registry: 
     assert (driver.counts.calls, driver.counts.failed) == (6, 1)
 
 
-def test_analytic_timeout_abandons_a_slow_call(out: ResultSink, registry: Registry) -> None:
+def test_analytic_timeout_abandons_a_slow_call(out: ResultWriter, registry: Registry) -> None:
     release = threading.Event()
 
     @registry.analytic("slow")
@@ -284,7 +285,7 @@ def test_analytic_timeout_abandons_a_slow_call(out: ResultSink, registry: Regist
         abandoned.join(5)
 
 
-def test_abandoned_analytic_does_not_leak_the_scheduler(out: ResultSink, registry: Registry) -> None:
+def test_abandoned_analytic_does_not_leak_the_scheduler(out: ResultWriter, registry: Registry) -> None:
     release = threading.Event()
 
     @registry.analytic("slow")
@@ -312,7 +313,7 @@ def test_abandoned_analytic_does_not_leak_the_scheduler(out: ResultSink, registr
         dask.config.config.pop("scheduler", None)
 
 
-def test_on_done_after_each_delivery(out: ResultSink, registry: Registry) -> None:
+def test_on_done_after_each_delivery(out: ResultWriter, registry: Registry) -> None:
     calls: list[tuple[list[tuple[str, int]], int]] = []
 
     def on_done(done: Done) -> None:
@@ -326,7 +327,7 @@ def test_on_done_after_each_delivery(out: ResultSink, registry: Registry) -> Non
     assert calls == [([("a", 0)], 1), ([("b", 0)], 1), ([("a", 1)], 2), ([("b", 1)], 2)]
 
 
-def test_release_empties_windows(out: ResultSink, registry: Registry) -> None:
+def test_release_empties_windows(out: ResultWriter, registry: Registry) -> None:
     driver = _driver(_contract("  - {function: time_derivative, arrays: [a]}"), default_registry, out)
     driver.deliver(_step("a", 0, time=0.0))
     driver.deliver(_step("a", 1, time=0.5))
@@ -349,7 +350,7 @@ def test_builtins_do_not_compute(name: str) -> None:
     assert isinstance(result, da.Array)
 
 
-def test_driver_computes_once_per_analytic_call(out: ResultSink) -> None:
+def test_driver_computes_once_per_analytic_call(out: ResultWriter) -> None:
     scheduler = CountingScheduler()
     text = _contract(
         "  - {function: mean, arrays: [a]}\n  - {function: histogram, arrays: [a], params: {lo: 0, hi: 20}}"
@@ -362,7 +363,7 @@ def test_driver_computes_once_per_analytic_call(out: ResultSink) -> None:
     np.testing.assert_array_equal(out.values["histogram"][2], expected)
 
 
-def test_counting_scheduler_sees_an_eager_analytic(out: ResultSink, registry: Registry) -> None:
+def test_counting_scheduler_sees_an_eager_analytic(out: ResultWriter, registry: Registry) -> None:
     @registry.analytic("eager")
     def eager(x: da.Array) -> da.Array:
         scale = float(x.max().compute())  # a compute inside the analytic: what laziness forbids
@@ -392,9 +393,9 @@ analytics:
   - function: labelled
     arrays: [a]
 """
-    sink = ResultSink(None)
+    sink = ResultWriter(None)
     contract = parse_contract(text)
-    driver = AnalyticsDriver(contract, bind_analytics(contract, registry), sink=sink, scheduler=dask.get)
+    driver = AnalyticsDriver(contract, bind_analytics(contract, registry), results=sink, scheduler=dask.get)
     full = np.arange(48.0).reshape(8, 6)
     region = full[2::2]  # rows 2, 4, 6 as one chunk
     driver.deliver(CompleteStep("a", 0, None, ((3,), (6,)), "float64", {(0, 0): region}))
@@ -432,7 +433,7 @@ class RecordingSchedulerFor:
         return get
 
 
-def test_an_analytic_tells_the_scheduler_the_same_signature_at_every_step(out: ResultSink) -> None:
+def test_an_analytic_tells_the_scheduler_the_same_signature_at_every_step(out: ResultWriter) -> None:
     recorder = RecordingSchedulerFor()
     text = _contract("  - {function: mean, arrays: [a]}\n  - {function: time_derivative, arrays: [a]}")
     driver = _driver(text, default_registry, out, scheduler_for=recorder)
@@ -446,7 +447,7 @@ def test_an_analytic_tells_the_scheduler_the_same_signature_at_every_step(out: R
     assert out.values["mean"][3] == pytest.approx(DATA[("a", 3)].mean())
 
 
-def test_a_window_binds_each_position_to_its_step(out: ResultSink) -> None:
+def test_a_window_binds_each_position_to_its_step(out: ResultWriter) -> None:
     recorder = RecordingSchedulerFor()
     driver = _driver(
         _contract("  - {function: time_derivative, arrays: [a]}"), default_registry, out, scheduler_for=recorder
@@ -463,7 +464,7 @@ def test_a_window_binds_each_position_to_its_step(out: ResultSink) -> None:
     assert np.concatenate([oldest[k] for k in sorted(oldest)]).tolist() == DATA[("a", 1)].tolist()
 
 
-def test_only_the_analytics_result_carries_a_signature(out: ResultSink, registry: Registry) -> None:
+def test_only_the_analytics_result_carries_a_signature(out: ResultWriter, registry: Registry) -> None:
     @registry.analytic("eager")
     def eager(x: da.Array) -> da.Array:
         scale = float(x.max().compute())  # computed inside the analytic: nothing to reuse it by
@@ -483,7 +484,7 @@ def test_a_result_dask_cannot_hash_is_computed_without_a_signature(registry: Reg
         return {"total": x.sum(), "lock": threading.Lock()}  # a lock cannot be pickled, so not hashed
 
     recorder = RecordingSchedulerFor()
-    sink = ResultSink(None)
+    sink = ResultWriter(None)
     driver = _driver(_contract("  - {function: tagged, arrays: [a]}"), registry, sink, scheduler_for=recorder)
     with dask.config.set({"tokenize.ensure-deterministic": True}):
         driver.deliver(_step("a", 0))

@@ -13,8 +13,9 @@ import pytest
 
 from doreisa.analytics import Registry, bind_analytics
 from doreisa.contract import parse_contract
-from doreisa.runtime.cluster.driver import AnalyticsDriver, ResultSink
+from doreisa.runtime.cluster.driver import AnalyticsDriver
 from doreisa.runtime.cluster.head import HeadState
+from doreisa.runtime.cluster.results import ResultWriter
 from doreisa.runtime.protocol import RankJoined, Taken
 from doreisa.runtime.rank.bridge import Bridge
 
@@ -113,7 +114,9 @@ def _analyse(text: str, reports: list[Any]) -> tuple[AnalyticsDriver, Taken]:
         return x
 
     contract = parse_contract(text)
-    driver = AnalyticsDriver(contract, bind_analytics(contract, registry), sink=ResultSink(None), scheduler=dask.get)
+    driver = AnalyticsDriver(
+        contract, bind_analytics(contract, registry), results=ResultWriter(None), scheduler=dask.get
+    )
     head = HeadState(step_timeout=60)
     head.add(reports)
     taken = head.take(0)
@@ -165,9 +168,9 @@ def test_two_ranks_end_to_end(node: Callable[..., Rig], case: str) -> None:
     assert taken.partial == 0
     assert [type(e) for e in taken.events].count(RankJoined) == 2
     assert driver.failures == []
-    assert sorted(driver.sink.values["whole"]) == list(range(STEPS))
+    assert sorted(driver.results.values["whole"]) == list(range(STEPS))
     for step in range(STEPS):
-        np.testing.assert_array_equal(driver.sink.values["whole"][step], expected(_global(step)))
+        np.testing.assert_array_equal(driver.results.values["whole"][step], expected(_global(step)))
 
 
 def test_stats_preprocess_end_to_end(node: Callable[..., Rig]) -> None:
@@ -179,6 +182,6 @@ def test_stats_preprocess_end_to_end(node: Callable[..., Rig]) -> None:
     assert driver.failures == []
     g = _global(1)
     np.testing.assert_array_equal(
-        driver.sink.values["whole"][1],
+        driver.results.values["whole"][1],
         [[[g[:4].min(), g[:4].max(), g[:4].sum(), 24.0]], [[g[4:].min(), g[4:].max(), g[4:].sum(), 24.0]]],
     )

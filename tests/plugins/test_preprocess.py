@@ -8,30 +8,19 @@ from typing import Any
 import numpy as np
 import pytest
 
-from doreisa.contract import Preprocess, parse_contract
+from doreisa.contract import parse_contract
 from doreisa.errors import BlockMismatchError, ContractError
-from doreisa.runtime.rank.preprocess import Preprocessor, make_preprocessor
+from doreisa.plugins import Preprocessor, make_preprocessor
 
 SHAPES = [(1,), (7,), (8,), (3, 5), (4, 4), (1, 9), (2, 3, 5), (6, 1, 7)]
 
 
 def _make(function: str, **params: Any) -> Preprocessor:
-    made = make_preprocessor(Preprocess(function=function, params=params))
-    assert made is not None
-    return made
-
-
-def _unchecked(function: str, **params: Any) -> Preprocess:
-    """A Preprocess the contract model would refuse: checks the runtime's own guard."""
-    return Preprocess.model_construct(function=function, params=params)
+    return make_preprocessor(function, params)
 
 
 def _contract_with(preprocess: str) -> str:
     return f"arrays:\n  t:\n    dtype: float64\n    shape: [8]\n    preprocess: {preprocess}\n"
-
-
-def test_no_preprocess() -> None:
-    assert make_preprocessor(None) is None
 
 
 @pytest.mark.parametrize(("factor", "shape"), list(itertools.product([1, 2, 3, 5], SHAPES)))
@@ -104,7 +93,7 @@ def test_user_function_declared_dtype_is_planned() -> None:
     np.testing.assert_array_equal(pre.apply(block), [False, True])
 
 
-# -- bad parameters: refused by the contract, and again by the runtime ---------------------
+# -- bad parameters: one check, at contract load and again where the rank builds the operator ----------
 
 
 @pytest.mark.parametrize(
@@ -123,9 +112,10 @@ def test_user_function_declared_dtype_is_planned() -> None:
             r"takes params \['dtype'\]; got \['dtype', 'factor'\]",
         ),
         ("{function: stats, params: {factor: 2}}", r"preprocess stats takes params none"),
-        ("smooth", r"unknown preprocess 'smooth'; built-ins: downsample, cast, stats, or 'module:function'"),
+        ("smooth", r"unknown preprocess 'smooth'; registered: downsample, cast, stats, or 'module:function'"),
         ("{function: 'numpy:negative', params: {dtype: nope}}", r"params\.dtype: must be one of bool, .*; got 'nope'"),
         ("{function: 'numpy:negative', params: {factor: 2}}", r"a user preprocess takes only params\.dtype"),
+        ("'numpy:'", r"preprocess\.function: 'numpy:' is not 'module:function'"),
     ],
 )
 def test_contract_refuses_bad_preprocess(preprocess: str, match: str) -> None:
@@ -133,27 +123,25 @@ def test_contract_refuses_bad_preprocess(preprocess: str, match: str) -> None:
         parse_contract(_contract_with(preprocess))
 
 
-@pytest.mark.parametrize("factor", [0, -2, 1.5, "2", True, None])
-def test_downsample_bad_factor_names_the_parameter(factor: Any) -> None:
-    params = {} if factor is None else {"factor": factor}
-    with pytest.raises(ContractError, match=r"downsample needs params\.factor, a positive integer; got"):
-        make_preprocessor(_unchecked("downsample", **params))
+@pytest.mark.parametrize(
+    ("function", "params", "match"),
+    [
+        ("downsample", {"factor": 0}, r"preprocess downsample: params\.factor: must be a positive integer, got 0"),
+        ("downsample", {"factor": "2"}, r"params\.factor: must be a positive integer, got '2'"),
+        ("downsample", {}, r"preprocess downsample: params: preprocess downsample takes params \['factor'\]; got \[\]"),
+        ("cast", {"dtype": "not_a_dtype"}, r"preprocess cast: params\.dtype: must be a numpy dtype name; got"),
+        ("stats", {"factor": 2}, r"preprocess stats takes params none; got \['factor'\]"),
+    ],
+)
+def test_the_rank_checks_parameters_with_the_same_code(function: str, params: dict[str, Any], match: str) -> None:
+    with pytest.raises(ContractError, match=match):
+        make_preprocessor(function, params)
 
 
-@pytest.mark.parametrize("params", [{"dtype": "not_a_dtype"}, {}])
-def test_cast_bad_dtype_names_the_parameter(params: dict[str, Any]) -> None:
-    with pytest.raises(ContractError, match=r"cast needs params\.dtype, a numpy dtype name; got"):
-        make_preprocessor(_unchecked("cast", **params))
-
-
-def test_stats_takes_no_params() -> None:
-    with pytest.raises(ContractError, match=r"preprocess stats takes no params; got \['factor'\]"):
-        make_preprocessor(_unchecked("stats", factor=2))
-
-
-def test_unknown_function_lists_builtins() -> None:
+def test_an_operator_not_registered_in_the_rank_says_what_to_import() -> None:
     with pytest.raises(
         ContractError,
-        match=r"preprocess 'smooth' is not a built-in; built-ins: \['cast', 'downsample', 'stats'\], or write",
+        match=r"preprocess 'smooth' is not registered in this process \(registered: "
+        r"downsample, cast, stats.*\); import the module that registers it before the Bridge",
     ):
-        make_preprocessor(_unchecked("smooth"))
+        make_preprocessor("smooth", {})
