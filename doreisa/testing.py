@@ -14,15 +14,27 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from doreisa.analytics import Registry, default_registry
 from doreisa.contract import parse_contract
+from doreisa.runtime.rank.inprocess import InProcessTransport, Posted
+
+__all__ = [
+    "CoupledRun",
+    "InProcessTransport",
+    "Posted",
+    "block_objects",
+    "local_cluster",
+    "mpiexec",
+    "object_locations",
+    "put_on_node",
+    "run_coupled",
+    "store_stats",
+]
 
 
 @dataclass
@@ -79,11 +91,6 @@ def run_coupled(
             out, _ = proc.communicate()
         session.stop()
     return CoupledRun(session, proc.returncode, out)
-
-
-def python_command(script: str | os.PathLike[str], *args: str) -> list[str]:
-    """``[sys.executable, script, *args]``."""
-    return [sys.executable, str(Path(script)), *args]
 
 
 @contextlib.contextmanager

@@ -18,13 +18,13 @@ Region = tuple[tuple[int, int, int], ...]  # (start, stop, step) per dim
 
 
 @dataclass(frozen=True)
-class BlockPlan:
+class RankPart:
     """What one rank copies of its block.
 
     Attributes
     ----------
     local : tuple of slice
-        The part of the rank's block inside the region (``None`` plan when it has none).
+        The part of the rank's block inside the region (the rank has no ``RankPart`` when it has none).
     index : tuple of int
         Position of that part in the grid of chunks the analytics see.
     shape : tuple of int
@@ -41,12 +41,12 @@ class Layout:
     """The grid of chunks of the selected region, and each rank's part of it."""
 
     chunks: tuple[tuple[int, ...], ...]
-    plans: tuple[BlockPlan | None, ...]  # one per rank
+    parts: tuple[RankPart | None, ...]  # one per rank
 
     @property
     def nchunks(self) -> int:
         """Number of chunks the analytics wait for at each step."""
-        return sum(plan is not None for plan in self.plans)
+        return sum(part is not None for part in self.parts)
 
 
 def default_offset(spec: ArraySpec, rank: int, size: int, name: str) -> tuple[int, ...]:
@@ -88,7 +88,7 @@ def check_block(spec: ArraySpec, name: str, rank: int, offset: tuple[int, ...], 
 
 
 def make_layout(spec: ArraySpec, name: str, boxes: list[Box]) -> Layout:
-    """Check that ``boxes`` (one per rank) tile the array, and plan each rank's copy.
+    """Check that ``boxes`` (one per rank) tile the array, and find each rank's part of the region.
 
     Raises
     ------
@@ -122,10 +122,10 @@ def make_layout(spec: ArraySpec, name: str, boxes: list[Box]) -> Layout:
         cells[key] = rank
     if len(cells) != math.prod(len(e) - 1 for e in edges) or any(e[0] != 0 for e in edges):
         raise holes
-    return _plan(spec, edges, boxes, cells)
+    return _grid(spec, edges, boxes, cells)
 
 
-def _plan(spec: ArraySpec, edges: list[list[int]], boxes: list[Box], cells: dict[tuple[int, ...], int]) -> Layout:
+def _grid(spec: ArraySpec, edges: list[list[int]], boxes: list[Box], cells: dict[tuple[int, ...], int]) -> Layout:
     region = spec.region
     # selected count of each grid cell along each dim; empty cells drop out of the chunk grid
     counts = [
@@ -133,7 +133,7 @@ def _plan(spec: ArraySpec, edges: list[list[int]], boxes: list[Box], cells: dict
     ]
     kept = [[i for i, c in enumerate(cs) if c] for cs in counts]
     chunks = tuple(tuple(counts[d][i] for i in kept[d]) for d in range(spec.ndim))
-    plans: list[BlockPlan | None] = [None] * len(boxes)
+    parts: list[RankPart | None] = [None] * len(boxes)
     for cell, rank in cells.items():
         if not all(counts[d][i] for d, i in enumerate(cell)):
             continue
@@ -141,8 +141,8 @@ def _plan(spec: ArraySpec, edges: list[list[int]], boxes: list[Box], cells: dict
         local = tuple(_local_slice(offset[d], edges[d][i + 1], region[d]) for d, i in enumerate(cell))
         index = tuple(kept[d].index(i) for d, i in enumerate(cell))
         shape = tuple(counts[d][i] for d, i in enumerate(cell))
-        plans[rank] = BlockPlan(local, index, shape)
-    return Layout(chunks, tuple(plans))
+        parts[rank] = RankPart(local, index, shape)
+    return Layout(chunks, tuple(parts))
 
 
 def _first_selected(lo: int, region: tuple[int, int, int]) -> int:

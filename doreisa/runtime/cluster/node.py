@@ -321,7 +321,11 @@ class NodeServer:
 
     @staticmethod
     def _map_ring(conn: _Conn, message: RingOpened, *, asleep: bool) -> None:
-        ring = ShmRing(message.path, message.slots, message.slot_size, create=False)
+        try:
+            ring = ShmRing(message.path, message.slots, message.slot_size, create=False)
+        except FileNotFoundError:  # the rank closed it before we read this: it never posted to it
+            log.info("rank %s closed its ring of %r before the node mapped it", conn.rank, message.array)
+            return
         ring.control[ASLEEP] = int(asleep)
         # Both sides have it mapped: remove the name now, so that nothing is left in /dev/shm
         # even if the rank or this actor dies without cleaning up.

@@ -1,9 +1,10 @@
 """The simulation side: one :class:`Bridge` per MPI rank.
 
 This module never imports ray or dask: a rank starts in milliseconds and stays small. The
-rank talks to the node actor of its node through a Unix socket and node-local shared
-memory (:mod:`doreisa.runtime.rank.transport`, :mod:`doreisa.runtime.protocol`); the node actor puts the
-data in Ray and owns it.
+bridge decides what to copy (the contract's cadence, region and backpressure) and checks
+what it is given; a :class:`~doreisa.runtime.rank.transport.Transport` moves the copies to the
+runtime (by default :class:`~doreisa.runtime.rank.shm.ShmTransport`: node-local shared memory
+and a socket to the node actor, which puts the data in Ray and owns it).
 """
 
 from __future__ import annotations
@@ -22,16 +23,15 @@ from typing import Any
 import numpy as np
 
 from doreisa.contract import Contract
-from doreisa.errors import BlockMismatchError, BridgeError, LayoutError, RuntimeUnavailableError
-from doreisa.plugins import make_preprocessor
+from doreisa.errors import BlockMismatchError, BridgeError, RuntimeUnavailableError
 from doreisa.runtime import _names
 from doreisa.runtime.cadence import ArraySchedule
-from doreisa.runtime.layout import check_block, default_offset, make_layout
-from doreisa.runtime.protocol import RankMessage, RankStats
+from doreisa.runtime.protocol import Done, RankMessage, RankStats
+from doreisa.runtime.rank.arrays import ArrayRun, InFlight, RankArray, agree_on_layout, check_same_block, checked_step
 from doreisa.runtime.rank.comm import Communicator, world_comm
-from doreisa.runtime.rank.discovery import connect_to_node
+from doreisa.runtime.rank.shm import ShmTransport, log
 from doreisa.runtime.rank.steering import RankFeedback
-from doreisa.runtime.rank.transport import ArrayState, NodeLink, log
+from doreisa.runtime.rank.transport import Transport
 
 
 @dataclass
@@ -50,18 +50,8 @@ class BridgeStats:
     skipped_steps: list[tuple[str, int]] = field(default_factory=list[tuple[str, int]])
 
     def record(self) -> RankStats:
-        """A frozen copy, for the node actor."""
-        return RankStats(
-            self.calls,
-            self.published,
-            self.bytes_copied,
-            self.skipped,
-            self.dropped,
-            self.not_selected,
-            self.max_in_flight,
-            self.wakes,
-            tuple(self.skipped_steps),
-        )
+        """A frozen copy, for the runtime."""
+        return RankStats(**{**dataclasses.asdict(self), "skipped_steps": tuple(self.skipped_steps)})
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data, for JSON."""
@@ -81,6 +71,10 @@ class Bridge:
         Rendezvous folder of the run; default: ``$DOREISA_RUN_DIR``, set by ``doreisa run``.
     connect_timeout : float, optional
         Seconds to wait for the runtime; default ``$DOREISA_CONNECT_TIMEOUT`` or 60.
+    transport : Transport, optional
+        How blocks leave this rank; default: the shared memory transport of ``doreisa run``.
+        :class:`~doreisa.runtime.rank.inprocess.InProcessTransport` keeps them in this process
+        (tests). Experimental: the Transport protocol may still change before 1.0.
 
     Raises
     ------
@@ -99,12 +93,32 @@ class Bridge:
         *,
         run_dir: str | os.PathLike[str] | None = None,
         connect_timeout: float | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self._comm = comm if comm is not None else world_comm()
         self.rank = self._comm.Get_rank()
         self.size = self._comm.Get_size()
         self.stats = BridgeStats()
         self._closed = False
+        self._link = transport if transport is not None else self._connect(run_dir, connect_timeout)
+        self.node_id: str = self._link.welcome.node_id
+        self.contract: Contract = Contract.from_plain(self._link.welcome.contract)
+        self._in_flight = InFlight()
+        self._arrays = {
+            a.name: ArrayRun(a, ArraySchedule(self.contract.cadence_of(a.name)))
+            for a in RankArray.all_of(self.contract)
+        }
+        self._steer = RankFeedback(
+            self.contract,
+            self._comm,
+            {name: run.schedule for name, run in self._arrays.items()},
+            report=self._report,
+            wait=self._link.wait,
+        )
+        self._link.bind(rank=self.rank, on_done=self._on_done, on_detach=self._steer.give_up)
+        self._find_fixed_cadences()
+
+    def _connect(self, run_dir: str | os.PathLike[str] | None, timeout: float | None) -> ShmTransport:
         where = run_dir or os.environ.get(_names.ENV_RUN_DIR)
         if not where:
             raise RuntimeUnavailableError(
@@ -112,46 +126,22 @@ class Bridge:
                 "`doreisa run CONTRACT --np N --output DIR -- COMMAND`, or pass run_dir="
             )
         self.run_dir = Path(where)
-        timeout = connect_timeout or float(os.environ.get(_names.ENV_CONNECT_TIMEOUT, 60))
         hosts = self._comm.allgather(socket.gethostname())
-        local_index = sum(1 for h in hosts[: self.rank] if h == hosts[self.rank])
-        sock, welcome = connect_to_node(self.run_dir, hosts[self.rank], local_index, self.rank, self.size, timeout)
-        self._link = NodeLink(
-            sock,
-            self.rank,
-            on_done=lambda done: self._steer.on_done(done.items, done.decisions),
-            on_detach=lambda: self._steer.give_up(),
+        return ShmTransport.connect(
+            self.run_dir, hosts, self.rank, timeout or float(os.environ.get(_names.ENV_CONNECT_TIMEOUT, 60))
         )
-        self.node_id: str = welcome.node_id
-        self.contract: Contract = Contract.from_plain(welcome.contract)
-        self._arrays = {
-            name: ArrayState(
-                name,
-                i,
-                spec,
-                ArraySchedule(self.contract.cadence_of(name)),
-                None
-                if spec.preprocess is None
-                else make_preprocessor(spec.preprocess.function, spec.preprocess.params),
-            )
-            for i, (name, spec) in enumerate(self.contract.arrays.items())
-        }
-        self._steer = RankFeedback(
-            self.contract,
-            self._comm,
-            {name: state.schedule for name, state in self._arrays.items()},
-            report=self._report,
-            wait=self._link.wait,
-        )
-        self._find_fixed_cadences()
 
     def _find_fixed_cadences(self) -> None:
         """Arrays whose step cadence nothing can change: their next wanted step is known in advance."""
-        for name, state in self._arrays.items():
-            cadence = state.schedule.cadence
+        for name, run in self._arrays.items():
+            cadence = run.schedule.cadence
             if cadence.every is not None and self._steer.fixed_cadence(name):
-                state.stride = cadence.every
-                state.last_wanted = math.inf if cadence.stop is None else cadence.stop
+                run.stride = cadence.every
+                run.last_wanted = math.inf if cadence.stop is None else cadence.stop
+
+    def _on_done(self, done: Done) -> None:
+        self._steer.on_done(done.items, done.decisions)
+        self._in_flight.done(done.items)
 
     @property
     def feedback(self) -> Mapping[str, Any]:
@@ -167,10 +157,10 @@ class Bridge:
 
     def wants(self, name: str, step: int, time: float | None = None) -> bool:
         """Will ``publish(name, ..., step=step)`` copy anything? Lets a simulation skip computing a field."""
-        state = self._array(name)
+        run = self._array(name)
         step = operator.index(step)
         self._begin_step(step, time)
-        return state.schedule.wanted(step, time) and self._link.detached is None
+        return run.schedule.wanted(step, time) and self._link.detached is None
 
     def publish(
         self,
@@ -212,49 +202,52 @@ class Bridge:
             At the first publish of an array, if the ranks' blocks do not tile it.
         """
         self.stats.calls += 1
-        state = self._arrays.get(name)
-        if state is not None and type(step) is int and state.last_step < step:  # the common case: a valid step
-            state.last_step = step
-            if step < state.skip_below:
+        run = self._arrays.get(name)
+        if run is not None and type(step) is int and run.last_step < step:  # the common case: a valid step
+            run.last_step = step
+            if step < run.skip_below:
                 return False  # fast path: a step that nothing can make wanted
-            known = step == state.skip_below  # the step a fixed cadence wants next: no steering hook to run
-        elif state is None:
-            self._array(name)  # raises with the list of known arrays
-            raise AssertionError("unreachable")
+            known = step == run.skip_below  # the step a fixed cadence wants next: no steering hook to run
         else:
-            step, known = self._check_step(state, step), False
+            run = self._array(name)  # raises with the list of known arrays
+            step, known = checked_step(self.rank, run, step), False
+            run.last_step = step
         if time is not None:
             time = float(time)  # a numpy scalar would travel as an object, not a number
-        if not (known or self._steered_wanted(state, block, step, time, offset)):
-            return self._unwanted(state, step, time)
-        if state.stride:  # a fixed step cadence: the next wanted step is known, the steps before it take the fast path
-            following = step + state.stride
-            state.skip_below = following if following <= state.last_wanted else sys.maxsize
-        assert state.box is not None, "layout is set up at the first publish"
-        shape = state.box[1]
-        if not (type(block) is np.ndarray and block.shape == shape and block.dtype == state.dtype and offset is None):
-            self._check_block(state, block, offset, step)  # raises with what is wrong, if anything is
+        if not (known or self._steered_wanted(run, block, step, time, offset)):
+            return self._unwanted(run, step, time)
+        if run.stride:  # a fixed step cadence: the next wanted step is known, the steps before it take the fast path
+            following = step + run.stride
+            run.skip_below = following if following <= run.last_wanted else sys.maxsize
+        copy = run.copy
+        assert copy is not None, "the layout is agreed at the first publish"
+        if not (
+            type(block) is np.ndarray
+            and block.shape == copy.box[1]
+            and block.dtype == run.array.dtype
+            and offset is None
+        ):
+            check_same_block(self.rank, run, block, offset, step)  # raises with what is wrong, if anything is
         if self._closed or self._link.detached is not None:
             return self._refuse()
         if not self._make_room(name, step):
             return False
         if not known:
             self._steer.handed_over(name, step)
-        if state.plan is None:
+        if copy.part is None:
             self.stats.not_selected += 1
             return False
-        return self._copy(state, block, step, time)
+        return self._copy(run, block, step, time)
 
     def _steered_wanted(
-        self, state: ArrayState, block: Any, step: int, time: float | None, offset: tuple[int, ...] | None
+        self, run: ArrayRun, block: Any, step: int, time: float | None, offset: tuple[int, ...] | None
     ) -> bool:
         """The full path: the layout at the first publish, the steering hooks, then the cadence. Wanted?"""
-        if state.layout is None:
-            self._setup_layout(state, block, offset)
+        if run.copy is None:
+            run.copy = agree_on_layout(self._comm, run.array, block, offset)
         self._begin_step(step, time)
-        assert state.box is not None, "layout is set up at the first publish"
-        self._steer.monitor(state.name, block, state.box, step, time)
-        return state.schedule.wanted(step, time)
+        self._steer.monitor(run.array.name, block, run.copy.box, step, time)
+        return run.schedule.wanted(step, time)
 
     def _refuse(self) -> bool:
         if self._closed:
@@ -264,17 +257,19 @@ class Bridge:
         self.stats.dropped += 1
         return False
 
-    def _unwanted(self, state: ArrayState, step: int, time: float | None) -> bool:
-        if state.schedule.cadence.by_time:
+    def _unwanted(self, run: ArrayRun, step: int, time: float | None) -> bool:
+        if run.schedule.cadence.by_time:
             if time is None:
-                raise BlockMismatchError(f"array {state.name!r} has a simulation-time cadence: publish() needs time=")
-        elif state.stride:  # the next steps up to the next wanted one take the fast path
-            nxt = state.schedule.next_wanted(step)
-            state.skip_below = sys.maxsize if nxt is None else nxt
+                raise BlockMismatchError(
+                    f"array {run.array.name!r} has a simulation-time cadence: publish() needs time="
+                )
+        elif run.stride:  # the next steps up to the next wanted one take the fast path
+            nxt = run.schedule.next_wanted(step)
+            run.skip_below = sys.maxsize if nxt is None else nxt
         return False
 
     def close(self) -> dict[str, Any]:
-        """Wait until every published block is handed over to Ray, then disconnect.
+        """Wait until every published block is handed over to the runtime, then disconnect.
 
         Returns
         -------
@@ -286,18 +281,14 @@ class Bridge:
         if self._closed:
             return self.stats.as_dict()
         self._closed = True
-        self._steer.flush_monitors()  # before the node actor hears 'close'
-        idle = lambda: all(s.idle() for s in self._arrays.values())  # noqa: E731
-        self._link.close(idle, self.contract.timeouts.step, self.stats.record())
-        lost = sum(len(s.pending) for s in self._arrays.values() if not s.idle())
+        self._steer.flush_monitors()  # before the runtime hears 'close'
+        lost = self._link.close(self.stats.record(), self.contract.timeouts.step)
         if lost:  # posted, never taken: the node actor is gone or does not respond
             log.warning(
                 "rank %d: %d block(s) handed over were never taken by the node actor: counted dropped", self.rank, lost
             )
             self.stats.published -= lost
             self.stats.dropped += lost
-        for state in self._arrays.values():
-            state.close_ring()
         return self.stats.as_dict()
 
     def __enter__(self) -> Bridge:
@@ -306,9 +297,7 @@ class Bridge:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- checks ---------------------------------------------------------------------------
-
-    def _array(self, name: str) -> ArrayState:
+    def _array(self, name: str) -> ArrayRun:
         try:
             return self._arrays[name]
         except KeyError:
@@ -316,79 +305,13 @@ class Bridge:
                 f"rank {self.rank}: array {name!r} is not in the contract; known arrays: {sorted(self._arrays)}"
             ) from None
 
-    def _check_step(self, state: ArrayState, step: int) -> int:
-        try:
-            value = operator.index(step)
-        except TypeError:
-            raise BlockMismatchError(f"rank {self.rank}: step must be an integer, got {step!r}") from None
-        if value < 0:
-            raise BlockMismatchError(f"rank {self.rank}: step must be >= 0, got {value}")
-        if value <= state.last_step:
-            raise BlockMismatchError(
-                f"rank {self.rank}: array {state.name!r} step {value} after step {state.last_step}; steps must increase"
-            )
-        state.last_step = value
-        return value
-
-    def _block_problem(self, state: ArrayState, block: Any) -> str | None:
-        if not isinstance(block, np.ndarray):
-            return f"block must be a numpy array, got {type(block).__name__}"
-        if block.dtype != state.dtype:
-            return f"block dtype is {block.dtype}; the contract says {state.spec.dtype}"
-        if block.ndim != state.spec.ndim:
-            return f"block is {block.ndim}-D; the contract's array is {state.spec.ndim}-D"
-        return None
-
-    def _check_block(self, state: ArrayState, block: Any, offset: tuple[int, ...] | None, step: int) -> None:
-        problem = self._block_problem(state, block)
-        assert state.box is not None, "layout is set up at the first publish"
-        if problem is None and block.shape != state.box[1]:
-            problem = f"block shape {block.shape} differs from its shape at the first publish, {state.box[1]}"
-        if problem is None and offset is not None and tuple(offset) != state.box[0]:
-            problem = f"offset {tuple(offset)} differs from the first publish, {state.box[0]}; it must stay fixed"
-        if problem:
-            raise BlockMismatchError(f"rank {self.rank}: array {state.name!r} step {step}: {problem}")
-
-    def _setup_layout(self, state: ArrayState, block: Any, offset: tuple[int, ...] | None) -> None:
-        """Collective: agree on every rank's block, check the tiling, plan this rank's copy."""
-        block_problem = problem = self._block_problem(state, block)
-        box = None
-        if problem is None:
-            try:
-                where = (
-                    tuple(int(o) for o in offset)
-                    if offset is not None
-                    else default_offset(state.spec, self.rank, self.size, state.name)
-                )
-                box = (where, tuple(block.shape))
-                check_block(state.spec, state.name, self.rank, *box)
-            except LayoutError as exc:
-                problem = str(exc).removeprefix(f"rank {self.rank}: ")
-        gathered = self._comm.allgather((box, problem))
-        problems = [f"rank {r}: {p}" for r, (_, p) in enumerate(gathered) if p]
-        if block_problem is not None:
-            raise BlockMismatchError(f"rank {self.rank}: array {state.name!r}: {block_problem}")
-        if problems:
-            raise LayoutError(f"array {state.name!r}: " + "; ".join(problems))
-        layout = make_layout(state.spec, state.name, [b for b, _ in gathered])
-        state.box, state.layout, state.plan = box, layout, layout.plans[self.rank]
-        if state.plan is not None:
-            shape = state.plan.shape
-            state.whole = box is not None and shape == box[1]
-            dtype = state.dtype
-            if state.preprocess is not None:
-                shape, dtype = state.preprocess.shape_of(shape), state.preprocess.dtype_of(dtype)
-            state.out_shape, state.out_dtype = shape, dtype
-
     # -- data path ------------------------------------------------------------------------
 
     def _make_room(self, name: str, step: int) -> bool:
-        policy, link = self.contract.backpressure, self._link
-        in_flight = link.in_flight
+        policy, link, in_flight = self.contract.backpressure, self._link, self._in_flight
         # Credits only grow while unread, so stale counts that show room are right: read the socket
-        # only when they show none, or every DRAIN_EVERY copies (free slots are seen in shared memory).
-        if link.drain_due() or len(in_flight) >= policy.max_in_flight:
-            link.drain()
+        # only when they show none, or every so many copies (free slots are seen in shared memory).
+        link.poll(now=len(in_flight) >= policy.max_in_flight)
         if link.detached is not None and policy.policy == "block":
             self.stats.dropped += 1
             return False
@@ -413,31 +336,30 @@ class Bridge:
             return False
         return True
 
-    def _copy(self, state: ArrayState, block: np.ndarray[Any, Any], step: int, time: float | None) -> bool:
-        assert state.plan is not None and state.out_dtype is not None and state.layout is not None
-        if state.ring is None:
-            self._link.open_ring(state, self.run_dir, self.contract.backpressure)
-        if not state.reclaim() and not self._wait_or_drop(state.reclaim, "a free shared memory slot"):
-            return False
-        part = block if state.whole else block[state.plan.local]
-        if state.preprocess is not None:
-            part = state.preprocess.apply(part)
-            if part.shape != state.out_shape or part.dtype != state.out_dtype:
+    def _copy(self, run: ArrayRun, block: np.ndarray[Any, Any], step: int, time: float | None) -> bool:
+        copy, array = run.copy, run.array
+        assert copy is not None and copy.part is not None, "only a selected block is copied"
+        part = block if copy.whole else block[copy.part.local]
+        if array.operator is not None:  # before any staging is opened: a wrong operator leaves nothing behind
+            part = array.operator.apply(part)
+            if part.shape != copy.shape or part.dtype != copy.dtype:
                 raise BlockMismatchError(
-                    f"rank {self.rank}: preprocess {_operator_name(state)!r} of {state.name!r} returned "
-                    f"{part.dtype}{list(part.shape)}; expected {state.out_dtype}{list(state.out_shape)} "
+                    f"rank {self.rank}: preprocess {array.operator_name!r} of {array.name!r} returned "
+                    f"{part.dtype}{list(part.shape)}; expected {copy.dtype}{list(copy.shape)} "
                     "(declare a changed dtype with params.dtype)"
                 )
-        slot = state.free.pop()
-        dst = state.views[slot]
-        link = self._link
-        ring = link.label(state, slot, step, time)  # the bookkeeping before the copy, which leaves the caches cold
+        staging = run.staging
+        if staging is None:
+            staging = run.staging = self._link.open(array, copy, self.contract.backpressure)
+        if not staging.has_slot() and not self._wait_or_drop(staging.has_slot, "a free staging slot"):
+            return False
+        self._in_flight.add(step, array.name)
+        dst = staging.reserve(step, time)  # the bookkeeping before the copy, which leaves the caches cold
         stats = self.stats
-        stats.max_in_flight = max(stats.max_in_flight, len(link.in_flight))
+        stats.max_in_flight = max(stats.max_in_flight, len(self._in_flight))
         # dtype and shape are checked above: a plain assignment, which costs half np.copyto's call when cold
         dst[...] = part
-        if not link.post(ring, slot):  # the node actor is gone: the slot will never be taken
-            state.pending.pop()
+        if not staging.post():  # the runtime is gone: the slot will never be taken
             stats.dropped += 1
             return False
         stats.published += 1
@@ -446,7 +368,7 @@ class Bridge:
 
     def _begin_step(self, step: int, time: float | None = None) -> None:
         if self._steer.active and self.rank == 0 and step > self._steer.step:
-            self._link.drain()  # rank 0 broadcasts the decisions it has received
+            self._link.poll()  # rank 0 broadcasts the decisions it has received
         try:
             self._steer.begin_step(step, time)
         except BridgeError as exc:
@@ -454,7 +376,3 @@ class Bridge:
 
     def _report(self, event: RankMessage) -> None:
         self._link.send(event)
-
-
-def _operator_name(state: ArrayState) -> str:
-    return "" if state.spec.preprocess is None else state.spec.preprocess.function

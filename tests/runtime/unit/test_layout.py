@@ -52,7 +52,7 @@ def _nest(parts: dict[tuple[int, ...], np.ndarray], grid: tuple[int, ...], prefi
 def _assemble(layout: Layout, boxes: list[Box], data: np.ndarray) -> np.ndarray:
     """Each rank's ``local`` part of its block, placed at its ``index``, joined with ``np.block``."""
     parts: dict[tuple[int, ...], np.ndarray] = {}
-    for plan, box in zip(layout.plans, boxes, strict=True):
+    for plan, box in zip(layout.parts, boxes, strict=True):
         if plan is None:
             continue
         part = data[_box_slices(box)][plan.local]
@@ -102,7 +102,7 @@ def test_uniform_grid_layout_copies_whole_blocks(shape, block, chunks) -> None:
     layout = make_layout(spec, "t", boxes)
     assert layout.chunks == chunks
     assert layout.nchunks == size
-    for rank, plan in enumerate(layout.plans):
+    for rank, plan in enumerate(layout.parts):
         assert plan is not None
         assert plan.shape == block
         assert plan.local == tuple(slice(0, b, 1) for b in block)
@@ -116,7 +116,7 @@ def test_uneven_decomposition_by_offsets() -> None:
     boxes: list[Box] = [((0,), (4,)), ((4,), (3,)), ((7,), (3,))]
     layout = make_layout(spec, "t", boxes)
     assert layout.chunks == ((4, 3, 3),)
-    assert [p.index for p in layout.plans if p is not None] == [(0,), (1,), (2,)]
+    assert [p.index for p in layout.parts if p is not None] == [(0,), (1,), (2,)]
     data = np.arange(10.0)
     np.testing.assert_array_equal(_assemble(layout, boxes, data), data)
 
@@ -126,7 +126,7 @@ def test_ranks_in_any_order_get_grid_positions() -> None:
     boxes = _boxes_from_cuts([[0, 2, 5], [0, 3, 7]], order=[3, 0, 2, 1])
     layout = make_layout(spec, "t", boxes)
     assert layout.chunks == ((2, 3), (3, 4))
-    assert [p.index for p in layout.plans if p is not None] == [(1, 1), (0, 0), (1, 0), (0, 1)]
+    assert [p.index for p in layout.parts if p is not None] == [(1, 1), (0, 0), (1, 0), (0, 1)]
 
 
 # -- region selection -----------------------------------------------------------------------
@@ -138,16 +138,16 @@ def test_region_across_uneven_blocks() -> None:
     boxes: list[Box] = [((0,), (4,)), ((4,), (3,)), ((7,), (3,))]
     layout = make_layout(spec, "t", boxes)
     assert layout.chunks == ((1, 1, 1),)
-    assert [p.local for p in layout.plans if p is not None] == [(slice(1, 4, 3),), (slice(0, 3, 3),), (slice(0, 3, 3),)]
+    assert [p.local for p in layout.parts if p is not None] == [(slice(1, 4, 3),), (slice(0, 3, 3),), (slice(0, 3, 3),)]
     np.testing.assert_array_equal(_assemble(layout, boxes, np.arange(10.0)), [1.0, 4.0, 7.0])
 
 
-def test_blocks_outside_region_get_no_plan() -> None:
+def test_blocks_outside_region_get_no_part() -> None:
     spec = _spec((8, 8), block=(4, 4), select=[{"start": 1, "stop": 3}, {}])
     boxes = [(default_offset(spec, r, 4, "t"), (4, 4)) for r in range(4)]
     layout = make_layout(spec, "t", boxes)
-    assert layout.plans[2] is None
-    assert layout.plans[3] is None
+    assert layout.parts[2] is None
+    assert layout.parts[3] is None
     assert layout.nchunks == 2
     assert layout.chunks == ((2,), (4, 4))
     data = np.arange(64.0).reshape(8, 8)
@@ -159,9 +159,9 @@ def test_step_skipping_a_whole_block_drops_it_from_the_grid() -> None:
     spec = _spec((6,), select=[{"step": 4}])
     boxes: list[Box] = [((0,), (2,)), ((2,), (2,)), ((4,), (2,))]
     layout = make_layout(spec, "t", boxes)
-    assert layout.plans[1] is None
+    assert layout.parts[1] is None
     assert layout.chunks == ((1, 1),)
-    assert [p.index for p in layout.plans if p is not None] == [(0,), (1,)]
+    assert [p.index for p in layout.parts if p is not None] == [(0,), (1,)]
     np.testing.assert_array_equal(_assemble(layout, boxes, np.arange(6.0)), [0.0, 4.0])
 
 
@@ -193,7 +193,7 @@ def test_random_regions_reassemble_to_the_selected_region() -> None:
         np.testing.assert_array_equal(_assemble(layout, boxes, data), expected, err_msg=f"case {case}")
         selected = np.zeros(spec.shape, dtype=bool)
         selected[_region_slices(spec)] = True
-        for plan, box in zip(layout.plans, boxes, strict=True):
+        for plan, box in zip(layout.parts, boxes, strict=True):
             inside = int(selected[_box_slices(box)].sum())
             assert inside == (0 if plan is None else math.prod(plan.shape)), case
             if plan is not None:

@@ -41,7 +41,7 @@ from doreisa.runtime.protocol import (
 from doreisa.runtime.rank import steering as _steer
 from doreisa.runtime.rank.bridge import Bridge
 from doreisa.runtime.rank.comm import SingleProcessComm
-from doreisa.runtime.rank.transport import MAX_RING_SLOTS, MIN_RING_SLOTS, ring_slots
+from doreisa.runtime.rank.shm import MAX_RING_SLOTS, MIN_RING_SLOTS, RingStaging, ring_slots
 from doreisa.runtime.ring import ASLEEP, NAN, POSTS, ShmRing, slot_bytes
 
 Rig = Any  # conftest.Rig
@@ -422,7 +422,8 @@ def test_posts_wake_the_node_only_when_it_sleeps(node: Callable[..., Rig], hando
     bridge = Bridge(SingleProcessComm(), run_dir=rig.run_dir, connect_timeout=5)
     state = bridge._arrays["field"]
     assert bridge.publish("field", _data(0), step=0)
-    assert state.ring is not None and bridge._link.wakes == 1  # a new ring starts asleep
+    assert isinstance(state.staging, RingStaging) and bridge._link.wakes == 1  # a new ring starts asleep
+    ring = state.staging.ring
     rig.wait(lambda: len(rig.blocks()) == 1, "step 0")
     for step in range(1, 20):  # back to back: a polling node is awake all along (linger_ms: 250)
         assert bridge.publish("field", _data(step), step=step)
@@ -430,7 +431,7 @@ def test_posts_wake_the_node_only_when_it_sleeps(node: Callable[..., Rig], hando
     wakes = bridge._link.wakes
     assert wakes < 10 if polls else wakes == 20  # polling: the first blocks, until the node has seen one
     if polls:
-        rig.wait(lambda: state.ring is not None and state.ring.control[ASLEEP] == 1, "the node to fall asleep")
+        rig.wait(lambda: ring.control[ASLEEP] == 1, "the node to fall asleep")
         assert bridge.publish("field", _data(20), step=20)
         assert bridge._link.wakes == wakes + 1
         rig.wait(lambda: len(rig.blocks()) == 21, "the block that woke the node")
@@ -724,3 +725,16 @@ def test_rank_0_sends_the_monitors_values_in_batches(rig_bridge: MakeRig, monkey
         data = _data(r.step)
         assert r.values == {"max(field)": float(data.max()), "mean(field)": pytest.approx(float(data.mean()))}
         assert r.time is None
+
+
+def test_a_ring_closed_before_the_node_mapped_it_is_no_error(node: Callable[..., Rig], run_dir: str) -> None:
+    # A rank that opens a ring and closes before posting to it unlinks it: the node finds no file, and nothing was lost.
+    rig = node(_contract())
+    sock = _raw_rank(rig, 5)
+    grid = ((6,), (4,))
+    gone = os.path.join(run_dir, "ring-gone")
+    sock.sendall(encode(RingOpened("field", 0, (0, 0), gone, 1, 256, SHAPE, "<f8", grid, 1)))
+    sock.sendall(encode(Close(5, RankStats())))
+    rig.wait(lambda: "RankClosed" in rig.kinds(), "the rank's close")
+    assert rig.kinds() == ["RankJoined", "RankClosed"]
+    sock.close()
