@@ -64,9 +64,9 @@ from typing import Any
 
 import numpy as np
 
-# Before any ray import (loopback trap, see shared/RELIABILITY.md).
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+from doreisa.runtime.cluster import prepare_ray_env
+
+prepare_ray_env()  # before any ray import (loopback trap, see shared/RELIABILITY.md)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 NODE_STORE = 300 * 1024 * 1024

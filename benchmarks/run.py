@@ -22,15 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Before anything imports ray: the loopback trap (shared/RELIABILITY.md).
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+from doreisa.runtime.cluster import prepare_ray_env
 
-import cluster_sections
-import comparisons
-import peers
-import report
-from bench_common import CpuMeter, Entry, loadavg
+prepare_ray_env()  # before anything imports ray: the loopback trap (shared/RELIABILITY.md)
+
+import cluster_sections  # noqa: E402
+import comparisons  # noqa: E402
+import peers  # noqa: E402
+import report  # noqa: E402
+from bench_common import CpuMeter, Entry, loadavg  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -83,7 +83,7 @@ class Suite:
 
 def start_ray() -> str:
     """A private Ray on this machine (127.0.0.1, own temp dir); returns the temp dir."""
-    from doreisa.runtime.cluster.session import start_ray as start
+    from doreisa.runtime.cluster.setup import start_ray as start
 
     temp_dir = tempfile.mkdtemp(prefix="dbench-", dir="/tmp")
     start(None, temp_dir=temp_dir, object_store_memory=2 << 30)

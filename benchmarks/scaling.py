@@ -27,17 +27,17 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+from doreisa.runtime.cluster import prepare_ray_env
 
-import numpy as np
+prepare_ray_env()  # before anything imports ray
+
+import numpy as np  # noqa: E402
 
 STORE = 80 * 1024 * 1024
 BLOCK = (16, 16)

@@ -126,8 +126,9 @@ def local_cluster(
     ------
     ray.cluster_utils.Cluster
     """
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the loopback trap
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from doreisa.runtime.cluster import prepare_ray_env
+
+    prepare_ray_env()  # before ray is imported: the loopback trap
     import ray
     from ray.cluster_utils import Cluster
 

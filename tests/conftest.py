@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-# Before any ray import (loopback trap, see shared/RELIABILITY.md).
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+from doreisa.runtime.cluster import prepare_ray_env
+
+prepare_ray_env()  # before any ray import (loopback trap, see shared/RELIABILITY.md)
 
 NODE_STORE = 200 * 1024 * 1024
 #: The head node is also the analytics node of in_transit tests: it carries this resource.

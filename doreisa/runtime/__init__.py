@@ -7,13 +7,14 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from doreisa.runtime.cluster.session import Session, start_ray
+    from doreisa.runtime.cluster.session import Session
+    from doreisa.runtime.cluster.setup import start_ray
     from doreisa.runtime.rank.bridge import Bridge
 
 _LAZY = {
     "Bridge": "doreisa.runtime.rank.bridge",
     "Session": "doreisa.runtime.cluster.session",
-    "start_ray": "doreisa.runtime.cluster.session",
+    "start_ray": "doreisa.runtime.cluster.setup",
 }
 __all__ = ["Bridge", "Session", "start_ray"]
 

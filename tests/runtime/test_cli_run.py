@@ -40,11 +40,27 @@ def doubled_max(x, *, step):
 """
 
 
-def doreisa_run(tmp_path: Path, fail_at: int) -> tuple[subprocess.CompletedProcess[str], Path]:
+KILL_HEAD = """
+import ray
+import doreisa
+
+@doreisa.analytic("doubled_max")
+def doubled_max(x, *, step):
+    if step == 4:  # the head actor dies mid-run, as with `kill -9` of ray::HeadState
+        for actor in ray.util.list_named_actors(all_namespaces=True):
+            if actor["name"].startswith("doreisa-head-"):
+                ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]))
+    return 2 * x.max()
+"""
+
+
+def doreisa_run(
+    tmp_path: Path, fail_at: int, analytics_source: str = ANALYTICS
+) -> tuple[subprocess.CompletedProcess[str], Path]:
     contract = tmp_path / "contract.yaml"
     contract.write_text(CONTRACT)
     analytics = tmp_path / "my_analytics.py"
-    analytics.write_text(ANALYTICS.replace("FAIL_AT", str(fail_at)))
+    analytics.write_text(analytics_source.replace("FAIL_AT", str(fail_at)))
     out = tmp_path / "out"
     cmd = [
         sys.executable,
@@ -101,6 +117,24 @@ def test_failing_analytic_makes_the_run_fail_with_a_summary(tmp_path: Path) -> N
     assert "doubled_max at step 4: RuntimeError: failing on purpose" in proc.stderr
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert sorted(int(r["step"]) for r in rows if r["analytic"] == "doubled_max") == [0, 8]
+
+
+def _temporary_folders() -> set[Path]:
+    """Ray's temporary folders of `doreisa run` and its run folders (not the test cluster's)."""
+    return {p for p in Path("/tmp").glob("d*") if p.name.startswith(("dray-", "doreisa-")) and "cluster" not in p.name}
+
+
+def test_a_dead_head_actor_ends_the_run_with_a_summary_and_nothing_left_behind(tmp_path: Path) -> None:
+    before = _temporary_folders()
+    proc, out = doreisa_run(tmp_path, -1, KILL_HEAD)
+    assert proc.returncode == 1, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ok"] is False
+    assert summary["error"].startswith("the head actor died"), summary["error"]
+    assert "Traceback" not in proc.stderr
+    assert "error" in proc.stderr and "the head actor died" in proc.stderr  # in the end-of-run table
+    assert _temporary_folders() - before == set()
+    assert summary["simulation_exit_code"] == 0, "the ranks detach from the analytics and the simulation ends"
 
 
 def test_bad_contract_fails_before_anything_starts(tmp_path: Path) -> None:

@@ -22,13 +22,11 @@ from typing import Any
 
 from doreisa.contract import load_contract
 from doreisa.errors import AnalyticsError, DoreisaError
+from doreisa.runtime.cluster import prepare_ray_env
+from doreisa.runtime.cluster.summary import format_summary, run_summary
 
-
-def _prepare_ray_env() -> None:
-    # Must happen before ray is imported: otherwise Ray rewrites 127.0.0.1 to a routable
-    # address that local processes may not reach (see shared/RELIABILITY.md, the loopback trap).
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+#: Seconds the simulation has to end after the analytics have (then it is killed).
+SIMULATION_GRACE = 30
 
 
 def import_analytics(names: list[str]) -> None:
@@ -111,10 +109,14 @@ def run(
 ) -> dict[str, Any]:
     """Run a whole coupled job; returns the summary (also written to ``OUTPUT/summary.json``).
 
+    Once Ray has started, the summary is written and the run's actors, run folder and Ray's
+    temporary folder are removed whatever happens: an actor that dies, ranks that never come,
+    Ctrl-C (re-raised as ``KeyboardInterrupt`` once the summary is written).
+
     Raises
     ------
     DoreisaError
-        For a bad contract, analytics that cannot be bound, or ranks that never connect.
+        For a bad contract or analytics that cannot be bound (before anything starts).
     """
     contract = load_contract(contract_path)
     text = Path(contract_path).read_text()
@@ -125,119 +127,80 @@ def run(
     out = Path(where)
     out.mkdir(parents=True, exist_ok=True)
     (out / "contract.yaml").write_text(text)
-    _prepare_ray_env()
-    from doreisa.analytics import bind_analytics, default_registry
-    from doreisa.runtime.cluster.session import Session, start_ray
+    prepare_ray_env()  # before ray is imported
+    from doreisa.runtime.cluster.session import Session
+    from doreisa.runtime.cluster.setup import start_ray
 
-    bind_analytics(contract, default_registry)  # fail before Ray starts
+    session = Session(contract, output=out, run_dir=run_dir)  # binds the analytics: fails before Ray starts
     started = time.monotonic()
     temp_dir = None if address else tempfile.mkdtemp(prefix="dray-", dir="/tmp")
-    start_ray(address, temp_dir=temp_dir)
-    import ray
-
-    session = Session(contract, output=out, run_dir=run_dir)
-    proc: subprocess.Popen[bytes] | None = None
-    error: str | None = None
+    launch = _Launch(nranks, command, mpiexec, quiet)
     try:
-        session.start()
-        if command:
-            argv = [*shlex.split(find_mpiexec(mpiexec)), "-n", str(nranks), *command]
-            proc = subprocess.Popen(argv, env={**os.environ, **session.env})
-        else:
-            print(
-                f"doreisa: waiting for {nranks} ranks; start them with DOREISA_RUN_DIR={session.run_dir}",
-                file=sys.stderr,
-            )
-        alive = (lambda: proc.poll() is None) if proc is not None else (lambda: True)
-        session.serve(nranks, alive=alive, tick=Progress(quiet))
+        start_ray(address, temp_dir=temp_dir)
+        launch.serve(session)
     except DoreisaError as exc:
-        error = str(exc)
+        launch.error = str(exc)
+    except KeyboardInterrupt:
+        launch.error, launch.interrupted = "interrupted (Ctrl-C)", True
     finally:
-        if proc is not None:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        session.stop()
-        summary = _summary(session, proc, error, time.monotonic() - started)
-        ray.shutdown()
-        if temp_dir:
-            shutil.rmtree(temp_dir, ignore_errors=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        problems = session.stop()  # first: with the node actors gone, ranks still running detach and finish
+        launch.end_simulation()
+        summary = run_summary(session, launch.proc, launch.error, problems, time.monotonic() - started)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        _shutdown_ray(temp_dir)
     if not quiet:
         print(file=sys.stderr)
         print(format_summary(summary), file=sys.stderr)
+    if launch.interrupted:
+        raise KeyboardInterrupt
     return summary
 
 
-def _summary(session: Any, proc: subprocess.Popen[bytes] | None, error: str | None, wall: float) -> dict[str, Any]:
-    import msgspec
+class _Launch:
+    """The simulation's side of a run: its process, and how the run ended."""
 
-    state = session.state
-    closed = list(state.closed.values())
-    ranks = {str(r): msgspec.to_builtins(stats) for r, stats in sorted(state.closed.items())}
-    failures = [f.as_dict() for f in session.driver.failures]
-    exit_code = None if proc is None else proc.returncode
-    ok = not (failures or state.lost_steps or state.lost_ranks or error or state.errors or exit_code not in (0, None))
-    return {
-        "ok": ok,
-        "error": error,
-        "simulation_exit_code": exit_code,
-        "wall_s": round(wall, 3),
-        "ranks": len(state.hello),
-        "ranks_lost": sorted(state.lost_ranks),
-        "steps_analysed": dict(session.driver.counts.steps),
-        "blocks_published": sum(s.published for s in closed),
-        "bytes_copied": sum(s.bytes_copied for s in closed),
-        "steps_skipped": sum(s.skipped for s in closed),
-        "steps_dropped": sum(s.dropped for s in closed),
-        "skipped": sorted({tuple(x) for s in closed for x in s.skipped_steps}),
-        "analytic_calls": session.driver.counts.calls,
-        "graphs": {"cut": session.plans.misses, "reused": session.plans.hits},
-        "results_recorded": session.results.count,
-        "array_results_not_saved": session.results.unsaved,
-        "analytic_failures": failures,
-        "steps_lost": msgspec.to_builtins(state.lost_steps),
-        "cadence_changes": [r for r in session.provenance.records if r["kind"] == "change"],
-        "errors": msgspec.to_builtins(state.errors),
-        "per_rank": ranks,
-    }
+    def __init__(self, nranks: int, command: list[str], mpiexec: str | None, quiet: bool) -> None:
+        self.nranks, self.command, self.mpiexec, self.quiet = nranks, command, mpiexec, quiet
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.error: str | None = None
+        self.interrupted = False
 
+    def serve(self, session: Any) -> None:
+        """Start the analytics, launch the simulation (if a command was given), analyse until it ends."""
+        session.start()
+        if self.command:
+            argv = [*shlex.split(find_mpiexec(self.mpiexec)), "-n", str(self.nranks), *self.command]
+            self.proc = subprocess.Popen(argv, env={**os.environ, **session.env})
+        else:
+            print(
+                f"doreisa: waiting for {self.nranks} ranks; start them with DOREISA_RUN_DIR={session.run_dir}",
+                file=sys.stderr,
+            )
+        proc = self.proc
+        alive = (lambda: proc.poll() is None) if proc is not None else (lambda: True)
+        session.serve(self.nranks, alive=alive, tick=Progress(self.quiet))
 
-def format_summary(summary: dict[str, Any]) -> str:
-    """The end-of-run table."""
-    rows = [
-        ("status", "ok" if summary["ok"] else "FAILED"),
-        ("wall time", f"{summary['wall_s']:.1f} s"),
-        ("ranks", f"{summary['ranks']} (lost: {summary['ranks_lost'] or 'none'})"),
-        ("blocks copied", f"{summary['blocks_published']} ({summary['bytes_copied'] / 2**20:.1f} MiB)"),
-        ("steps analysed", ", ".join(f"{k}: {v}" for k, v in summary["steps_analysed"].items()) or "none"),
-        ("steps skipped (backpressure)", str(summary["steps_skipped"])),
-        ("steps dropped (analytics unavailable)", str(summary["steps_dropped"])),
-        ("steps lost (incomplete)", str(len(summary["steps_lost"]))),
-        ("analytic calls", f"{summary['analytic_calls']} ({len(summary['analytic_failures'])} failed)"),
-        ("cadence changes / steering", str(len(summary["cadence_changes"]))),
-        ("task graphs cut / reused", f"{summary['graphs']['cut']} / {summary['graphs']['reused']}"),
-    ]
-    if summary["error"]:
-        rows.append(("error", summary["error"]))
-    width = max(len(k) for k, _ in rows)
-    lines = [f"  {k.ljust(width)}  {v}" for k, v in rows]
-    for change in summary["cadence_changes"][:10]:
-        moved = ", ".join(f"{c['array']}: {_cadence(c['old'])} -> {_cadence(c['new'])}" for c in change["changes"])
-        values = ", ".join(f"{k} = {v:g}" for k, v in change["values"].items())
-        steering = f" steering {change['steering']}" if change["steering"] else ""
-        lines.append(
-            f"  * step {change['step']} (decided at {change['decided_at']}, {change['source']}): "
-            f"{moved or 'no cadence change'}{f' [{values}]' if values else ''}{steering}"
-        )
-    for failure in summary["analytic_failures"][:10]:
-        lines.append(f"  ! {failure['analytic']} at step {failure['step']}: {failure['error']}")
-    return "doreisa run summary\n" + "\n".join(lines)
+    def end_simulation(self) -> None:
+        """Let the simulation finish (at most ``SIMULATION_GRACE`` s), or end it at once after Ctrl-C."""
+        if self.proc is None:
+            return
+        try:
+            if self.interrupted:
+                self.proc.terminate()
+            self.proc.wait(timeout=SIMULATION_GRACE)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
-def _cadence(c: dict[str, Any]) -> str:
-    return f"every {c['every']} steps" if "every" in c else f"every {c['every_time']:g} time units"
+def _shutdown_ray(temp_dir: str | None) -> None:
+    import ray
+
+    try:
+        ray.shutdown()
+    finally:
+        if temp_dir:
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def run_from_cli(args: argparse.Namespace) -> int:

@@ -1,12 +1,12 @@
 """A run's analytics side on a Ray cluster: the head, one node actor per node, and the driver loop.
 
-:class:`Session` needs a connected Ray (``ray.init`` done, see :func:`start_ray`). It is what
-``doreisa run`` uses, and what tests use with a session-wide Ray instance.
+:class:`Session` needs a connected Ray (``ray.init`` done, see
+:func:`~doreisa.runtime.cluster.setup.start_ray`). It is what ``doreisa run`` uses, and what
+tests use with a session-wide Ray instance.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import logging
 import os
@@ -20,18 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError
 from ray.util.dask import ray_dask_get
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from doreisa.analytics import Registry, bind_analytics, default_registry
 from doreisa.contract import Contract
-from doreisa.errors import ProtocolError, RuntimeUnavailableError
+from doreisa.errors import ClusterError, ProtocolError, RuntimeUnavailableError
 from doreisa.runtime import _names
+from doreisa.runtime.cluster.calls import CONTROL_TIMEOUT, ask, kill
 from doreisa.runtime.cluster.driver import AnalyticsDriver
 from doreisa.runtime.cluster.head import HeadState
 from doreisa.runtime.cluster.node import NodeActor, TransitActor
 from doreisa.runtime.cluster.results import Provenance, ResultWriter
+from doreisa.runtime.cluster.setup import limit_malloc_arenas
 from doreisa.runtime.protocol import (
     Applied,
     Done,
@@ -53,49 +54,6 @@ log = logging.getLogger("doreisa.session")
 
 #: Seconds to wait for the head and node actors to start (Ray starts a worker process for each).
 ACTOR_START_TIMEOUT = 120
-
-
-def start_ray(
-    address: str | None = None,
-    *,
-    num_cpus: int | None = None,
-    object_store_memory: int | None = None,
-    temp_dir: str | None = None,
-    dashboard: bool = False,
-) -> None:
-    """Connect to the Ray cluster at ``address``, or start a private one bound to 127.0.0.1.
-
-    A local start keeps Ray's token authentication (on by default since Ray 2.59) and runs
-    no dashboard unless asked, and then only on 127.0.0.1. Never uses ``address="auto"``.
-    """
-    if address:
-        ray.init(address=address, namespace=_names.NAMESPACE, logging_level=logging.WARNING)
-        return
-    ray.init(
-        address="local",
-        namespace=_names.NAMESPACE,
-        num_cpus=num_cpus,
-        object_store_memory=object_store_memory,
-        include_dashboard=dashboard,
-        dashboard_host="127.0.0.1",
-        _node_ip_address="127.0.0.1",
-        _temp_dir=temp_dir,
-        logging_level=logging.WARNING,
-    )
-
-
-def limit_malloc_arenas(arenas: int = 2) -> bool:
-    """Cap glibc's malloc arenas in this process (the analytics driver).
-
-    ``ray_dask_get`` submits tasks from a thread pool, and glibc gives each thread its own
-    arena that never shrinks: the driver grew ~60 MB per 1,000 analysed steps (benchmarks).
-    Same as ``MALLOC_ARENA_MAX``, set at run time. Returns False where it is unavailable.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-8, arenas))  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        return False
 
 
 def _on(node: dict[str, Any]) -> NodeAffinitySchedulingStrategy:
@@ -144,7 +102,7 @@ class Session:
     ) -> None:
         self.contract = contract
         self.bound = bind_analytics(contract, registry)  # fail before starting anything
-        limit_malloc_arenas()
+        limit_malloc_arenas()  # this process runs the driver's threads
         self.run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="doreisa-", dir="/tmp"))
         self._own_run_dir = run_dir is None
         self.state = RunState()
@@ -154,6 +112,7 @@ class Session:
         self.provenance = Provenance(Path(output) if output is not None else None)
         self._head: Any = None
         self._nodes: list[Any] = []
+        self._node_names: list[str] = []
         self._transit: list[Any] = []
         self.plans = Plans()  # graphs cut at one step, reused at the next ones
         self.driver = AnalyticsDriver(
@@ -204,12 +163,8 @@ class Session:
                     relayed=transit_arrays,
                 )
             )
-        try:
-            ray.get([n.node_id.remote() for n in self._nodes], timeout=ACTOR_START_TIMEOUT)
-        except GetTimeoutError:
-            raise RuntimeUnavailableError(
-                f"the node actors did not start within {ACTOR_START_TIMEOUT} s; is the Ray cluster overloaded?"
-            ) from None
+        self._node_names = [f"node actor on node {node['NodeID'][:8]}" for node in alive]
+        ask([n.node_id.remote() for n in self._nodes], what="node actors", timeout=ACTOR_START_TIMEOUT)
 
     def _transit_resources(self, arrays: list[str] | tuple[str, ...]) -> set[str]:
         return {
@@ -247,7 +202,7 @@ class Session:
 
     def poll(self, timeout: float = 0.2) -> None:
         """Take what the head has (complete steps, events) and run the analytics on it."""
-        taken: Taken = ray.get(self._head.take.remote(timeout))
+        taken: Taken = ask(self._head.take.remote(timeout), what="head actor", timeout=timeout + CONTROL_TIMEOUT)
         self.state.partial = taken.partial
         for event in taken.events:
             self._event(event)
@@ -354,29 +309,57 @@ class Session:
         return self.state.partial == 0 and self.state.blocks >= published
 
     def node_counts(self) -> list[dict[str, Any]]:
-        """Per node actor: blocks and bytes ingested, ranks, time spent in ray.put."""
-        return ray.get([n.counts.remote() for n in self._nodes])
+        """Per node actor: blocks and bytes ingested, ranks, time spent in ray.put.
 
-    def stop(self) -> None:
-        """Report incomplete steps as lost, stop the actors and remove the run folder."""
-        if self._nodes:
-            self.last_node_counts = self.node_counts()
-            self.last_transit_counts = ray.get([t.counts.remote() for t in self._transit])
-        if self._head is not None:
-            for event in ray.get(self._head.flush.remote()):
-                self._event(event)
-        for node in self._nodes:
-            try:
-                ray.get(node.stop.remote(), timeout=10)
-            except Exception as exc:  # a dead node cannot be stopped; it is gone anyway
-                log.warning("could not stop a node actor: %s", exc)
-            ray.kill(node)
-        for actor in self._transit:
-            ray.kill(actor)
-        self._transit = []
-        if self._head is not None:
-            ray.kill(self._head)
-        self._nodes, self._head = [], None
+        Raises
+        ------
+        ClusterError
+            Naming the node actor that died or did not answer.
+        """
+        return [ask(n.counts.remote(), what=name) for n, name in zip(self._nodes, self._node_names, strict=True)]
+
+    def stop(self) -> list[str]:
+        """Report incomplete steps as lost, stop the actors, release the data and remove the run folder.
+
+        Never raises: an actor that died cannot be asked, but everything else is done all the
+        same. Returns what could not be done, one line each (empty when all went well).
+        """
+        problems: list[str] = []
+        try:
+            if self._nodes:
+                self._attempt(problems, self._collect_counts)
+            if self._head is not None:
+                self._attempt(problems, self._flush)
+            for node, name in zip(self._nodes, self._node_names, strict=True):
+                self._attempt(problems, lambda node=node, name=name: ask(node.stop.remote(), what=name, timeout=10))
+                kill(node, what=name)
+            for actor in self._transit:
+                kill(actor, what="transit actor")
+            if self._head is not None:
+                kill(self._head, what="head actor")
+        finally:
+            self._nodes, self._node_names, self._transit, self._head = [], [], [], None
+            self._release()
+        return problems
+
+    @staticmethod
+    def _attempt(problems: list[str], action: Callable[[], object]) -> None:
+        try:
+            action()
+        except (ClusterError, ProtocolError) as exc:
+            log.error("%s", exc)
+            problems.append(str(exc))
+
+    def _collect_counts(self) -> None:
+        self.last_node_counts = self.node_counts()
+        self.last_transit_counts = ask([t.counts.remote() for t in self._transit], what="transit actors")
+
+    def _flush(self) -> None:
+        for event in ask(self._head.flush.remote(), what="head actor"):
+            self._event(event)
+
+    def _release(self) -> None:
+        """What this process holds: the windows' blocks, the cut graphs, the output files, the run folder."""
         self.driver.release()
         self.plans.clear()  # the cut graphs' tasks kept in the object store
         self.provenance.skipped(self.state.closed)
