@@ -79,7 +79,7 @@ def time_reduction(refs: list[Any], where: dict[str, str], reps: int, nodes: int
     from ray.util.dask import ray_dask_get
 
     from doreisa.runtime.scheduling.graphs import placeholder_array
-    from doreisa.runtime.scheduling.scheduler import Plans, partitioned_get
+    from doreisa.runtime.scheduling.scheduler import Cuts, partitioned_get
 
     total = len(refs)
     expected = float(sum(range(total))) * BLOCK[0] * BLOCK[1]
@@ -92,7 +92,7 @@ def time_reduction(refs: list[Any], where: dict[str, str], reps: int, nodes: int
     records: dict[str, dict[str, Any]] = {"parts": {}, "prepared": {}}
     parts = functools.partial(partitioned_get, leaf_nodes=where, leaf_bytes=nbytes)
     y = placeholders.sum()
-    prepared = functools.partial(parts, bindings=bindings, plans=Plans(), signature=tokenize(y))
+    prepared = functools.partial(parts, bindings=bindings, cuts=Cuts(), signature=tokenize(y))
     modes = {  # name: (array summed, scheduler, dask.compute options)
         "stock": (x, ray_dask_get, {}),
         "parts": (x, functools.partial(parts, record=records["parts"]), {}),
@@ -103,7 +103,7 @@ def time_reduction(refs: list[Any], where: dict[str, str], reps: int, nodes: int
     for name, (array, get, options) in modes.items():
         # starts a worker on every node, not timed (prepared's scheduler is told the signature of y only)
         dask.compute(x.blocks[warm].sum(), scheduler=ray_dask_get if name == "stock" else parts)
-        walls, plans = [], []
+        walls, cuts = [], []
         # one Ray task per Dask task is 20-100x slower: one timed run of it is enough
         for rep in range(1 if name == "stock" else reps + (name == "prepared")):
             started = time.perf_counter()
@@ -112,15 +112,15 @@ def time_reduction(refs: list[Any], where: dict[str, str], reps: int, nodes: int
             if value != expected:
                 raise AssertionError(f"{name}: sum {value} != {expected}")
             if name != "stock":
-                plans.append(records[name]["plan_s"])
+                cuts.append(records[name]["plan_s"])
                 if name == "prepared" and records[name]["reused"] != (rep > 0):
                     raise AssertionError(f"prepared: call {rep} reused the cut: {records[name]['reused']}")
         if name == "prepared":
-            out[name] = {"first_wall_s": walls[0], "first_plan_ms": plans[0] * 1e3}
-            walls, plans = walls[1:], plans[1:]
+            out[name] = {"first_wall_s": walls[0], "first_plan_ms": cuts[0] * 1e3}
+            walls, cuts = walls[1:], cuts[1:]
         out.setdefault(name, {}).update(wall_s_median=statistics.median(walls), wall_s_all=[round(w, 4) for w in walls])
-        if plans:
-            out[name]["plan_ms"] = statistics.median(plans) * 1e3
+        if cuts:
+            out[name]["plan_ms"] = statistics.median(cuts) * 1e3
     tasks = records["parts"]["tasks"]
     for name in modes:
         out[name]["tasks_per_s"] = tasks / out[name]["wall_s_median"]

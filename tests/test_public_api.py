@@ -76,7 +76,7 @@ def test_contract_package_exports() -> None:
         "Cadence",
         "Contract",
         "Expression",
-        "Feedback",
+        "FeedbackPolicy",
         "Handover",
         "Monitor",
         "Outputs",

@@ -1,5 +1,6 @@
 """The contract layer: pure data. Never imports ray, dask or mpi4py."""
 
+from doreisa.contract.document import Contract
 from doreisa.contract.expressions import Expression, parse_expression
 from doreisa.contract.loader import load_contract, parse_contract
 from doreisa.contract.models import (
@@ -7,8 +8,7 @@ from doreisa.contract.models import (
     ArraySpec,
     Backpressure,
     Cadence,
-    Contract,
-    Feedback,
+    FeedbackPolicy,
     Handover,
     Monitor,
     Outputs,
@@ -27,7 +27,7 @@ __all__ = [
     "Cadence",
     "Contract",
     "Expression",
-    "Feedback",
+    "FeedbackPolicy",
     "Handover",
     "Monitor",
     "Outputs",

@@ -16,7 +16,8 @@ from typing import Any, cast
 import yaml
 from pydantic import ValidationError
 
-from doreisa.contract.models import Contract, LocatedError
+from doreisa.contract.document import Contract
+from doreisa.contract.models import LocatedError
 from doreisa.contract.schema import keys_at, user_loc
 from doreisa.errors import ContractError
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import keyword
 import math
-from collections.abc import Callable, Mapping
-from functools import cached_property
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Self, cast
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field_validator, model_validator
@@ -22,10 +21,7 @@ from doreisa.contract.expressions import (
     REDUCTIONS,
     SCALAR_FUNCTIONS,
     VARIABLES,
-    Expression,
 )
-from doreisa.contract.expressions import parse_expression as _parse
-from doreisa.errors import ExpressionError
 from doreisa.plugins import PREPROCESSORS, SINKS, ParamError, check_preprocess
 
 DTYPES = (
@@ -59,7 +55,7 @@ DType = Literal[
     "complex128",
 ]
 # Python keywords too: an array named `if` or `None` could never appear in an expression.
-_RESERVED = frozenset([*VARIABLES, *CONSTANTS, *REDUCTIONS, *SCALAR_FUNCTIONS, *keyword.kwlist])
+RESERVED_NAMES = frozenset([*VARIABLES, *CONSTANTS, *REDUCTIONS, *SCALAR_FUNCTIONS, *keyword.kwlist])
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
 # Strict numbers: YAML `true`, "16" or 2.5 is a mistake, not a count (floats still accept ints).
 Int = Annotated[int, Strict()]
@@ -87,11 +83,11 @@ class LocatedError(ValueError):
         super().__init__(f"{where}: {message}" if where else message)
 
 
-class _Model(BaseModel):
+class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True)
 
 
-class Slice(_Model):
+class Slice(StrictModel):
     """A region along one dimension: indices ``start, start+step, ...`` below ``stop``."""
 
     start: NonNegativeInt = 0
@@ -103,7 +99,7 @@ class Slice(_Model):
         return self.start, size if self.stop is None else self.stop, self.step
 
 
-class Cadence(_Model):
+class Cadence(StrictModel):
     """When an array is copied: every N steps, or every T units of simulation time.
 
     ``start``/``stop`` are steps for ``every`` and simulation time for ``every_time``;
@@ -135,15 +131,15 @@ class Cadence(_Model):
 
 #: Validation context of a contract that was validated where it was loaded and comes to a rank
 #: as plain data (see :meth:`Contract.from_plain`): the plugins it names need not be registered there.
-_TRUSTED = "doreisa_trusted"
+TRUSTED = "doreisa_trusted"
 
 
 def _trusted(info: ValidationInfo) -> bool:
     context: Any = info.context
-    return isinstance(context, dict) and cast("dict[str, Any]", context).get(_TRUSTED) is True
+    return isinstance(context, dict) and cast("dict[str, Any]", context).get(TRUSTED) is True
 
 
-class Preprocess(_Model):
+class Preprocess(StrictModel):
     """A chunk-local function applied to each block in the simulation process before the copy."""
 
     function: Annotated[
@@ -181,7 +177,7 @@ class Preprocess(_Model):
         return self
 
 
-class Placement(_Model):
+class Placement(StrictModel):
     """Where analytics read the data: on the simulation's nodes, or on dedicated nodes."""
 
     mode: Literal["in_situ", "in_transit"] = "in_situ"
@@ -191,7 +187,7 @@ class Placement(_Model):
     )
 
 
-class ArraySpec(_Model):
+class ArraySpec(StrictModel):
     """One array the simulation may publish, and what the analytics want of it."""
 
     dtype: DType
@@ -278,14 +274,14 @@ class ArraySpec(_Model):
         return tuple(math.ceil((stop - start) / step) for start, stop, step in self.region)
 
 
-class TriggerAction(_Model):
+class TriggerAction(StrictModel):
     """What a trigger does while it is active."""
 
     cadence: Cadence
     arrays: tuple[Identifier, ...] | None = Field(default=None, description="arrays affected; default: all")
 
 
-class Trigger(_Model):
+class Trigger(StrictModel):
     """Change the cadence while ``when`` holds, until ``until`` holds (hysteresis)."""
 
     name: Identifier
@@ -297,7 +293,7 @@ class Trigger(_Model):
     priority: Int = Field(default=0, description="the active trigger with the highest priority wins")
 
 
-class AnalyticSpec(_Model):
+class AnalyticSpec(StrictModel):
     """One analytic to run: a registered function bound to arrays of the contract."""
 
     function: Annotated[str, Field(min_length=1, description="registered name, or 'module:function'")]
@@ -326,7 +322,7 @@ class AnalyticSpec(_Model):
         return tuple(self.arrays.values()) if isinstance(self.arrays, dict) else self.arrays
 
 
-class Backpressure(_Model):
+class Backpressure(StrictModel):
     """At most ``max_in_flight`` published steps not yet analysed; what to do when full."""
 
     max_in_flight: PositiveInt = 4
@@ -339,7 +335,7 @@ class Backpressure(_Model):
     )
 
 
-class Handover(_Model):
+class Handover(StrictModel):
     """How a rank hands a copied block over to its node actor (see docs/runtime.md)."""
 
     poll_ms: PositiveFloat = Field(
@@ -352,7 +348,7 @@ class Handover(_Model):
     )
 
 
-class Timeouts(_Model):
+class Timeouts(StrictModel):
     """Deadlines, in seconds. Nothing in doreisa waits without one."""
 
     connect: PositiveFloat = Field(default=60, description="ranks and runtime wait this long for each other")
@@ -361,7 +357,7 @@ class Timeouts(_Model):
     analytic: PositiveFloat | None = Field(default=None, description="longest run of one analytic call")
 
 
-class Outputs(_Model):
+class Outputs(StrictModel):
     """Where ``doreisa run`` writes results."""
 
     directory: str | None = Field(default=None, description="default: the --output of doreisa run")
@@ -385,7 +381,7 @@ class Outputs(_Model):
         return formats
 
 
-class Monitor(_Model):
+class Monitor(StrictModel):
     """Scalar reductions of an array computed in the simulation on every ``every``-th step, copied or not.
 
     Each rank reduces its own block (or the part inside ``select``) and the ranks combine the
@@ -399,7 +395,7 @@ class Monitor(_Model):
     select: tuple[Slice, ...] | None = Field(default=None, description="region to reduce; default: the whole array")
 
 
-class Feedback(_Model):
+class FeedbackPolicy(StrictModel):
     """How decisions of the analytics (trigger changes, steering values) reach the ranks."""
 
     mode: Literal["async", "deterministic"] = Field(
@@ -413,169 +409,3 @@ class Feedback(_Model):
     enabled: bool = Field(
         default=False, description="let analytics send steering values and cadence changes (implied by triggers)"
     )
-
-
-class Contract(_Model):
-    """A doreisa contract: what the analytics want from the simulation, and when."""
-
-    version: Literal[1] = 1
-    arrays: Annotated[dict[Identifier, ArraySpec], Field(min_length=1)]
-    cadence: Cadence = Field(default_factory=lambda: Cadence(every=1))
-    triggers: tuple[Trigger, ...] = ()
-    monitors: tuple[Monitor, ...] = ()
-    feedback: Feedback = Field(default_factory=Feedback)
-    analytics: tuple[AnalyticSpec, ...] = ()
-    placement: Placement = Field(default_factory=Placement)
-    backpressure: Backpressure = Field(default_factory=Backpressure)
-    handover: Handover = Field(default_factory=Handover)
-    timeouts: Timeouts = Field(default_factory=Timeouts)
-    outputs: Outputs = Field(default_factory=Outputs)
-
-    @field_validator("version", mode="before")
-    @classmethod
-    def _version_is_an_integer(cls, value: Any) -> Any:
-        if type(value) is not int:  # Literal[1] alone would take `true` and 1.0
-            raise ValueError(f"version must be the integer 1, got {value!r}")
-        return value
-
-    @field_validator("arrays")
-    @classmethod
-    def _names_not_reserved(cls, arrays: dict[str, ArraySpec]) -> dict[str, ArraySpec]:
-        for name in arrays:
-            if name in _RESERVED:
-                raise LocatedError(
-                    (name,),
-                    f"{name!r} is a reserved word of the expression language (reserved: "
-                    f"{', '.join(sorted(_RESERVED - set(keyword.kwlist)))} and Python keywords); rename the array",
-                )
-        return arrays
-
-    @model_validator(mode="after")
-    def _references(self) -> Self:
-        _check_unique("triggers", [t.name for t in self.triggers], lambda i: "name")
-        _check_unique(
-            "analytics",
-            [a.label for a in self.analytics],
-            lambda i: "name" if self.analytics[i].name is not None else "function",
-        )
-        for i, trig in enumerate(self.triggers):
-            self._check_trigger(i, trig)
-        for i, spec in enumerate(self.analytics):
-            self._check_analytic(i, spec)
-        seen: dict[tuple[str, str], int] = {}
-        for i, mon in enumerate(self.monitors):
-            self._check_monitor(i, mon)
-            for red in mon.reductions:
-                if (red, mon.array) in seen:
-                    raise LocatedError(
-                        ("monitors", i, "reductions"),
-                        f"{red}({mon.array}) is already computed by monitors[{seen[red, mon.array]}]; "
-                        "each reduction of an array is monitored once",
-                    )
-                seen[red, mon.array] = i
-        return self
-
-    def _check_monitor(self, i: int, mon: Monitor) -> None:
-        self._check_known(("monitors", i, "array"), mon.array)
-        shape = self.arrays[mon.array].shape
-        if mon.select is None:
-            return
-        if len(mon.select) != len(shape):
-            raise LocatedError(
-                ("monitors", i, "select"), f"has {len(mon.select)} dims but {mon.array!r} has {len(shape)}"
-            )
-        for d, (sl, size) in enumerate(zip(mon.select, shape, strict=True)):
-            start, stop, _ = sl.bounds(size)
-            if stop > size or start >= stop:
-                raise LocatedError(
-                    ("monitors", i, "select", d),
-                    f"{start}:{stop} is outside dimension {d} of {mon.array!r} (size {size}) or empty",
-                )
-
-    def _check_trigger(self, i: int, trig: Trigger) -> None:
-        for key, text in (("when", trig.when), ("until", trig.until)):
-            if text is not None:
-                try:
-                    _parse(text, arrays=self.arrays)
-                except ExpressionError as exc:
-                    raise LocatedError(("triggers", i, key), str(exc)) from exc
-        for k, name in enumerate(trig.action.arrays or ()):
-            self._check_known(("triggers", i, "action", "arrays", k), name)
-
-    def _check_analytic(self, i: int, spec: AnalyticSpec) -> None:
-        keys = list(spec.arrays) if isinstance(spec.arrays, dict) else range(len(spec.arrays))
-        for key, name in zip(keys, spec.array_names, strict=True):
-            self._check_known(("analytics", i, "arrays", key), name)
-        for name in spec.array_names:
-            limit = self.arrays[name].window
-            if spec.window is not None and limit is not None and spec.window > limit:
-                raise LocatedError(
-                    ("analytics", i, "window"),
-                    f"{spec.label} asks for window {spec.window} on {name!r}, which keeps {limit}; "
-                    f"raise arrays.{name}.window or lower the analytic's window",
-                )
-
-    def _check_known(self, loc: Loc, name: str) -> None:
-        if name not in self.arrays:
-            raise LocatedError(loc, f"unknown array {name!r}; known arrays: {', '.join(sorted(self.arrays))}")
-
-    def to_plain(self) -> dict[str, Any]:
-        """The contract as plain data: what a node actor hands its ranks (see :meth:`from_plain`)."""
-        return self.model_dump(mode="json")
-
-    @classmethod
-    def from_plain(cls, data: Mapping[str, Any]) -> Contract:
-        """A contract from :meth:`to_plain`, validated where it was loaded.
-
-        Its structure is checked again, not the plugins it names: a rank need not import the
-        analytics' output sinks (it builds its own operators, and says so if one is missing).
-        """
-        return cls.model_validate(data, context={_TRUSTED: True})
-
-    def cadence_of(self, array: str) -> Cadence:
-        """The base cadence of ``array`` (its own override, else the contract's)."""
-        return self.arrays[array].cadence or self.cadence
-
-    def placement_of(self, array: str) -> Placement:
-        """The placement of ``array`` (its own override, else the contract's)."""
-        return self.arrays[array].placement or self.placement
-
-    @property
-    def monitored(self) -> frozenset[tuple[str, str]]:
-        """The (reduction, array) pairs the simulation computes on its own."""
-        return frozenset((r, m.array) for m in self.monitors for r in m.reductions)
-
-    def trigger_in_simulation(self, name: str) -> bool:
-        """True if every reduction trigger ``name`` uses is monitored: it is evaluated by the ranks."""
-        when, until = self.trigger_expressions[name]
-        needed = set(when.reductions)
-        if until is not None:
-            needed |= until.reductions
-        return needed <= self.monitored
-
-    @property
-    def uses_feedback(self) -> bool:
-        """Whether decisions may flow from the analytics to the ranks during the run."""
-        return self.feedback.enabled or any(not self.trigger_in_simulation(t.name) for t in self.triggers)
-
-    @cached_property
-    def trigger_expressions(self) -> dict[str, tuple[Expression, Expression | None]]:
-        """Parsed ``(when, until)`` of each trigger, by trigger name."""
-        return {
-            t.name: (
-                _parse(t.when, arrays=self.arrays),
-                None if t.until is None else _parse(t.until, arrays=self.arrays),
-            )
-            for t in self.triggers
-        }
-
-
-def _check_unique(section: str, names: list[str], key_of: Callable[[int], str]) -> None:
-    first: dict[str, int] = {}
-    for i, name in enumerate(names):
-        if name in first:
-            raise LocatedError(
-                (section, i, key_of(i)),
-                f"{name!r} is already used by {section}[{first[name]}]; give each entry a unique 'name'",
-            )
-        first[name] = i

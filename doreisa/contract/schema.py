@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from doreisa.contract.models import Contract
+from doreisa.contract.document import Contract
 
 
 def contract_json_schema() -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 #: Ray namespace of every doreisa actor.
 NAMESPACE = "doreisa"
 HEAD_ACTOR = "doreisa-head"
-NODE_ACTOR_PREFIX = "doreisa-node-"
 
 #: Environment variables `doreisa run` gives the ranks.
 ENV_RUN_DIR = "DOREISA_RUN_DIR"

@@ -13,7 +13,7 @@ from doreisa.contract import Cadence
 _TIME_EPS = 1e-9
 
 
-class ArraySchedule:
+class ArrayCadence:
     """The cadence of one array. ``wanted(step, time)`` is idempotent for a given step."""
 
     def __init__(self, cadence: Cadence) -> None:

@@ -61,8 +61,8 @@ class ShmRing:
     slot: it alone writes it, after its copy of the slot has returned), ``posted`` (how many
     times the rank has handed the slot over: it alone writes it, after the block and its
     ``steps`` and ``times`` entries). A slot is free when its two counters are equal, so the rank
-    sees free slots with a memory read instead of a socket read (~1-2 µs warm, ~80 µs right after
-    a simulation step has evicted the caches on these machines). Aligned words are read and
+    sees free slots with a memory read instead of a socket read (which costs far more right after
+    a simulation step has evicted the caches: docs/performance.md). Aligned words are read and
     written whole. A new ring starts ``asleep``: until the node actor has mapped it, ranks wake it.
     """
 
@@ -102,7 +102,7 @@ class ShmRing:
         return np.frombuffer(self._mm, dtype=dtype, count=count, offset=offset).reshape(shape)
 
     def views(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> list[np.ndarray[Any, Any]]:
-        """A view of every slot, made once: a view costs ~5-60 µs to build, which the data path need not pay."""
+        """A view of every slot, made once: building a view costs more than copying a small block."""
         return [self.view(slot, shape, dtype) for slot in range(self.slots)]
 
     def close(self, *, unlink: bool = False) -> None:

@@ -72,7 +72,7 @@ def transitions_decision(transitions: list[Transition], *, seq: int, step: int, 
     return Decision(seq, step, f"{source}:{names}", triggers=triggers, values=values, **fields)
 
 
-class CadencePlan:
+class CadenceState:
     """The effective cadence of every array: base (or feedback override) under active triggers."""
 
     def __init__(self, contract: Contract) -> None:

@@ -70,7 +70,7 @@ def test_every_model_is_found() -> None:
         "Timeouts",
         "Outputs",
         "Monitor",
-        "Feedback",
+        "FeedbackPolicy",
     }
 
 

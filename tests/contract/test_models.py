@@ -11,7 +11,7 @@ from doreisa.contract import (
     Backpressure,
     Cadence,
     Contract,
-    Feedback,
+    FeedbackPolicy,
     Handover,
     Monitor,
     Outputs,
@@ -59,7 +59,7 @@ def test_unknown_keys_are_rejected_by_every_model() -> None:
         (Cadence, {"every": 1}),
         (Preprocess, {"function": "cast", "params": {"dtype": "float32"}}),
         (Monitor, {"array": "t", "reductions": ["max"]}),
-        (Feedback, {}),
+        (FeedbackPolicy, {}),
         (Placement, {}),
         (Backpressure, {}),
         (Timeouts, {}),
@@ -81,7 +81,7 @@ def test_contract_defaults() -> None:
     assert contract.triggers == ()
     assert contract.analytics == ()
     assert contract.monitors == ()
-    assert contract.feedback == Feedback(mode="async", lag=2, sync_every=1, enabled=False)
+    assert contract.feedback == FeedbackPolicy(mode="async", lag=2, sync_every=1, enabled=False)
     assert contract.placement == Placement(mode="in_situ", analytics_resource="doreisa_analytics")
     assert contract.backpressure == Backpressure(max_in_flight=4, policy="block", staging_mb=64)
     assert contract.handover == Handover(poll_ms=1.0, linger_ms=250.0)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from doreisa.contract import Contract, Feedback, Monitor, Slice, parse_contract
+from doreisa.contract import Contract, FeedbackPolicy, Monitor, Slice, parse_contract
 from doreisa.errors import ContractError
 
 
@@ -96,7 +96,7 @@ def test_monitor_unknown_array_in_a_file_names_key_and_line() -> None:
 
 
 def test_feedback_values() -> None:
-    fb = Feedback.model_validate({"mode": "deterministic", "lag": 3, "sync_every": 4, "enabled": True})
+    fb = FeedbackPolicy.model_validate({"mode": "deterministic", "lag": 3, "sync_every": 4, "enabled": True})
     assert (fb.mode, fb.lag, fb.sync_every, fb.enabled) == ("deterministic", 3, 4, True)
 
 
@@ -114,7 +114,7 @@ def test_feedback_values() -> None:
 )
 def test_invalid_feedback(data: dict[str, Any], match: str) -> None:
     with pytest.raises(ValidationError, match=match):
-        Feedback.model_validate(data)
+        FeedbackPolicy.model_validate(data)
 
 
 # --- where a trigger is evaluated

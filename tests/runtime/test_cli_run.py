@@ -43,12 +43,13 @@ def doubled_max(x, *, step):
 KILL_HEAD = """
 import ray
 import doreisa
+from doreisa.runtime._names import HEAD_ACTOR
 
 @doreisa.analytic("doubled_max")
 def doubled_max(x, *, step):
     if step == 4:  # the head actor dies mid-run, as with `kill -9` of ray::HeadState
         for actor in ray.util.list_named_actors(all_namespaces=True):
-            if actor["name"].startswith("doreisa-head-"):
+            if actor["name"].startswith(HEAD_ACTOR):
                 ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]))
     return 2 * x.max()
 """

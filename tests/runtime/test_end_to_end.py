@@ -140,8 +140,8 @@ def test_memory_is_released_as_steps_leave_the_window(ray_cluster: Any) -> None:
     )
     assert run.returncode == 0, run.output
     assert len(run.values["sum"]) == 150
-    plans = run.session.plans  # 2 analytics a step, each graph cut once whatever order or objects the blocks come in
-    assert (plans.hits, plans.misses) == (298, 2)
+    cuts = run.session.cuts  # 2 analytics a step, each graph cut once whatever order or objects the blocks come in
+    assert (cuts.hits, cuts.misses) == (298, 2)
     deadline = time.monotonic() + 20  # the store's statistics are refreshed asynchronously
     while (after := store_stats())["objects"] > before["objects"] and time.monotonic() < deadline:
         time.sleep(0.5)

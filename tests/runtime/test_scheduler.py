@@ -17,7 +17,7 @@ import ray
 from dask.base import tokenize
 
 from doreisa.runtime.scheduling.graphs import blocks_array, placeholder_array
-from doreisa.runtime.scheduling.scheduler import Plans, partitioned_get
+from doreisa.runtime.scheduling.scheduler import Cuts, partitioned_get
 from doreisa.testing import block_objects, object_locations, put_on_node
 
 pytestmark = pytest.mark.ray
@@ -171,7 +171,7 @@ def test_a_small_graph_on_the_callers_node_runs_in_the_caller(ray_cluster: Any, 
 
 
 def test_a_graph_cut_once_is_reused_with_the_next_steps_blocks(nodes: list[str]) -> None:
-    plans = Plans()
+    cuts = Cuts()
     records = []
     # 3 steps, each node's blocks stored alone or together, then blocks on other nodes
     for step, (shift, how) in enumerate([(0, "alone"), (0, "together"), (0, "alone"), (1, "together")]):
@@ -187,7 +187,7 @@ def test_a_graph_cut_once_is_reused_with_the_next_steps_blocks(nodes: list[str])
             leaf_nodes=placed.where,
             leaf_bytes=placed.nbytes,
             bindings=bindings,
-            plans=plans,
+            cuts=cuts,
             signature=tokenize(y),
             record=record,
         )
@@ -198,36 +198,36 @@ def test_a_graph_cut_once_is_reused_with_the_next_steps_blocks(nodes: list[str])
             ray.kill(actor)
     assert [r["reused"] for r in records] == [False, True, True, False], "the same graph, then other nodes"
     assert [r["parts"] for r in records[:3]] == [records[0]["parts"]] * 3
-    assert (plans.misses, plans.hits, len(plans)) == (2, 2, 2)
+    assert (cuts.misses, cuts.hits, len(cuts)) == (2, 2, 2)
 
 
 def test_a_graph_over_references_is_never_kept(spread: Any) -> None:
     full, x, where, nbytes = spread
-    plans = Plans()
+    cuts = Cuts()
     y = x.sum()
-    get = functools.partial(partitioned_get, leaf_nodes=where, leaf_bytes=nbytes, plans=plans, signature=tokenize(y))
+    get = functools.partial(partitioned_get, leaf_nodes=where, leaf_bytes=nbytes, cuts=cuts, signature=tokenize(y))
     assert dask.compute(y, scheduler=get) == (full.sum(),)
-    assert len(plans) == 0, "its blocks are this step's: another step with the same names must not reuse it"
+    assert len(cuts) == 0, "its blocks are this step's: another step with the same names must not reuse it"
 
 
-def test_plans_keep_the_latest_within_their_bounds() -> None:
-    plans = Plans(size=2, tasks=100)
+def test_cuts_keep_the_latest_within_their_bounds() -> None:
+    cuts = Cuts(size=2, tasks=100)
 
-    def plan(tasks: int) -> Any:
+    def cut(tasks: int) -> Any:
         return SimpleNamespace(tasks=tasks)
 
     for key in "abc":
-        plans.put(key, plan(10))
-    assert plans.get("a") is None and plans.get("b") is not None
-    plans.put("d", plan(10))
-    assert plans.get("c") is None and plans.get("b") is not None, "b was used since c"
-    assert (plans.hits, plans.misses) == (2, 2)
-    plans.put("e", plan(95))  # over 100 tasks with any other: kept alone
-    assert plans.get("b") is None and plans.get("e") is not None and len(plans) == 1
-    plans.put("f", plan(500))  # the newest is kept whatever its size
-    assert len(plans) == 1 and plans.get("f") is not None
-    plans.clear()
-    assert len(plans) == 0 and plans.hits == 4
+        cuts.put(key, cut(10))
+    assert cuts.get("a") is None and cuts.get("b") is not None
+    cuts.put("d", cut(10))
+    assert cuts.get("c") is None and cuts.get("b") is not None, "b was used since c"
+    assert (cuts.hits, cuts.misses) == (2, 2)
+    cuts.put("e", cut(95))  # over 100 tasks with any other: kept alone
+    assert cuts.get("b") is None and cuts.get("e") is not None and len(cuts) == 1
+    cuts.put("f", cut(500))  # the newest is kept whatever its size
+    assert len(cuts) == 1 and cuts.get("f") is not None
+    cuts.clear()
+    assert len(cuts) == 0 and cuts.hits == 4
 
 
 def test_a_fused_graph_over_placeholders_takes_blocks_out_of_their_objects(nodes: list[str]) -> None:

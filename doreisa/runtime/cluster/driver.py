@@ -261,8 +261,8 @@ class AnalyticsDriver:
 
         Without Dask's low-level optimisation: fusing each chunk's tasks into one saves Ray tasks
         to a scheduler that sends one per Dask task, not to one that runs a node's tasks in a
-        single Ray task; and a fused task runs as a small graph of its own (about 100 µs each,
-        against 10 for a plain task). The scheduler culls what the keys do not need.
+        single Ray task; and a fused task runs as a small graph of its own, several times the cost
+        of a plain task (docs/performance.md). The scheduler culls what the keys do not need.
         """
         try:
             self._local.signature = tokenize(value)

@@ -27,7 +27,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ import numpy as np
 from doreisa.contract import Contract
 from doreisa.errors import ProtocolError
 from doreisa.runtime import _names
+from doreisa.runtime.cluster.ranks import PostedSlot, RankConn
 from doreisa.runtime.protocol import (
     Applied,
     BlockRecord,
@@ -44,7 +44,6 @@ from doreisa.runtime.protocol import (
     Event,
     Hello,
     Malformed,
-    MessageReader,
     MonitorBatch,
     RankClosed,
     RankError,
@@ -59,7 +58,7 @@ from doreisa.runtime.protocol import (
     encode,
     free_record,
 )
-from doreisa.runtime.ring import ASLEEP, POSTS, TOTAL_STORE_ORDER, ShmRing, fence
+from doreisa.runtime.ring import ASLEEP, TOTAL_STORE_ORDER, fence
 
 #: What a node actor reports to the head, in batches.
 Report = BlockRecord | Event
@@ -68,68 +67,6 @@ log = logging.getLogger("doreisa.node")
 
 #: Longest sleep (seconds): the thread also checks whether to stop.
 IDLE_WAIT = 0.1
-
-
-@dataclass
-class _Ring:
-    array: str
-    ring: ShmRing
-    views: list[np.ndarray[Any, Any]]
-    index: tuple[int, ...]
-    dtype: np.dtype[Any]
-    chunks: tuple[tuple[int, ...], ...]
-    nblocks: int
-    #: the rank's ``posts`` and each slot's ``posted`` count, as last seen here
-    seen_posts: int = 0
-    seen: list[int] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.seen = [0] * self.ring.slots
-
-    def collect(self, conn: _Conn, ring_id: int, into: list[_Put]) -> None:
-        """Add the slots posted since the last look to ``into``."""
-        ring = self.ring
-        posts = ring.control[POSTS]
-        if posts == self.seen_posts:
-            return
-        self.seen_posts = posts
-        posted, seen = ring.posted, self.seen
-        for slot in range(ring.slots):
-            count = posted[slot]
-            if count != seen[slot]:
-                seen[slot] = count
-                tm = ring.times[slot]  # NaN: none
-                into.append(_Put(conn, self, slot, ring_id, ring.steps[slot], None if tm != tm else tm))
-
-
-@dataclass
-class _Put:
-    """A block announced by a rank, not yet copied out of its slot."""
-
-    conn: _Conn
-    entry: _Ring
-    slot: int
-    ring_id: int
-    step: int
-    time: float | None
-
-
-@dataclass
-class _Conn:
-    sock: socket.socket
-    reader: MessageReader = field(default_factory=lambda: MessageReader(RankMessage | Wake))
-    rank: int | None = None
-    rings: dict[int, _Ring] = field(default_factory=dict[int, _Ring])
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    closed: bool = False  # the rank said 'close'
-    deaf: bool = False  # a send failed: the rank has left, the messages it sent before may still be read
-
-    def send(self, message: Welcome | Done) -> None:
-        self.send_bytes(encode(message))
-
-    def send_bytes(self, frame: bytes) -> None:
-        with self.lock:
-            self.sock.sendall(frame)
 
 
 class NodeServer:
@@ -170,11 +107,11 @@ class NodeServer:
         self._info_path = nodes / f"{node_id[:16]}.json"
         self._info = {"node_id": node_id, "host": host, "socket": self.socket_path, "ingest": ingest}
         self._selector = selectors.DefaultSelector()
-        self._conns: dict[int, _Conn] = {}
+        self._conns: dict[int, RankConn] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._listener: socket.socket | None = None
-        self._puts: list[_Put] = []  # this round's blocks, copied together at the end of the round
+        self._puts: list[PostedSlot] = []  # this round's blocks, copied together at the end of the round
         self.counts = {"blocks": 0, "bytes": 0, "ranks": 0, "puts": 0, "put_seconds": 0.0}
 
     def start(self) -> None:
@@ -252,7 +189,7 @@ class NodeServer:
             for conn in self._conns.values():
                 self._collect(conn)
 
-    def _collect(self, conn: _Conn) -> None:
+    def _collect(self, conn: RankConn) -> None:
         """The blocks that ``conn``'s rank has posted since the last look, to be ingested this round."""
         for ring_id, entry in conn.rings.items():
             entry.collect(conn, ring_id, self._puts)
@@ -264,11 +201,11 @@ class NodeServer:
         except BlockingIOError:
             return
         sock.setblocking(True)
-        conn = _Conn(sock)
+        conn = RankConn(sock)
         self._conns[sock.fileno()] = conn
         self._selector.register(sock, selectors.EVENT_READ, conn)
 
-    def _read(self, conn: _Conn, batch: list[Report]) -> None:
+    def _read(self, conn: RankConn, batch: list[Report]) -> None:
         try:
             data = conn.sock.recv(1 << 20)
         except OSError:
@@ -295,12 +232,12 @@ class NodeServer:
                 log.exception("node %s: bad message from rank %s", self.node_id[:8], conn.rank)
                 batch.append(RankError(conn.rank, self.node_id, f"{type(exc).__name__}: {exc}"))
 
-    def _handle(self, conn: _Conn, message: RankMessage | Wake | Malformed, batch: list[Report]) -> None:
+    def _handle(self, conn: RankConn, message: RankMessage | Wake | Malformed, batch: list[Report]) -> None:
         self._collect(conn)  # what the rank posted before it sent this (a wake says only that)
         if isinstance(message, Wake):
             return
         if isinstance(message, RingOpened):
-            self._map_ring(conn, message, asleep=self._asleep)
+            conn.map_ring(message, asleep=self._asleep)
             return
         self._ingest(batch)  # what a rank says next follows its blocks
         match message:
@@ -319,29 +256,11 @@ class NodeServer:
             case _:
                 raise ProtocolError(f"a rank sent {describe(message)}, which a node actor does not take")
 
-    @staticmethod
-    def _map_ring(conn: _Conn, message: RingOpened, *, asleep: bool) -> None:
-        try:
-            ring = ShmRing(message.path, message.slots, message.slot_size, create=False)
-        except FileNotFoundError:  # the rank closed it before we read this: it never posted to it
-            log.info("rank %s closed its ring of %r before the node mapped it", conn.rank, message.array)
-            return
-        ring.control[ASLEEP] = int(asleep)
-        # Both sides have it mapped: remove the name now, so that nothing is left in /dev/shm
-        # even if the rank or this actor dies without cleaning up.
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(message.path)
-        dtype = np.dtype(message.dtype)
-        views = ring.views(message.shape, dtype)
-        conn.rings[message.ring_id] = _Ring(
-            message.array, ring, views, message.index, dtype, message.chunks, message.nblocks
-        )
-
     def _ingest(self, batch: list[Report]) -> None:
         """Copy this round's announced blocks out of their slots: one object per array and step."""
         if not self._puts:
             return
-        groups: dict[tuple[str, int], list[_Put]] = {}
+        groups: dict[tuple[str, int], list[PostedSlot]] = {}
         for put in self._puts:
             groups.setdefault((put.entry.array, put.step), []).append(put)
         self._puts = []
@@ -372,7 +291,7 @@ class NodeServer:
                 self.counts["bytes"] += put.entry.ring.slot_size
                 batch.append(self._block(put, ref, position if len(puts) > 1 else None, where))
 
-    def _block(self, put: _Put, ref: Any, part: int | None, where: str) -> BlockRecord:
+    def _block(self, put: PostedSlot, ref: Any, part: int | None, where: str) -> BlockRecord:
         entry = put.entry
         assert put.conn.rank is not None, "a rank says hello before it opens a ring"
         return BlockRecord(
@@ -391,7 +310,7 @@ class NodeServer:
         )
 
     @staticmethod
-    def _tell(conn: _Conn, frame: bytes) -> None:
+    def _tell(conn: RankConn, frame: bytes) -> None:
         """Send to a rank unless it has left; a rank that has left needs nothing more.
 
         A rank's ``close`` returns as soon as it sees its last slot freed in shared memory, so it
@@ -405,7 +324,7 @@ class NodeServer:
         except OSError:
             conn.deaf = True
 
-    def _close_conn(self, conn: _Conn) -> None:
+    def _close_conn(self, conn: RankConn) -> None:
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(conn.sock)
         self._conns.pop(conn.sock.fileno(), None)
@@ -414,31 +333,6 @@ class NodeServer:
             entry.views.clear()
             entry.ring.close()
         conn.rings.clear()
-
-
-class TransitActor:
-    """On an analytics node: receives in-transit blocks; its return values are the blocks, stored here."""
-
-    def __init__(self) -> None:
-        self.blocks = 0
-        self.bytes = 0
-
-    def relay(self, blocks: np.ndarray[Any, Any] | list[np.ndarray[Any, Any]]) -> Any:
-        """Return the block (or blocks): Ray stores the return value in this node's object store."""
-        each = blocks if isinstance(blocks, list) else [blocks]
-        self.blocks += len(each)
-        self.bytes += sum(b.nbytes for b in each)
-        return blocks
-
-    def counts(self) -> dict[str, int]:
-        """Blocks and bytes received."""
-        return {"blocks": self.blocks, "bytes": self.bytes}
-
-    def node_id(self) -> str:
-        """The Ray node this actor runs on."""
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
 
 
 class NodeActor:

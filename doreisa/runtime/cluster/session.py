@@ -30,9 +30,10 @@ from doreisa.runtime import _names
 from doreisa.runtime.cluster.calls import CONTROL_TIMEOUT, ask, kill
 from doreisa.runtime.cluster.driver import AnalyticsDriver
 from doreisa.runtime.cluster.head import HeadState
-from doreisa.runtime.cluster.node import NodeActor, TransitActor
+from doreisa.runtime.cluster.node import NodeActor
 from doreisa.runtime.cluster.results import Provenance, ResultWriter
 from doreisa.runtime.cluster.setup import limit_malloc_arenas
+from doreisa.runtime.cluster.transit import TransitActor
 from doreisa.runtime.protocol import (
     Applied,
     Done,
@@ -48,7 +49,7 @@ from doreisa.runtime.protocol import (
     TriggerFailed,
     describe,
 )
-from doreisa.runtime.scheduling.scheduler import Plans, partitioned_get
+from doreisa.runtime.scheduling.scheduler import Cuts, partitioned_get
 
 log = logging.getLogger("doreisa.session")
 
@@ -114,7 +115,7 @@ class Session:
         self._nodes: list[Any] = []
         self._node_names: list[str] = []
         self._transit: list[Any] = []
-        self.plans = Plans()  # graphs cut at one step, reused at the next ones
+        self.cuts = Cuts()  # graphs cut at one step, reused at the next ones
         self.driver = AnalyticsDriver(
             contract,
             self.bound,
@@ -192,7 +193,7 @@ class Session:
             leaf_nodes=leaf_nodes,
             leaf_bytes=leaf_bytes,
             bindings=bindings,
-            plans=self.plans,
+            cuts=self.cuts,
             ray_remote_args=remote_args,
         )
 
@@ -361,7 +362,7 @@ class Session:
     def _release(self) -> None:
         """What this process holds: the windows' blocks, the cut graphs, the output files, the run folder."""
         self.driver.release()
-        self.plans.clear()  # the cut graphs' tasks kept in the object store
+        self.cuts.clear()  # the cut graphs' tasks kept in the object store
         self.provenance.skipped(self.state.closed)
         self.results.close()
         self.provenance.close()

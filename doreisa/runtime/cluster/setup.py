@@ -43,7 +43,8 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     """Cap glibc's malloc arenas in this process (the analytics driver).
 
     ``ray_dask_get`` submits tasks from a thread pool, and glibc gives each thread its own
-    arena that never shrinks: the driver grew ~60 MB per 1,000 analysed steps (benchmarks).
+    arena that never shrinks: the driver's memory grew with every analysed step (the memory
+    benchmark, docs/performance.md).
     Same as ``MALLOC_ARENA_MAX``, set at run time. Returns False where it is unavailable.
     """
     try:

@@ -39,7 +39,7 @@ def run_summary(
         "steps_dropped": sum(s.dropped for s in closed),
         "skipped": sorted({tuple(x) for s in closed for x in s.skipped_steps}),
         "analytic_calls": session.driver.counts.calls,
-        "graphs": {"cut": session.plans.misses, "reused": session.plans.hits},
+        "graphs": {"cut": session.cuts.misses, "reused": session.cuts.hits},
         "results_recorded": session.results.count,
         "array_results_not_saved": session.results.unsaved,
         "analytic_failures": failures,

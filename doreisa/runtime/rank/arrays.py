@@ -20,7 +20,7 @@ import numpy as np
 from doreisa.contract import ArraySpec, Contract
 from doreisa.errors import BlockMismatchError, LayoutError
 from doreisa.plugins import Preprocessor, make_preprocessor
-from doreisa.runtime.cadence import ArraySchedule
+from doreisa.runtime.cadence import ArrayCadence
 from doreisa.runtime.layout import Box, Layout, RankPart, check_block, default_offset, make_layout
 from doreisa.runtime.rank.comm import Communicator
 
@@ -96,7 +96,7 @@ class ArrayRun:
 
     __slots__ = ("array", "copy", "last_step", "last_wanted", "schedule", "skip_below", "staging", "stride")
 
-    def __init__(self, array: RankArray, schedule: ArraySchedule) -> None:
+    def __init__(self, array: RankArray, schedule: ArrayCadence) -> None:
         self.array = array
         self.schedule = schedule
         self.copy: BlockCopy | None = None  # set at the first publish

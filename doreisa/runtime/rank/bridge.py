@@ -25,7 +25,7 @@ import numpy as np
 from doreisa.contract import Contract
 from doreisa.errors import BlockMismatchError, BridgeError, RuntimeUnavailableError
 from doreisa.runtime import _names
-from doreisa.runtime.cadence import ArraySchedule
+from doreisa.runtime.cadence import ArrayCadence
 from doreisa.runtime.protocol import Done, RankMessage, RankStats
 from doreisa.runtime.rank.arrays import ArrayRun, InFlight, RankArray, agree_on_layout, check_same_block, checked_step
 from doreisa.runtime.rank.comm import Communicator, world_comm
@@ -105,8 +105,7 @@ class Bridge:
         self.contract: Contract = Contract.from_plain(self._link.welcome.contract)
         self._in_flight = InFlight()
         self._arrays = {
-            a.name: ArrayRun(a, ArraySchedule(self.contract.cadence_of(a.name)))
-            for a in RankArray.all_of(self.contract)
+            a.name: ArrayRun(a, ArrayCadence(self.contract.cadence_of(a.name))) for a in RankArray.all_of(self.contract)
         }
         self._steer = RankFeedback(
             self.contract,

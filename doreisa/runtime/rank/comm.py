@@ -12,7 +12,6 @@ class Communicator(Protocol):
     def Get_size(self) -> int: ...
     def allgather(self, obj: Any, /) -> list[Any]: ...
     def bcast(self, obj: Any, /, root: int = 0) -> Any: ...
-    def Barrier(self) -> None: ...
 
 
 class SingleProcessComm:
@@ -29,9 +28,6 @@ class SingleProcessComm:
 
     def bcast(self, obj: Any, /, root: int = 0) -> Any:
         return obj
-
-    def Barrier(self) -> None:
-        return None
 
 
 def world_comm() -> Communicator:

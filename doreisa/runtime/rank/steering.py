@@ -19,12 +19,12 @@ import numpy as np
 
 from doreisa.contract import Contract
 from doreisa.errors import ExpressionError
-from doreisa.runtime.cadence import ArraySchedule
+from doreisa.runtime.cadence import ArrayCadence
 from doreisa.runtime.layout import local_part
 from doreisa.runtime.protocol import Applied, Decision, MonitorBatch, MonitorValues, RankMessage, TriggerFailed
 from doreisa.runtime.rank.comm import Communicator
 from doreisa.runtime.triggers import (
-    CadencePlan,
+    CadenceState,
     TriggerMachine,
     combine_reductions,
     local_reductions,
@@ -46,7 +46,7 @@ class RankFeedback:
         self,
         contract: Contract,
         comm: Communicator,
-        schedules: Mapping[str, ArraySchedule],
+        schedules: Mapping[str, ArrayCadence],
         *,
         report: Callable[[RankMessage], None],
         wait: Callable[[Callable[[], bool], float, str], None],
@@ -57,7 +57,7 @@ class RankFeedback:
         self._schedules = schedules
         self._report = report
         self._wait = wait
-        self.plan = CadencePlan(contract)
+        self.plan = CadenceState(contract)
         self.steering: Mapping[str, Any] = MappingProxyType(self.plan.steering)
         self.active = contract.uses_feedback
         self.deterministic = contract.feedback.mode == "deterministic"

@@ -1,7 +1,8 @@
 """Task graphs over a step's blocks: placeholders that give every step the same graph, and walks.
 
 An analytic builds a new Dask graph at every step, and building and cutting it into per-node
-parts costs about 40 µs per task: 240-300 ms for a sum of 1,024 blocks here. Yet each step's
+parts costs a fixed time per task: for a large graph, more than the analytics' own work
+(figures in docs/performance.md). Yet each step's
 graph is the same but for its blocks. So the driver hands analytics arrays whose blocks are
 placeholders (:class:`Block`: the object holding a block, :class:`Position`: where the
 block is in it), named after the array, its place in the analytic's window, its chunks and
@@ -173,7 +174,7 @@ def bind(dsk: Any, bindings: Mapping[Placeholder, Any]) -> dict[Key, Any]:
 
     Raises ``KeyError`` naming a placeholder that ``bindings`` lacks.
     """
-    from dask._task_spec import convert_legacy_graph
+    from doreisa.runtime.scheduling._dask import convert_legacy_graph
 
     if not isinstance(dsk, Mapping):
         dsk = dsk.__dask_graph__()
@@ -192,7 +193,7 @@ def substitute(obj: Any, swap: Callable[[Any], Any], depth: int = 0) -> Any:
     (dicts of tasks), lists and tuples. Returns ``obj`` itself when nothing changed; never
     modifies it.
     """
-    from dask._task_spec import DataNode, Task
+    from doreisa.runtime.scheduling._dask import DataNode, Task
 
     kind = type(obj)
     if kind in _ATOMS or depth > _DEPTH:
@@ -226,7 +227,7 @@ def collect(obj: Any, kinds: tuple[type, ...]) -> list[Any]:
     The same walk, without building anything: it runs over every task of every graph, most
     of which hold none.
     """
-    from dask._task_spec import DataNode, Task
+    from doreisa.runtime.scheduling._dask import DataNode, Task
 
     found: list[Any] = []
     stack: list[tuple[Any, int]] = [(obj, 0)]

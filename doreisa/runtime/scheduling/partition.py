@@ -1,7 +1,7 @@
 """Cut a task graph into per-node parts: one Ray task per node and round, not one per Dask task.
 
 A central Dask-on-Ray scheduler submits one Ray task per Dask task: for a reduction of
-1,000 blocks that is more than 1,000 submissions, object references and result objects, all
+1,024 blocks that is 3,072 submissions, object references and result objects, all
 through the driver (doreisa 0.3's study measured a head actor saturating at about 3,000
 references per second). doreisa knows where every block lives, so it cuts the graph by node:
 

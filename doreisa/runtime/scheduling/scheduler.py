@@ -10,26 +10,26 @@ node is gone, Ray runs it elsewhere; derived data is never hard-pinned). Inside,
 tasks run one after the other, like Dask's synchronous scheduler; intermediate results that
 no other part reads never become Ray objects.
 
-A reduction of 1,024 blocks on 16 nodes costs 31 Ray tasks instead of more than 1,000.
+A sum of 1,024 blocks on 16 nodes is 31 Ray tasks instead of 3,072, one per task of Dask's
+graph (the scaling benchmark, docs/performance.md).
 
-Building a graph's tasks and cutting them costs about 40 µs per task, paid at every step. A
-graph over :mod:`~doreisa.runtime.scheduling.graphs` placeholders is the same at every step:
-:class:`Plans` keeps its cut, and later steps only bind the placeholders to their blocks
-and send the parts.
+Building a graph's tasks and cutting them costs a fixed time per task, paid at every step: for
+a large graph, more than the analytics' own work (figures in docs/performance.md). A graph
+over :mod:`~doreisa.runtime.scheduling.graphs` placeholders is the same at every step:
+:class:`Cuts` keeps its cut, and later steps only bind the placeholders to their blocks and
+send the parts.
 """
 
 from __future__ import annotations
 
-import collections
-import functools
-import threading
 import time
 from collections.abc import Callable, Hashable, Mapping, MutableMapping
-from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-from doreisa.runtime.scheduling.graphs import KEEP, Block, Placeholder, Position, collect, resolve, substitute, take
-from doreisa.runtime.scheduling.partition import Part, partition
+from doreisa.runtime.scheduling.cuts import Cut, Cuts, cut_graph
+from doreisa.runtime.scheduling.graphs import Block, Placeholder, resolve, take
+from doreisa.runtime.scheduling.partition import Part
+from doreisa.runtime.scheduling.parts import Stored, by_key, run_part, run_part_remote
 
 Key = Hashable
 #: A graph that is one part on the caller's node reading at most this many bytes runs in the caller.
@@ -43,7 +43,7 @@ def partitioned_get(
     leaf_nodes: Mapping[str, str],
     leaf_bytes: Mapping[str, int] | None = None,
     bindings: Mapping[Placeholder, Any] | None = None,
-    plans: Plans | None = None,
+    cuts: Cuts | None = None,
     signature: Hashable | None = None,
     ray_remote_args: Mapping[str, Any] | None = None,
     record: MutableMapping[str, Any] | None = None,
@@ -61,7 +61,7 @@ def partitioned_get(
     bindings : mapping, optional
         The value of each placeholder in the graph (:mod:`doreisa.runtime.scheduling.graphs`): an
         object reference for a ``Block``, None or an index for a ``Position``.
-    plans, signature : optional
+    cuts, signature : optional
         Reuse of cut graphs: ``signature`` is what Dask's ``tokenize`` says of the collections
         computed (the same analytic on blocks of the same shape at another step gives the same
         one). A graph whose blocks are all placeholders is cut once per signature and nodes
@@ -73,283 +73,113 @@ def partitioned_get(
         Receives ``tasks`` (Dask tasks), ``parts`` (Ray tasks), ``nodes``, ``local``,
         ``moved_bytes`` (bytes of the parts' results read on another node), ``plan_s``
         (seconds spent building the graph's tasks and cutting them into parts, or finding
-        that cut in ``plans``) and ``reused`` (whether the cut came from ``plans``).
+        that cut in ``cuts``) and ``reused`` (whether the cut came from ``cuts``).
     local_bytes : int
         A graph that is a single part on this process's node, reading at most this many
-        bytes of blocks, runs here: a Ray task would cost more than the work (a few ms
-        against a few hundred µs for a small step). 0: always a Ray task.
+        bytes of blocks, runs here: starting a Ray task costs more than such work (figures in
+        docs/performance.md). 0: always a Ray task.
     """
     import ray
     from dask.core import flatten
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     started = time.perf_counter()
-    sizes = leaf_bytes or {}
-    bound = bindings or {}
+    sizes, bound = leaf_bytes or {}, bindings or {}
     wanted: list[Key] = list(flatten(keys))
+    cut, reused = _find_cut(dsk, wanted, leaf_nodes, sizes, lambda t: resolve(t, bound), bound, cuts, signature)
+    call = _BoundCut(cut, bound)
+    plan_s = time.perf_counter() - started
+    here = ray.get_runtime_context().get_node_id()
+    values = call.run_here(sizes, local_bytes) if len(cut.parts) == 1 and cut.parts[0].node in (here, None) else None
+    if values is not None:
+        if record is not None:
+            record.update(tasks=cut.tasks, parts=1, nodes=1, local=True, moved_bytes=0)
+    else:
+        values, refs = call.run_on_nodes(ray_remote_args or {})
+        if record is not None:
+            _record(record, cut.parts, cut.tasks, refs)
+    if record is not None:
+        record.update(plan_s=plan_s, reused=reused)
+    return _repack(keys, {new: values[k] for new, k in zip(wanted, cut.wanted, strict=True)})
 
-    def bound_to(token: Any) -> Any:
-        """A block's object reference, or what is bound to a placeholder."""
-        return resolve(token, bound)
+
+class _BoundCut:
+    """A cut with this call's blocks: what each part reads, and where the results come from."""
+
+    def __init__(self, cut: Cut, bound: Mapping[Placeholder, Any]) -> None:
+        self.cut, self._bound = cut, bound
+        self.blocks = {k: resolve(token, bound) for k, token in cut.leaves.items()}
+        self.positions = {k: p for k, token in cut.positions.items() if (p := resolve(token, bound)) is not None}
 
     def arguments(
-        values: Mapping[Key, Any], named: tuple[Key, ...], fused: list[Any]
+        self, values: Mapping[Key, Any], named: tuple[Key, ...], fused: list[Any]
     ) -> tuple[list[Any], dict[Key, Any] | None]:
         """A part's inputs, and the position of those that are blocks stored with others in an object."""
-        inputs = [values[k] for k in named] + [bound_to(t) for t in fused]
-        return inputs, {k: positions[k] for k in named if k in positions} or None
+        inputs = [values[k] for k in named] + [resolve(t, self._bound) for t in fused]
+        return inputs, {k: self.positions[k] for k in named if k in self.positions} or None
 
-    plan, reused = _find_plan(dsk, wanted, leaf_nodes, sizes, bound_to, bound, plans, signature)
-    named_as = dict(zip(plan.wanted, wanted, strict=True))  # a reused cut's keys stand for this call's
-    blocks = {k: bound_to(token) for k, token in plan.leaves.items()}
-    positions = {k: p for k, token in plan.positions.items() if (p := bound_to(token)) is not None}
-    parts = plan.parts
-    if len(parts) == 1 and parts[0].node in (ray.get_runtime_context().get_node_id(), None):
-        part, (body, named, fused) = parts[0], plan.prepared[0]
-        inputs, mine = arguments(blocks, named, fused)
+    def run_here(self, sizes: Mapping[str, int], local_bytes: int) -> dict[Key, Any] | None:
+        """The wanted values, computed in this process; None when the part reads more than ``local_bytes``."""
+        import ray
+
+        part, (body, named, fused) = self.cut.parts[0], self.cut.prepared[0]
+        inputs, mine = self.arguments(self.blocks, named, fused)
         objects = {x.hex(): x for x in inputs if isinstance(x, ray.ObjectRef)}
-        if sum(sizes.get(h, local_bytes + 1) for h in objects) <= local_bytes:
-            plan_s = time.perf_counter() - started
-            fetched = dict(zip(objects.values(), ray.get(list(objects.values())), strict=True))
-            values = [fetched[x] if isinstance(x, ray.ObjectRef) else x for x in inputs]
-            done = _by_key(part.exports, _run_part(body, named, part.exports, *values, positions=mine))
-            alone = [k for k in plan.wanted if k not in done]  # blocks wanted as they are
-            got = ray.get([blocks[k] for k in alone])
-            done.update((k, take(v, positions.get(k))) for k, v in zip(alone, got, strict=True))
-            if record is not None:
-                record.update(tasks=plan.tasks, parts=1, nodes=1, local=True, moved_bytes=0)
-                record.update(plan_s=plan_s, reused=reused)
-            return _repack(keys, {named_as[k]: v for k, v in done.items() if k in named_as})
+        if sum(sizes.get(h, local_bytes + 1) for h in objects) > local_bytes:
+            return None
+        fetched = dict(zip(objects.values(), ray.get(list(objects.values())), strict=True))
+        values = [fetched[x] if isinstance(x, ray.ObjectRef) else x for x in inputs]
+        done = by_key(part.exports, run_part(body, named, part.exports, *values, positions=mine))
+        alone = [k for k in self.cut.wanted if k not in done]  # blocks wanted as they are
+        got = ray.get([self.blocks[k] for k in alone])
+        done.update((k, take(v, self.positions.get(k))) for k, v in zip(alone, got, strict=True))
+        return done
 
-    refs: dict[Key, Any] = dict(blocks)
-    base = dict(ray_remote_args or {})
-    plan_s = time.perf_counter() - started
-    for i, (part, (body, named, fused)) in enumerate(zip(parts, plan.prepared, strict=True)):
-        options = dict(base, num_returns=max(1, len(part.exports)), name=f"doreisa:part:{part.round}")
-        if part.node is not None:
-            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(part.node, soft=True)
-        # every block and input is a top-level argument: Ray fetches them before the part starts
-        inputs, mine = arguments(refs, named, fused)
-        sent = _Stored(plan.stored[i]) if plan.stored else body  # a reused cut's tasks are on the nodes already
-        out = _run_part_remote().options(**options).remote(sent, named, part.exports, *inputs, positions=mine)
-        refs.update(_by_key(part.exports, out))
-    got = ray.get([refs[k] for k in plan.wanted])
-    values = {new: take(v, positions.get(k)) for new, k, v in zip(wanted, plan.wanted, got, strict=True)}
-    if record is not None:
-        _record(record, parts, plan.tasks, refs)
-        record.update(plan_s=plan_s, reused=reused)
-    return _repack(keys, values)
+    def run_on_nodes(self, remote_args: Mapping[str, Any]) -> tuple[dict[Key, Any], dict[Key, Any]]:
+        """The wanted values, each part a Ray task next to its blocks; and every result's reference."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        cut, refs = self.cut, dict(self.blocks)
+        for i, (part, (body, named, fused)) in enumerate(zip(cut.parts, cut.prepared, strict=True)):
+            options = dict(remote_args, num_returns=max(1, len(part.exports)), name=f"doreisa:part:{part.round}")
+            if part.node is not None:
+                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(part.node, soft=True)
+            # every block and input is a top-level argument: Ray fetches them before the part starts
+            inputs, mine = self.arguments(refs, named, fused)
+            sent = Stored(cut.stored[i]) if cut.stored else body  # a reused cut's tasks are on the nodes already
+            out = run_part_remote().options(**options).remote(sent, named, part.exports, *inputs, positions=mine)
+            refs.update(by_key(part.exports, out))
+        got = ray.get([refs[k] for k in cut.wanted])
+        return {k: take(v, self.positions.get(k)) for k, v in zip(cut.wanted, got, strict=True)}, refs
 
 
-@dataclass
-class _Plan:
-    """A graph cut into parts, each part's tasks ready to send."""
-
-    wanted: list[Key]  # the keys it was cut for
-    leaves: dict[Key, Any]  # block key -> object reference or Block placeholder
-    positions: dict[Key, Position]  # block key -> its Position placeholder, for blocks taken out of an object
-    tasks: int
-    parts: list[Part]
-    prepared: list[tuple[dict[Key, Any], tuple[Key, ...], list[Any]]]  # per part: see _prepare
-    reusable: bool  # every block is a placeholder: the cut holds no step's data
-    stored: list[Any] = field(default_factory=list[Any])  # per part: its tasks in the object store, once kept
-
-
-class _Lru:
-    """The latest ``items`` values, and no more than ``weight`` in all (the newest is always kept)."""
-
-    def __init__(self, items: int, weight: int, weigh: Callable[[Any], int]) -> None:
-        self.items, self.weight, self._weigh = items, weight, weigh
-        self._values: collections.OrderedDict[Hashable, Any] = collections.OrderedDict()
-        self._total = 0
-
-    def get(self, key: Hashable) -> Any:
-        value = self._values.get(key)
-        if value is not None:
-            self._values.move_to_end(key)
-        return value
-
-    def put(self, key: Hashable, value: Any) -> None:
-        if key in self._values:
-            self._total -= self._weigh(self._values.pop(key))
-        self._values[key] = value
-        self._total += self._weigh(value)
-        while len(self._values) > 1 and (len(self._values) > self.items or self._total > self.weight):
-            self._total -= self._weigh(self._values.popitem(last=False)[1])
-
-    def clear(self) -> None:
-        self._values.clear()
-        self._total = 0
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-
-class Plans:
-    """Cut graphs by signature and block placement, for :func:`partitioned_get`.
-
-    The ``size`` latest are kept, and no more than ``tasks`` Dask tasks in all. Safe to share
-    between threads (an abandoned analytic may still be running).
-    """
-
-    def __init__(self, size: int = 32, tasks: int = 500_000) -> None:
-        self.hits = 0
-        self.misses = 0
-        self._plans = _Lru(size, tasks, lambda plan: plan.tasks)
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable) -> _Plan | None:
-        """The plan stored under ``key``, if any (counted as a hit or a miss)."""
-        with self._lock:
-            plan = self._plans.get(key)
-            if plan is None:
-                self.misses += 1
-            else:
-                self.hits += 1
-            return plan
-
-    def put(self, key: Hashable, plan: _Plan) -> None:
-        """Keep ``plan``; forget the least recently used ones beyond the bounds."""
-        with self._lock:
-            self._plans.put(key, plan)
-
-    def clear(self) -> None:
-        """Forget every plan (and free the tasks they keep in the object store)."""
-        with self._lock:
-            self._plans.clear()
-
-    def __len__(self) -> int:
-        return len(self._plans)
-
-
-def _find_plan(
+def _find_cut(
     dsk: Any,
     wanted: list[Key],
     leaf_nodes: Mapping[str, str],
     sizes: Mapping[str, int],
     resolve: Callable[[Any], Any],
     bound: Mapping[Placeholder, Any],
-    plans: Plans | None,
+    cuts: Cuts | None,
     signature: Hashable | None,
-) -> tuple[_Plan, bool]:
-    """The cut of ``dsk``: from ``plans`` (True) or made now (False, and kept when it can be reused)."""
+) -> tuple[Cut, bool]:
+    """The cut of ``dsk``: from ``cuts`` (True) or made now (False, and kept when it can be reused)."""
     import ray
 
-    if plans is None or signature is None:
-        return _plan(dsk, wanted, leaf_nodes, sizes, resolve, ray.ObjectRef), False
+    if cuts is None or signature is None:
+        return cut_graph(dsk, wanted, leaf_nodes, sizes, resolve, ray.ObjectRef), False
     # the nodes of the blocks, not their objects' sizes: a block stored alone at one step and
     # with others at the next is read on the same node by the same task
     placement = frozenset((k, leaf_nodes.get(v.hex())) for k, v in bound.items() if type(k) is Block)  # any order
     key = (signature, len(wanted), placement)
-    if (plan := plans.get(key)) is not None:
-        return plan, True
-    plan = _plan(dsk, wanted, leaf_nodes, sizes, resolve, ray.ObjectRef)
-    if plan.reusable:
+    if (cut := cuts.get(key)) is not None:
+        return cut, True
+    cut = cut_graph(dsk, wanted, leaf_nodes, sizes, resolve, ray.ObjectRef)
+    if cut.reusable:
         # sent once; each worker keeps the tasks it has run (see _tasks_of), later steps send a reference
-        plan.stored = [ray.put(body) for body, _, _ in plan.prepared]
-        plans.put(key, plan)
-    return plan, False
-
-
-def _plan(
-    dsk: Any,
-    wanted: list[Key],
-    leaf_nodes: Mapping[str, str],
-    sizes: Mapping[str, int],
-    resolve: Callable[[Any], Any],
-    ref_type: type,
-) -> _Plan:
-    """The graph's blocks (key -> a reference or a Block placeholder) and the Position of those
-    taken out of an object, its tasks and the blocks and placeholders inside each, cut into parts
-    whose tasks are ready to send."""
-    from dask._task_spec import Alias, DataNode, Task, convert_legacy_graph
-
-    if not isinstance(dsk, Mapping):
-        dsk = dsk.__dask_graph__()
-    graph = convert_legacy_graph(dict(dsk))
-    leaves: dict[Key, Any] = {}
-    positions: dict[Key, Position] = {}
-    for key, task in graph.items():
-        if isinstance(task, DataNode) and isinstance(task.value, (ref_type, Block)):
-            leaves[key] = task.value
-        elif isinstance(task, Task) and task.func is take and [type(a) for a in task.args] == [Block, Position]:
-            # a placeholder array's block: a block too (read where its object is, never a task of its own)
-            leaves[key], positions[key] = task.args
-    _follow_aliases(graph, leaves, positions, Alias)
-    tasks = _needed({key: task for key, task in graph.items() if key not in leaves}, wanted)
-    embedded = {key: collect(task, (ref_type, Placeholder)) for key, task in tasks.items()}  # blocks in tasks
-    inline: dict[Key, dict[str, int]] = {}
-    for key, found in embedded.items():
-        for token in found:
-            if not isinstance(value := resolve(token), ref_type):
-                continue  # a Position
-            ref = value.hex()
-            if (where := leaf_nodes.get(ref)) is not None:
-                weights = inline.setdefault(key, {})
-                weights[where] = weights.get(where, 0) + sizes.get(ref, 1)
-    hexes = {key: resolve(token).hex() for key, token in leaves.items()}
-    parts = partition(
-        {key: task.dependencies for key, task in tasks.items()},
-        {key: leaf_nodes.get(h) for key, h in hexes.items()},
-        wanted,
-        leaf_bytes={key: sizes.get(h, 1) for key, h in hexes.items()},
-        inline_weights=inline,
-    )
-    prepared = [_prepare(part, tasks, embedded, (ref_type, Placeholder)) for part in parts]
-    tokens = [*leaves.values(), *(t for found in embedded.values() for t in found)]
-    reusable = all(isinstance(t, Placeholder) for t in tokens)
-    return _Plan(wanted, leaves, positions, len(tasks), parts, prepared, reusable)
-
-
-def _needed(tasks: Mapping[Key, Any], wanted: list[Key]) -> dict[Key, Any]:
-    """The tasks that ``wanted`` needs (a graph Dask did not optimise holds every task of its layers)."""
-    seen: set[Key] = set()
-    stack = [k for k in wanted if k in tasks]
-    while stack:
-        key = stack.pop()
-        if key in seen:
-            continue
-        seen.add(key)
-        stack.extend(d for d in tasks[key].dependencies if d in tasks and d not in seen)
-    return {key: task for key, task in tasks.items() if key in seen}
-
-
-def _prepare(
-    part: Part, tasks: Mapping[Key, Any], embedded: Mapping[Key, list[Any]], kinds: tuple[type, ...]
-) -> tuple[dict[Key, Any], tuple[Key, ...], list[Any]]:
-    """A part's tasks with the blocks fused into them replaced by slots; its named inputs; those
-    blocks (references or placeholders), each once."""
-    named = part.leaves + part.inputs
-    fused = list(dict.fromkeys(token for k in part.keys for token in embedded[k]))
-    slots = {token: _Slot(len(named) + i) for i, token in enumerate(fused)}
-
-    def to_slot(x: Any) -> Any:
-        return slots[x] if isinstance(x, kinds) else KEEP
-
-    body = {k: substitute(tasks[k], to_slot) if embedded[k] else tasks[k] for k in part.keys}
-    return body, named, fused
-
-
-def _by_key(exports: tuple[Key, ...], out: Any) -> dict[Key, Any]:
-    """What :func:`_run_part` returned (one value, or a tuple of several), by export key."""
-    return dict(zip(exports, out if len(exports) > 1 else [out], strict=True))
-
-
-def _follow_aliases(
-    graph: Mapping[Key, Any], leaves: dict[Key, Any], positions: dict[Key, Position], alias_type: type
-) -> None:
-    # An Alias of a block is the same block, at the same position in the same object.
-    changed = True
-    while changed:
-        changed = False
-        for key, task in graph.items():
-            if key not in leaves and isinstance(task, alias_type):
-                (target,) = task.dependencies
-                if target in leaves:
-                    leaves[key] = leaves[target]
-                    if target in positions:
-                        positions[key] = positions[target]
-                    changed = True
+        cut.stored = [ray.put(body) for body, _, _ in cut.prepared]
+        cuts.put(key, cut)
+    return cut, False
 
 
 def _record(record: MutableMapping[str, Any], parts: list[Part], tasks: int, refs: Mapping[Key, Any]) -> None:
@@ -404,82 +234,3 @@ def _repack(keys: Any, values: Mapping[Key, Any]) -> Any:
     if isinstance(keys, list):
         return [_repack(k, values) for k in keys]  # pyright: ignore[reportUnknownVariableType]
     return values[keys]
-
-
-@functools.cache
-def _run_part_remote() -> Any:
-    import ray
-
-    return ray.remote(_run_part)
-
-
-def _run_part(
-    tasks: dict[Key, Any] | _Stored,
-    input_keys: tuple[Key, ...],
-    exports: tuple[Key, ...],
-    *inputs: Any,
-    positions: Mapping[Key, int] | None = None,
-) -> Any:
-    """Run one part's tasks in order (inside a Ray worker on the part's node).
-
-    ``inputs`` are the values of ``input_keys``, then the values that the tasks hold as
-    :class:`_Slot` markers (blocks Dask fused into the tasks' definitions, placeholders).
-    ``positions``: the inputs that are blocks stored with others in one object, and their
-    index in it.
-    """
-
-    def from_slot(x: Any) -> Any:
-        return inputs[x.index] if isinstance(x, _Slot) else KEEP
-
-    tasks = _tasks_of(tasks)
-
-    values: dict[Key, Any] = dict(zip(input_keys, inputs, strict=False))
-    for key, position in (positions or {}).items():
-        values[key] = values[key][position]
-    if len(inputs) > len(input_keys):
-        tasks = {key: substitute(task, from_slot) for key, task in tasks.items()}
-    remaining: dict[Key, int] = {}
-    for task in tasks.values():
-        for dep in task.dependencies:
-            remaining[dep] = remaining.get(dep, 0) + 1
-    keep = set(exports)
-    for key, task in tasks.items():
-        values[key] = task(values)
-        for dep in task.dependencies:  # free what no later task of this part reads
-            remaining[dep] -= 1
-            if remaining[dep] == 0 and dep not in keep:
-                values.pop(dep, None)
-    if len(exports) == 1:
-        return values[exports[0]]
-    return tuple(values[k] for k in exports)
-
-
-@dataclass(frozen=True, slots=True)
-class _Stored:
-    """A part's tasks in the object store (a cut reused from step to step): fetched once per worker."""
-
-    ref: Any
-
-
-#: In each worker: the stored parts' tasks it has run, by reference id (the 64 latest parts, 500,000 tasks).
-_TASKS = _Lru(64, 500_000, len)
-
-
-def _tasks_of(tasks: dict[Key, Any] | _Stored) -> dict[Key, Any]:
-    if not isinstance(tasks, _Stored):
-        return tasks
-    key = tasks.ref.hex()
-    found: dict[Key, Any] | None = _TASKS.get(key)
-    if found is None:
-        import ray
-
-        found = cast(dict[Key, Any], ray.get(tasks.ref))
-        _TASKS.put(key, found)
-    return found
-
-
-@dataclass(frozen=True, slots=True)
-class _Slot:
-    """Stands for the part's ``index``-th input inside a task definition (a block Dask fused in)."""
-
-    index: int

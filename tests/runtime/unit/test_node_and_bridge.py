@@ -19,7 +19,7 @@ import pytest
 from doreisa.contract import parse_contract
 from doreisa.errors import BlockMismatchError, BridgeError, RuntimeUnavailableError
 from doreisa.runtime import _names
-from doreisa.runtime.cadence import ArraySchedule
+from doreisa.runtime.cadence import ArrayCadence
 from doreisa.runtime.protocol import (
     WAKE,
     Close,
@@ -255,7 +255,7 @@ def test_a_fixed_cadence_copies_exactly_its_steps(rig_bridge: MakeRig, cadence: 
     # nothing steers: wanted and unwanted steps both take the bridge's fast paths after the first one
     text = _contract(cadence, extra="backpressure: {max_in_flight: 100}")  # no analytics here say 'done'
     rig, bridge = rig_bridge(text)
-    oracle = ArraySchedule(parse_contract(text).cadence_of("field"))
+    oracle = ArrayCadence(parse_contract(text).cadence_of("field"))
     published = [s for s in steps if rig.publish(bridge, "field", _data(s), step=s)]
     assert published == [s for s in steps if oracle.wanted(s, None)]
     rig.finish(bridge)

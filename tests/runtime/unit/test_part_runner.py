@@ -6,10 +6,11 @@ import operator
 from typing import Any
 
 import numpy as np
-from dask._task_spec import DataNode, Task, TaskRef
 
+from doreisa.runtime.scheduling._dask import DataNode, Task, TaskRef
+from doreisa.runtime.scheduling.cuts import Slot
 from doreisa.runtime.scheduling.graphs import KEEP, collect, substitute
-from doreisa.runtime.scheduling.scheduler import _run_part, _Slot  # pyright: ignore[reportPrivateUsage]
+from doreisa.runtime.scheduling.parts import run_part
 
 
 def test_run_part_runs_in_order_and_returns_only_the_exports() -> None:
@@ -19,14 +20,14 @@ def test_run_part_runs_in_order_and_returns_only_the_exports() -> None:
         "plus": Task("plus", operator.add, TaskRef("total"), TaskRef("other")),
     }
     block = np.arange(4.0)
-    assert _run_part(tasks, ("block", "other"), ("plus",), block, 10.0) == 22.0
-    assert _run_part(tasks, ("block", "other"), ("double", "plus"), block, 1.0)[1] == 13.0
+    assert run_part(tasks, ("block", "other"), ("plus",), block, 10.0) == 22.0
+    assert run_part(tasks, ("block", "other"), ("double", "plus"), block, 1.0)[1] == 13.0
 
 
 def test_run_part_fills_slots_with_the_extra_inputs() -> None:
     # a block Dask fused into a task's definition travels as a top-level argument
-    tasks = {"s": Task("s", np.sum, DataNode(None, _Slot(1)))}
-    assert _run_part(tasks, ("unused",), ("s",), 0, np.ones(5)) == 5.0
+    tasks = {"s": Task("s", np.sum, DataNode(None, Slot(1)))}
+    assert run_part(tasks, ("unused",), ("s",), 0, np.ones(5)) == 5.0
 
 
 def test_substitute_replaces_nested_values_without_touching_the_original() -> None:

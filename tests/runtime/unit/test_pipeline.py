@@ -58,9 +58,6 @@ class ThreadComm:
     def bcast(self, obj: Any, /, root: int = 0) -> Any:
         return self._group.exchange(self._rank, obj)[root]
 
-    def Barrier(self) -> None:
-        self._group.exchange(self._rank, None)
-
 
 def _run_ranks(size: int, body: Callable[[ThreadComm], Any]) -> list[Any]:
     group = _Group(size)

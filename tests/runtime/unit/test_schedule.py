@@ -8,11 +8,11 @@ from fractions import Fraction
 import pytest
 
 from doreisa.contract import Cadence
-from doreisa.runtime.cadence import ArraySchedule
+from doreisa.runtime.cadence import ArrayCadence
 
 
 def _wanted_steps(cadence: Cadence, times: list[float | None]) -> list[int]:
-    schedule = ArraySchedule(cadence)
+    schedule = ArrayCadence(cadence)
     return [step for step, t in enumerate(times) if schedule.wanted(step, t)]
 
 
@@ -62,12 +62,12 @@ def test_every_steps(cadence: Cadence, expected: list[int]) -> None:
 
 
 def test_every_ignores_time() -> None:
-    schedule = ArraySchedule(Cadence(every=2))
+    schedule = ArrayCadence(Cadence(every=2))
     assert [schedule.wanted(s, 100.0 - s) for s in range(5)] == [True, False, True, False, True]
 
 
 def test_steps_may_jump() -> None:
-    schedule = ArraySchedule(Cadence(every=10))
+    schedule = ArrayCadence(Cadence(every=10))
     assert [s for s in (0, 7, 20, 25, 30, 1000) if schedule.wanted(s, None)] == [0, 20, 30, 1000]
 
 
@@ -75,7 +75,7 @@ def test_steps_may_jump() -> None:
 
 
 def test_same_step_twice_gives_same_answer_by_time() -> None:
-    schedule = ArraySchedule(Cadence(every_time=0.5))
+    schedule = ArrayCadence(Cadence(every_time=0.5))
     assert schedule.wanted(0, 0.0) is True
     assert schedule.wanted(0, 0.0) is True  # wants() then publish() for the same step
     assert schedule.wanted(1, 0.2) is False
@@ -85,7 +85,7 @@ def test_same_step_twice_gives_same_answer_by_time() -> None:
 
 
 def test_same_step_twice_gives_same_answer_by_steps() -> None:
-    schedule = ArraySchedule(Cadence(every=2))
+    schedule = ArrayCadence(Cadence(every=2))
     assert [schedule.wanted(s, None) for s in (0, 0, 1, 1, 2, 2)] == [True, True, False, False, True, True]
 
 
@@ -131,7 +131,7 @@ def test_floating_point_accumulation_does_not_miss_multiples() -> None:
 
 
 def test_no_time_means_not_wanted_by_time() -> None:
-    schedule = ArraySchedule(Cadence(every_time=0.5))
+    schedule = ArrayCadence(Cadence(every_time=0.5))
     assert schedule.wanted(0, None) is False
     assert schedule.wanted(1, 0.0) is True
 
@@ -146,8 +146,8 @@ def test_time_before_start_is_not_wanted() -> None:
     [Cadence(every=1), Cadence(every=7), Cadence(every=3, start=5), Cadence(every=4, start=2, stop=21)],
 )
 def test_next_wanted_is_the_next_step_wanted(cadence: Cadence) -> None:
-    schedule = ArraySchedule(cadence)
-    wanted = [s for s in range(60) if ArraySchedule(cadence).wanted(s, None)]
+    schedule = ArrayCadence(cadence)
+    wanted = [s for s in range(60) if ArrayCadence(cadence).wanted(s, None)]
     for step in range(40):
         after = [s for s in wanted if s > step]
         assert schedule.next_wanted(step) == (after[0] if after else None), step
