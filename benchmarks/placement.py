@@ -136,8 +136,8 @@ def recorded_sessions(into: list[Any]) -> Iterator[None]:
 
 def where_blocks(session: Any, analytics_node: str) -> dict[str, Any]:
     """Blocks kept on the simulation nodes vs on the analytics node, from the actors' counts."""
-    ingested = [c.get("blocks", 0) for c in session.last_node_counts]
-    relayed = sum(c.get("blocks", 0) for c in session.last_transit_counts)
+    ingested = [c.blocks for c in session.last_node_counts]
+    relayed = sum(c.blocks for c in session.last_transit_counts)
     ids = getattr(session, "node_ids", [])
     on_head = sum(n for n, node in zip(ingested, ids, strict=False) if node == analytics_node)
     return {

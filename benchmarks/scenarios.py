@@ -42,7 +42,7 @@ class Coupled:
     returncode: int = 0
     output: str = ""
     wall_s: float = 0.0
-    node_counts: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
+    node_counts: list[Any] = field(default_factory=list[Any])  # NodeCounts records
 
 
 def contract(
@@ -211,10 +211,10 @@ def step_stats(run: Coupled, *, ranks: int, steps: int, every: int) -> dict[str,
     }
 
 
-def _per_block(counts: list[dict[str, Any]], what: str) -> float | None:
+def _per_block(counts: list[Any], what: str) -> float | None:
     """A node actor count (seconds storing blocks, objects stored) per block ingested."""
-    blocks = sum(c.get("blocks", 0) for c in counts)
-    return sum(c.get(what, 0) for c in counts) / blocks if blocks else None
+    blocks = sum(c.blocks for c in counts)
+    return sum(getattr(c, what) for c in counts) / blocks if blocks else None
 
 
 class MemorySampler:

@@ -158,6 +158,15 @@ class TriggerFailed(_Record, frozen=True):
     error: str
 
 
+class NodeInfo(_Record, frozen=True):
+    """What a node actor writes in the run folder (``nodes/<id>.json``) for the ranks of its host to find it."""
+
+    node_id: str
+    host: str
+    socket: str  # its Unix socket
+    ingest: bool  # False: an analytics node (in transit), where no rank connects
+
+
 RankMessage: TypeAlias = Hello | RingOpened | Close | Applied | MonitorBatch | TriggerFailed
 NodeMessage: TypeAlias = Welcome | Done
 
@@ -224,6 +233,24 @@ class StepLost(_Record, frozen=True):
 
 
 Event: TypeAlias = RankJoined | RankClosed | RankLost | RankError | Applied | MonitorBatch | TriggerFailed | StepLost
+
+
+class NodeCounts(_Record, frozen=True):
+    """What one node actor did: blocks and bytes taken from its ranks, objects stored and the time it took."""
+
+    node: str
+    blocks: int
+    bytes: int
+    ranks: int
+    puts: int
+    put_seconds: float
+
+
+class TransitCounts(_Record, frozen=True):
+    """What one in-transit relay received."""
+
+    blocks: int
+    bytes: int
 
 
 class CompleteStep(_Record, frozen=True):

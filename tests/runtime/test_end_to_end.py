@@ -64,7 +64,7 @@ def test_ranks_spread_over_nodes_and_unwanted_steps_copy_nothing(ray_cluster: An
     nodes = set(run.session.state.hello.values())
     assert len(nodes) == 3, "4 ranks over 3 Ray nodes use every node actor"
     counts = run.session.last_node_counts
-    assert sum(c["blocks"] for c in counts) == 4 * 4  # 4 ranks x steps 0, 5, 10, 15
+    assert sum(c.blocks for c in counts) == 4 * 4  # 4 ranks x steps 0, 5, 10, 15
     published = [s.published for s in run.session.state.closed.values()]
     calls = [s.calls for s in run.session.state.closed.values()]
     assert published == [4, 4, 4, 4]

@@ -80,7 +80,7 @@ def test_in_transit_blocks_live_and_are_analysed_on_the_analytics_node(ray_clust
     assert analytics not in set(run.session.state.hello.values()), "no rank feeds the analytics node"
     assert seen["blocks"] and all(nodes == (analytics,) for nodes in seen["blocks"]), seen["blocks"]
     assert seen["tasks"] and set(seen["tasks"]) == {int(analytics[:12], 16)}, "tasks ran on the analytics node"
-    assert sum(c["blocks"] for c in run.session.last_transit_counts) == 6
+    assert sum(c.blocks for c in run.session.last_transit_counts) == 6
     for step in (0, 2, 4):
         assert run.values["where"][step] == expected((512, 256), step).sum()
 

@@ -19,7 +19,6 @@ tested without Ray); :class:`NodeActor` is the Ray actor around it.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import selectors
@@ -30,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from doreisa.contract import Contract
@@ -45,6 +45,8 @@ from doreisa.runtime.protocol import (
     Hello,
     Malformed,
     MonitorBatch,
+    NodeCounts,
+    NodeInfo,
     RankClosed,
     RankError,
     RankJoined,
@@ -105,7 +107,7 @@ class NodeServer:
         os.chmod(run_dir, 0o700)
         self.socket_path = str(nodes / f"{node_id[:16]}.sock")
         self._info_path = nodes / f"{node_id[:16]}.json"
-        self._info = {"node_id": node_id, "host": host, "socket": self.socket_path, "ingest": ingest}
+        self._info = NodeInfo(node_id, host, self.socket_path, ingest)
         self._selector = selectors.DefaultSelector()
         self._conns: dict[int, RankConn] = {}
         self._stop = threading.Event()
@@ -126,7 +128,7 @@ class NodeServer:
         self._listener = listener
         self._selector.register(listener, selectors.EVENT_READ, None)
         tmp = self._info_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._info))
+        tmp.write_bytes(msgspec.json.encode(self._info))
         tmp.rename(self._info_path)
         self._thread = threading.Thread(target=self._serve, name="doreisa-node", daemon=True)
         self._thread.start()
@@ -386,9 +388,9 @@ class NodeActor:
         """Forward analysed (array, step) pairs and decisions to the ranks (backpressure, feedback)."""
         self._server.progress(done)
 
-    def counts(self) -> dict[str, Any]:
+    def counts(self) -> NodeCounts:
         """Blocks and bytes ingested, ranks seen, objects stored (``puts``) and seconds spent storing them."""
-        return dict(self._server.counts)
+        return NodeCounts(self._server.node_id, **self._server.counts)
 
     def stop(self) -> None:
         """Stop serving."""

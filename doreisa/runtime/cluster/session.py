@@ -39,6 +39,7 @@ from doreisa.runtime.protocol import (
     Done,
     Event,
     MonitorBatch,
+    NodeCounts,
     RankClosed,
     RankError,
     RankJoined,
@@ -46,6 +47,7 @@ from doreisa.runtime.protocol import (
     RankStats,
     StepLost,
     Taken,
+    TransitCounts,
     TriggerFailed,
     describe,
 )
@@ -125,8 +127,8 @@ class Session:
             on_done=self._notify_done,
         )
         self.started_at = time.monotonic()
-        self.last_node_counts: list[dict[str, Any]] = []
-        self.last_transit_counts: list[dict[str, Any]] = []
+        self.last_node_counts: list[NodeCounts] = []
+        self.last_transit_counts: list[TransitCounts] = []
 
     @property
     def env(self) -> dict[str, str]:
@@ -309,7 +311,7 @@ class Session:
         published = sum(s.published for s in self.state.closed.values())
         return self.state.partial == 0 and self.state.blocks >= published
 
-    def node_counts(self) -> list[dict[str, Any]]:
+    def node_counts(self) -> list[NodeCounts]:
         """Per node actor: blocks and bytes ingested, ranks, time spent in ray.put.
 
         Raises

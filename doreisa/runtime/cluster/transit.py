@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from doreisa.runtime.protocol import TransitCounts
+
 
 class TransitActor:
     """On an analytics node: receives in-transit blocks; its return values are the blocks, stored here."""
@@ -21,9 +23,9 @@ class TransitActor:
         self.bytes += sum(b.nbytes for b in each)
         return blocks
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> TransitCounts:
         """Blocks and bytes received."""
-        return {"blocks": self.blocks, "bytes": self.bytes}
+        return TransitCounts(self.blocks, self.bytes)
 
     def node_id(self) -> str:
         """The Ray node this actor runs on."""

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time as _time
 from pathlib import Path
-from typing import Any
+
+import msgspec
 
 from doreisa.errors import ProtocolError, RuntimeUnavailableError
 from doreisa.runtime import _names
-from doreisa.runtime.protocol import Hello, Malformed, MessageReader, Welcome, encode, recv_one
+from doreisa.runtime.protocol import Hello, Malformed, MessageReader, NodeInfo, Welcome, encode, recv_one
 
 
 def connect_to_node(
@@ -32,7 +32,7 @@ def connect_to_node(
             node = nodes[local_index % len(nodes)]
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                sock.connect(node["socket"])
+                sock.connect(node.socket)
                 sock.sendall(encode(Hello(rank, size, os.getpid(), host)))
                 welcome = recv_one(sock, MessageReader(Welcome), max(1.0, deadline - _time.monotonic()))
                 if isinstance(welcome, Malformed):
@@ -56,14 +56,14 @@ def connect_to_node(
         delay = min(delay * 2, 0.5)
 
 
-def nodes_on(nodes_dir: Path, host: str, wanted: str | None) -> list[dict[str, Any]]:
+def nodes_on(nodes_dir: Path, host: str, wanted: str | None) -> list[NodeInfo]:
     """The registered node actors of ``host`` that ingest blocks (or the one named ``wanted``)."""
     found = []
     for path in sorted(nodes_dir.glob("*.json")) if nodes_dir.is_dir() else []:
         try:
-            info = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue  # being written
-        if (wanted and info["node_id"] == wanted) or (not wanted and info["host"] == host and info.get("ingest")):
+            info = msgspec.json.decode(path.read_bytes(), type=NodeInfo)
+        except (OSError, msgspec.DecodeError):  # gone, or another version's: not a node for this rank
+            continue
+        if (wanted and info.node_id == wanted) or (not wanted and info.host == host and info.ingest):
             found.append(info)
     return found
