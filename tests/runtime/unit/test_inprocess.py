@@ -85,3 +85,13 @@ def test_close_sends_the_ranks_counts_last() -> None:
     assert close.stats.calls == stats["calls"] == 3 and close.stats.published == stats["published"] == 1
     with pytest.raises(BridgeError, match=r"publish\(\) after close\(\)"):
         bridge.publish("field", _data(100), step=100)
+
+
+def test_the_bridges_counters_are_the_fields_of_the_record_it_sends() -> None:
+    # BridgeStats is the rank's mutable twin of RankStats (a dataclass: cheaper to bump on the hot path)
+    import dataclasses
+
+    from doreisa.runtime.protocol import RankStats
+    from doreisa.runtime.rank.bridge import BridgeStats
+
+    assert [f.name for f in dataclasses.fields(BridgeStats)] == list(RankStats.__struct_fields__)
