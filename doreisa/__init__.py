@@ -21,6 +21,7 @@ from doreisa.errors import (
     LayoutError,
     ProtocolError,
     RuntimeUnavailableError,
+    StallError,
 )
 from doreisa.plugins import register_preprocessor, register_sink
 
@@ -50,6 +51,7 @@ __all__ = [
     "ProtocolError",
     "Registry",
     "RuntimeUnavailableError",
+    "StallError",
     "__version__",
     "analytic",
     "load_contract",

@@ -11,6 +11,7 @@
      │    ├── LayoutError               the ranks' blocks overlap, leave holes or leave the array
      │    └── RuntimeUnavailableError   the analytics runtime cannot be reached in time
      ├── ProtocolError(RuntimeError)    a message between doreisa's processes is unknown or malformed
+     ├── StallError(RuntimeError)       ranks never reach a collective the other ranks wait in
      └── ClusterError(RuntimeError)     the Ray side failed: an actor died, or did not answer in time
 
 Every message says what was wrong, where, and what to do.
@@ -55,6 +56,10 @@ class ProtocolError(DoreisaError, RuntimeError):
     """A message between doreisa's processes is of an unknown type or malformed."""
 
 
+class StallError(DoreisaError, RuntimeError):
+    """The simulation stalled: ranks never reached a collective call the other ranks wait in."""
+
+
 class ClusterError(DoreisaError, RuntimeError):
     """The Ray side of a run failed: an actor or a node died, or did not answer before its deadline.
 
@@ -83,4 +88,5 @@ __all__ = [
     "LayoutError",
     "ProtocolError",
     "RuntimeUnavailableError",
+    "StallError",
 ]

@@ -20,6 +20,7 @@ PUBLIC = [
     "ProtocolError",
     "Registry",
     "RuntimeUnavailableError",
+    "StallError",
     "__version__",
     "analytic",
     "load_contract",

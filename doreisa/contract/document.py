@@ -29,6 +29,7 @@ from doreisa.contract.models import (
     Identifier,
     Loc,
     LocatedError,
+    LocatedErrors,
     Monitor,
     Outputs,
     Placement,
@@ -76,19 +77,32 @@ class Contract(StrictModel):
 
     @model_validator(mode="after")
     def _references(self) -> Self:
-        _check_unique("triggers", [t.name for t in self.triggers], lambda i: "name")
-        _check_unique(
-            "analytics",
-            [a.label for a in self.analytics],
-            lambda i: "name" if self.analytics[i].name is not None else "function",
-        )
+        """Every check across sections; their failures are raised together (``LocatedErrors``)."""
+        errors: list[LocatedError] = []
+
+        def check(run: Callable[[], None]) -> None:
+            try:
+                run()
+            except LocatedError as exc:
+                errors.append(exc)
+
+        check(lambda: _check_unique("triggers", [t.name for t in self.triggers], lambda i: "name"))
+        labels = [a.label for a in self.analytics]
+        check(lambda: _check_unique("analytics", labels, lambda i: "name" if self.analytics[i].name else "function"))
         for i, trig in enumerate(self.triggers):
-            self._check_trigger(i, trig)
+            check(lambda i=i, trig=trig: self._check_trigger(i, trig))
         for i, spec in enumerate(self.analytics):
-            self._check_analytic(i, spec)
+            check(lambda i=i, spec=spec: self._check_analytic(i, spec))
+        for i, mon in enumerate(self.monitors):
+            check(lambda i=i, mon=mon: self._check_monitor(i, mon))
+        check(self._check_monitored_once)
+        if errors:
+            raise LocatedErrors(errors)
+        return self
+
+    def _check_monitored_once(self) -> None:
         seen: dict[tuple[str, str], int] = {}
         for i, mon in enumerate(self.monitors):
-            self._check_monitor(i, mon)
             for red in mon.reductions:
                 if (red, mon.array) in seen:
                     raise LocatedError(
@@ -97,7 +111,6 @@ class Contract(StrictModel):
                         "each reduction of an array is monitored once",
                     )
                 seen[red, mon.array] = i
-        return self
 
     def _check_monitor(self, i: int, mon: Monitor) -> None:
         self._check_known(("monitors", i, "array"), mon.array)

@@ -17,7 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from doreisa.contract.document import Contract
-from doreisa.contract.models import LocatedError
+from doreisa.contract.models import LocatedError, LocatedErrors
 from doreisa.contract.schema import keys_at, user_loc
 from doreisa.errors import ContractError
 
@@ -170,20 +170,30 @@ class _Walker:
 
 def format_validation_error(exc: ValidationError, marks: Marks, source: str) -> str:
     """One line per pydantic error: ``file:line:col: key.path: message``."""
-    lines = [f"{source}: invalid contract ({exc.error_count()} error{'s' if exc.error_count() > 1 else ''})"]
+    lines: list[str] = []
     for err in exc.errors(include_url=False):
         loc = user_loc(err["loc"])
         message = err["msg"].removeprefix("Value error, ").replace("a valid tuple", "a list")
         cause = err.get("ctx", {}).get("error")
-        if isinstance(cause, LocatedError):
-            loc, message = (*loc, *cause.loc), cause.message
-        line, col = _nearest_mark(loc, marks)
+        located = (
+            cause.errors if isinstance(cause, LocatedErrors) else [cause] if isinstance(cause, LocatedError) else []
+        )
+        for one in located:  # a check across fields: each failure at its own key
+            lines.append(_line(source, (*loc, *one.loc), one.message, marks))
+        if located:
+            continue
         if err["type"] == "extra_forbidden":
             message = f"unknown key {loc[-1]!r}{_valid_keys(loc)}"
         elif err["type"] == "missing":
             message = f"required key {loc[-1]!r} is missing"
-        lines.append(f"  {source}:{line}:{col}: {_dotted(loc) or '(top level)'}: {message}")
-    return "\n".join(lines)
+        lines.append(_line(source, loc, message, marks))
+    count = len(lines)
+    return "\n".join([f"{source}: invalid contract ({count} error{'s' if count > 1 else ''})", *lines])
+
+
+def _line(source: str, loc: Loc, message: str, marks: Marks) -> str:
+    line, col = _nearest_mark(loc, marks)
+    return f"  {source}:{line}:{col}: {_dotted(loc) or '(top level)'}: {message}"
 
 
 def _nearest_mark(loc: Loc, marks: Marks) -> tuple[int, int]:

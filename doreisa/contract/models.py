@@ -11,7 +11,7 @@ from __future__ import annotations
 import keyword
 import math
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Self, cast
+from typing import Annotated, Any, Literal, Self, cast, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field_validator, model_validator
 
@@ -24,36 +24,12 @@ from doreisa.contract.expressions import (
 )
 from doreisa.plugins import PREPROCESSORS, SINKS, ParamError, check_preprocess
 
-DTYPES = (
-    "bool",
-    "int8",
-    "int16",
-    "int32",
-    "int64",
-    "uint8",
-    "uint16",
-    "uint32",
-    "uint64",
-    "float32",
-    "float64",
-    "complex64",
-    "complex128",
-)
 DType = Literal[
-    "bool",
-    "int8",
-    "int16",
-    "int32",
-    "int64",
-    "uint8",
-    "uint16",
-    "uint32",
-    "uint64",
-    "float32",
-    "float64",
-    "complex64",
-    "complex128",
-]
+    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float32", "float64", "complex64", "complex128",
+]  # fmt: skip
+#: The dtypes an array may have, in the contract's order.
+DTYPES: tuple[str, ...] = get_args(DType)
 # Python keywords too: an array named `if` or `None` could never appear in an expression.
 RESERVED_NAMES = frozenset([*VARIABLES, *CONSTANTS, *REDUCTIONS, *SCALAR_FUNCTIONS, *keyword.kwlist])
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
@@ -81,6 +57,14 @@ class LocatedError(ValueError):
         self.message = message
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class LocatedErrors(LocatedError):
+    """Several checks across fields that failed at once: the loader reports each at its own line."""
+
+    def __init__(self, errors: list[LocatedError]) -> None:
+        super().__init__(errors[0].loc, errors[0].message)
+        self.errors = errors
 
 
 class StrictModel(BaseModel):
@@ -354,7 +338,11 @@ class Timeouts(StrictModel):
     connect: PositiveFloat = Field(default=60, description="ranks and runtime wait this long for each other")
     step: PositiveFloat = Field(default=300, description="a step still incomplete after this is reported lost")
     block: PositiveFloat = Field(default=600, description="policy block: longest wait for room before failing")
-    analytic: PositiveFloat | None = Field(default=None, description="longest run of one analytic call")
+    analytic: PositiveFloat | None = Field(
+        default=300,
+        description="longest run of one analytic call; a call that runs longer is abandoned and reported failed, "
+        "and the others go on; null: no limit (a hung analytic then stops the analysis)",
+    )
 
 
 class Outputs(StrictModel):

@@ -7,6 +7,8 @@ which part of its block to copy or where that part goes.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -97,13 +99,11 @@ def make_layout(spec: ArraySpec, name: str, boxes: list[Box]) -> Layout:
     """
     for rank, (offset, shape) in enumerate(boxes):
         check_block(spec, name, rank, offset, shape)
-    covered = sum(math.prod(s) for _, s in boxes)
-    holes = LayoutError(
-        f"array {name!r}: the ranks' blocks cover {covered} of {math.prod(spec.shape)} elements; "
-        "some part of the array has no block (every element must belong to exactly one rank)"
-    )
-    if covered < math.prod(spec.shape):
-        raise holes
+    problems = tiling_problems(spec.shape, boxes)
+    if problems:
+        raise LayoutError(
+            f"array {name!r}: " + "; ".join(problems) + " (every element must belong to exactly one rank)"
+        )
     edges = [sorted({o[d] for o, _ in boxes} | {spec.shape[d]}) for d in range(spec.ndim)]
     cells: dict[tuple[int, ...], int] = {}
     for rank, (offset, shape) in enumerate(boxes):
@@ -116,13 +116,87 @@ def make_layout(spec: ArraySpec, name: str, boxes: list[Box]) -> Layout:
                     f"dim {d}; the blocks must form a rectilinear grid (same cuts across each dimension)"
                 )
             cell.append(i)
-        key = tuple(cell)
-        if key in cells:
-            raise LayoutError(f"array {name!r}: ranks {cells[key]} and {rank} publish the same block at {offset}")
-        cells[key] = rank
-    if len(cells) != math.prod(len(e) - 1 for e in edges) or any(e[0] != 0 for e in edges):
-        raise holes
+        cells[tuple(cell)] = rank
     return _grid(spec, edges, boxes, cells)
+
+
+#: The overlaps and holes an error names at most (a broken decomposition can have thousands).
+SHOWN = 3
+#: Holes are looked for cell by cell of the grid every block's edges make, up to this many cells.
+MAX_CELLS = 1_000_000
+
+
+def tiling_problems(shape: tuple[int, ...], boxes: list[Box]) -> list[str]:
+    """What keeps ``boxes`` (one per rank) from covering ``shape`` exactly once: overlaps (naming
+    both ranks), then holes (naming the uncovered region); empty when they tile it."""
+    pairs = _overlaps(boxes)
+    problems = [_overlap_text(boxes, a, b) for a, b in pairs[:SHOWN]]
+    if len(pairs) > SHOWN:
+        problems.append(f"{len(pairs) - SHOWN} more pairs of ranks overlap")
+    covered, total = sum(math.prod(s) for _, s in boxes), math.prod(shape)
+    if pairs or covered < total:
+        holes = _holes(shape, boxes)
+        if holes is None:
+            problems.append(f"the ranks' blocks cover {covered} of {total} elements")
+        elif holes:
+            more = f" and {len(holes) - SHOWN} more regions" if len(holes) > SHOWN else ""
+            where = ", ".join(_region(lo, hi) for lo, hi in holes[:SHOWN])
+            problems.append(f"no rank's block covers {where}{more}")
+    return problems
+
+
+def _overlaps(boxes: list[Box]) -> list[tuple[int, int]]:
+    """Pairs of ranks whose blocks share elements (a sweep along the first dimension)."""
+    order = sorted(range(len(boxes)), key=lambda r: boxes[r][0][0])
+    found: list[tuple[int, int]] = []
+    open_: list[int] = []
+    for r in order:
+        start = boxes[r][0][0]
+        open_ = [a for a in open_ if boxes[a][0][0] + boxes[a][1][0] > start]
+        found += [(min(a, r), max(a, r)) for a in open_ if _intersect(boxes[a], boxes[r])]
+        open_.append(r)
+    return sorted(found)
+
+
+def _intersect(a: Box, b: Box) -> bool:
+    return all(max(oa, ob) < min(oa + na, ob + nb) for oa, na, ob, nb in zip(a[0], a[1], b[0], b[1], strict=True))
+
+
+def _overlap_text(boxes: list[Box], a: int, b: int) -> str:
+    first, second = _region(*_bounds(boxes[a])), _region(*_bounds(boxes[b]))
+    if boxes[a] == boxes[b]:
+        return f"ranks {a} and {b} publish the same block {first}"
+    if boxes[a][0] == boxes[b][0]:
+        return f"ranks {a} and {b} publish blocks at the same offset {boxes[a][0]}: {first} and {second}"
+    return f"ranks {a} and {b} publish overlapping blocks {first} and {second}"
+
+
+def _bounds(box: Box) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    return box[0], tuple(o + n for o, n in zip(box[0], box[1], strict=True))
+
+
+def _region(lo: tuple[int, ...], hi: tuple[int, ...]) -> str:
+    return "[" + ", ".join(f"{a}:{b}" for a, b in zip(lo, hi, strict=True)) + "]"
+
+
+def _holes(shape: tuple[int, ...], boxes: list[Box]) -> list[tuple[tuple[int, ...], tuple[int, ...]]] | None:
+    """The cells of the grid made by every block's edges that no block covers (None: too many cells to look)."""
+    cuts = [sorted({0, n} | {o[d] for o, _ in boxes} | {o[d] + s[d] for o, s in boxes}) for d, n in enumerate(shape)]
+    cuts = [[c for c in cs if 0 <= c <= n] for cs, n in zip(cuts, shape, strict=True)]
+    if math.prod(len(c) - 1 for c in cuts) > MAX_CELLS:
+        return None
+    covered: set[tuple[int, ...]] = set()
+    for box in boxes:
+        lo, hi = _bounds(box)
+        spans = [
+            range(bisect.bisect_left(c, a), bisect.bisect_left(c, b)) for c, a, b in zip(cuts, lo, hi, strict=True)
+        ]
+        covered.update(itertools.product(*spans))
+    return [
+        (tuple(c[i] for c, i in zip(cuts, cell, strict=True)), tuple(c[i + 1] for c, i in zip(cuts, cell, strict=True)))
+        for cell in itertools.product(*(range(len(c) - 1) for c in cuts))
+        if cell not in covered
+    ]
 
 
 def _grid(spec: ArraySpec, edges: list[list[int]], boxes: list[Box], cells: dict[tuple[int, ...], int]) -> Layout:

@@ -3,11 +3,9 @@
 The processes of a run: each simulation rank, the node actor of its node, the head actor, and
 the analytics driver. What travels between them:
 
-* **rank -> node actor**, on a Unix socket: :class:`Hello`, :class:`RingOpened`, :class:`Close`,
-  and the events rank 0 reports (:class:`Applied`, :class:`MonitorBatch`,
-  :class:`TriggerFailed`); the blocks themselves go through shared memory
-  (:mod:`doreisa.runtime.ring`), announced by a :data:`WAKE` record only when the node actor
-  sleeps.
+* **rank -> node actor**, on a Unix socket: :data:`RankMessage` (:class:`Hello`, ...); the
+  blocks go through shared memory (:mod:`doreisa.runtime.ring`), announced by a :data:`WAKE`
+  record only when the node actor sleeps.
 * **node actor -> rank**, same socket: :class:`Welcome`, :class:`Done` (the analytics finished
   these steps, and took these :class:`Decision`), and a :func:`free_record` that wakes a rank
   waiting for a slot.
@@ -16,9 +14,9 @@ the analytics driver. What travels between them:
   :class:`Taken`.
 
 On the socket each message is a 4-byte length and a msgpack-encoded tagged record (field ``t``
-names its type): no pickle crosses it. The two records of the hot path, ``wake`` and
-``free``, are fixed-size binary records flagged in the length. A message of a type the reader
-does not know is a :class:`~doreisa.errors.ProtocolError` that names it, never a default.
+names its type): no pickle crosses it. ``wake`` and ``free``, on the hot path, are fixed-size
+binary records. A message of a type the reader does not take is a :class:`Malformed` record
+naming it, never a default.
 """
 
 from __future__ import annotations
@@ -150,12 +148,23 @@ class MonitorBatch(_Record, frozen=True):
     records: tuple[MonitorValues, ...]
 
 
+class Publishing(_Record, frozen=True):
+    """A rank enters its first publish of ``array`` (and the collective in which the ranks agree on its layout)."""
+
+    rank: int
+    array: str
+
+
 class TriggerFailed(_Record, frozen=True):
-    """A trigger evaluated by the ranks could not be evaluated at ``step`` (every rank skips it alike)."""
+    """Triggers evaluated by the ranks could not be evaluated, first at ``step`` (every rank skips them alike).
+
+    Rank 0 reports the first failure at once, and at ``close()`` how many steps failed (``count``).
+    """
 
     rank: int
     step: int
     error: str
+    count: int = 1
 
 
 class NodeInfo(_Record, frozen=True):
@@ -167,7 +176,7 @@ class NodeInfo(_Record, frozen=True):
     ingest: bool  # False: an analytics node (in transit), where no rank connects
 
 
-RankMessage: TypeAlias = Hello | RingOpened | Close | Applied | MonitorBatch | TriggerFailed
+RankMessage: TypeAlias = Hello | RingOpened | Close | Applied | MonitorBatch | TriggerFailed | Publishing
 NodeMessage: TypeAlias = Welcome | Done
 
 
@@ -232,7 +241,9 @@ class StepLost(_Record, frozen=True):
     ranks_seen: tuple[int, ...]
 
 
-Event: TypeAlias = RankJoined | RankClosed | RankLost | RankError | Applied | MonitorBatch | TriggerFailed | StepLost
+Event: TypeAlias = (
+    RankJoined | RankClosed | RankLost | RankError | Applied | MonitorBatch | TriggerFailed | StepLost | Publishing
+)
 
 
 class NodeCounts(_Record, frozen=True):

@@ -547,3 +547,30 @@ def test_cli_quiet_prints_only_errors(tmp_path: Path, capsys: pytest.CaptureFixt
     good = _write(tmp_path, ARRAY, "good.yaml")
     assert main(["validate", "--quiet", str(good)]) == 0
     assert capsys.readouterr() == ("", "")
+
+
+def test_problems_across_sections_are_reported_together(tmp_path: Path) -> None:
+    # one fix-and-rerun cycle for all of them, each at its own line
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        ARRAY
+        + "monitors:\n"
+        + "  - {array: temperatur, reductions: [max]}\n"
+        + "triggers:\n"
+        + "  - {name: hot, when: 'max(temp) > 1', action: {cadence: {every: 1}}}\n"
+        + "  - {name: hot, when: 'step > 1', action: {cadence: {every: 2}}}\n"
+        + "analytics:\n"
+        + "  - {function: mean, arrays: [pressure]}\n"
+    )
+    with pytest.raises(ContractError) as caught:
+        load_contract(path)
+    lines = str(caught.value).splitlines()
+    assert lines[0] == f"{path}: invalid contract (4 errors)"
+    assert [line.split(": ", 2)[1] for line in lines[1:]] == [
+        "triggers[1].name",
+        "triggers[0].when",
+        "analytics[0].arrays[0]",
+        "monitors[0].array",
+    ]
+    assert all(line.startswith(f"  {path}:") for line in lines[1:])
+    assert "unknown array 'pressure'" in lines[3] and "unknown array 'temperatur'" in lines[4]

@@ -85,7 +85,7 @@ def test_contract_defaults() -> None:
     assert contract.placement == Placement(mode="in_situ", analytics_resource="doreisa_analytics")
     assert contract.backpressure == Backpressure(max_in_flight=4, policy="block", staging_mb=64)
     assert contract.handover == Handover(poll_ms=1.0, linger_ms=250.0)
-    assert contract.timeouts == Timeouts(connect=60.0, step=300.0, block=600.0, analytic=None)
+    assert contract.timeouts == Timeouts(connect=60.0, step=300.0, block=600.0, analytic=300.0)
     assert contract.outputs == Outputs(directory=None, formats=("csv", "npy"))
 
 

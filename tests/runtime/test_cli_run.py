@@ -6,6 +6,7 @@ import csv
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,10 +31,21 @@ analytics:
 """
 
 ANALYTICS = """
+import json, os, sys
 import doreisa
+
+def _record_auth():  # a local run uses a token of its own, readable by its owner only
+    path = os.environ["RAY_AUTH_TOKEN_PATH"]
+    out = sys.argv[sys.argv.index("--output") + 1]
+    auth = {"mode": os.environ["RAY_AUTH_MODE"], "token_path": path, "file_mode": oct(os.stat(path).st_mode & 0o777),
+            "folder_mode": oct(os.stat(os.path.dirname(path)).st_mode & 0o777)}
+    with open(os.path.join(out, "auth.json"), "w") as f:
+        json.dump(auth, f)
 
 @doreisa.analytic("doubled_max")
 def doubled_max(x, *, step):
+    if step == 0:
+        _record_auth()
     if step == FAIL_AT:
         raise RuntimeError("failing on purpose")
     return 2 * x.max()
@@ -104,7 +116,9 @@ def test_doreisa_run_writes_results_summary_and_contract(tmp_path: Path) -> None
     assert summary["blocks_published"] == 6
     assert (out / "contract.yaml").read_text() == CONTRACT
     assert "doreisa run summary" in proc.stderr
-    assert "Token authentication is enabled" in proc.stderr, "a local run keeps Ray's token auth on"
+    auth = json.loads((out / "auth.json").read_text())  # what the analytics process saw during the run
+    assert auth["mode"] == "token" and auth["file_mode"] == "0o600" and auth["folder_mode"] == "0o700"
+    assert auth["token_path"].startswith("/tmp/dray-") and not Path(auth["token_path"]).exists(), "removed with the run"
 
 
 def test_failing_analytic_makes_the_run_fail_with_a_summary(tmp_path: Path) -> None:
@@ -150,3 +164,21 @@ def test_bad_contract_fails_before_anything_starts(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert f"{contract}:2:" in proc.stderr and "windw" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_rank_stuck_before_its_first_publish_is_named_and_the_run_ends(tmp_path: Path) -> None:
+    contract = tmp_path / "contract.yaml"
+    contract.write_text(CONTRACT.replace("timeouts: {connect: 60, step: 60}", "timeouts: {connect: 60, step: 3}"))
+    analytics = tmp_path / "my_analytics.py"
+    analytics.write_text(ANALYTICS.replace("FAIL_AT", "-1"))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "doreisa.cli", "run", str(contract), "--np", "2", "--output", str(out), "--quiet"]
+    cmd += ["--analytics", str(analytics), "--", sys.executable, str(SIM), "--steps", "4", "--shape", "12,12"]
+    cmd += ["--hang", "1:120"]
+    started = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert time.monotonic() - started < 100, "the stalled simulation is ended, not waited for"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["error"].startswith("ranks [1] never called publish('field') while ranks [0] have waited")
+    assert summary["simulation_exit_code"] != 0

@@ -31,6 +31,7 @@ from dask.config import set as dask_config_set
 from doreisa.analytics import BoundAnalytic, Feedback, windows_needed
 from doreisa.contract import Contract
 from doreisa.errors import ExpressionError
+from doreisa.runtime.cluster.deadline import CallThread
 from doreisa.runtime.cluster.results import ResultWriter
 from doreisa.runtime.protocol import CompleteStep, Decision, Done
 from doreisa.runtime.scheduling.graphs import bind, blocks_array, bound, placeholder_array
@@ -47,16 +48,42 @@ SchedulerFor = Callable[[tuple[str, ...], Mapping[Any, str], Mapping[Any, int], 
 
 @dataclass
 class Failure:
-    """An analytic call that raised or timed out."""
+    """An analytic call that raised or timed out; the same error again at later steps is counted here."""
 
     analytic: str
-    step: int
+    step: int  # the first step it failed at
     error: str
     traceback: str
+    count: int = 1
+    last_step: int = -1
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data, for JSON."""
-        return {"analytic": self.analytic, "step": self.step, "error": self.error, "traceback": self.traceback}
+        return {
+            "analytic": self.analytic,
+            "step": self.step,
+            "error": self.error,
+            "traceback": self.traceback,
+            "count": self.count,
+            "last_step": max(self.step, self.last_step),
+        }
+
+
+class Failures(list[Failure]):
+    """Every failure once per analytic and kind of error, with how often it happened: an analytic that
+    fails at every step of a long run is one entry (its first message and traceback), not one per step."""
+
+    def add(self, analytic: str, step: int, error: str, trace: str) -> Failure:
+        """Record a failure (``error``: ``"Kind: message"``); returns its entry (``count`` > 1: seen before)."""
+        kind = error.partition(":")[0]
+        for failure in self:
+            if failure.analytic == analytic and failure.error.partition(":")[0] == kind:
+                failure.count += 1
+                failure.last_step = step
+                return failure
+        failure = Failure(analytic, step, error, trace)
+        self.append(failure)
+        return failure
 
 
 @dataclass
@@ -122,7 +149,9 @@ class AnalyticsDriver:
         self.scheduler_for = scheduler_for or (lambda arrays, nodes, nbytes, bindings: _binding(scheduler, bindings))
         self._local = threading.local()
         self.on_done = on_done
-        self.failures: list[Failure] = []
+        self.failures = Failures()
+        #: runs the analytic calls, each within timeouts.analytic
+        self.runner = CallThread()
         self.counts = DriverCounts()
         sizes = windows_needed(contract, bound)
         # an analytic of several arrays may see one array a few steps ahead of another
@@ -167,14 +196,14 @@ class AnalyticsDriver:
         try:
             (values,) = self._compute(wanted)
         except Exception as exc:  # a trigger that cannot be evaluated must not stop the analytics
-            self.failures.append(Failure("triggers", step, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+            self.failures.add("triggers", step, f"{type(exc).__name__}: {exc}", traceback.format_exc())
             return []
         finally:
             self._local.scheduler = None
         try:
             return self.triggers.update({k: float(v) for k, v in values.items()}, step=step, time=time)
         except ExpressionError as exc:
-            self.failures.append(Failure("triggers", step, str(exc), ""))
+            self.failures.add("triggers", step, f"{type(exc).__name__}: {exc}", "")
             return []
 
     def _decide(self, step: int, transitions: list[Transition], feedback: Feedback) -> Decision | None:
@@ -198,9 +227,10 @@ class AnalyticsDriver:
         return decision
 
     def release(self) -> None:
-        """Drop every step still held in a window (end of run)."""
+        """Drop every step still held in a window, and the analytics' worker thread (end of run)."""
         for window in self.windows.values():
             window.clear()
+        self.runner.close()
 
     def _entries(self, name: str, step: int, size: int) -> list[_Entry] | None:
         """The ``size`` steps of ``name`` ending at ``step``, if they are all here."""
@@ -226,9 +256,9 @@ class AnalyticsDriver:
             value = self._call(b, args, steps, times, feedback, bindings)
         except Exception as exc:  # an analytic's failure must not stop the others or the simulation
             self.counts.failed += 1
-            failure = Failure(b.label, step, f"{type(exc).__name__}: {exc}", traceback.format_exc())
-            self.failures.append(failure)
-            log.error("analytic %s failed at step %d: %s", b.label, step, failure.error)
+            failure = self.failures.add(b.label, step, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+            if failure.count == 1:  # once per analytic and error: the summary counts the others
+                log.error("analytic %s failed at step %d: %s", b.label, step, failure.error)
             return
         self.results.record(b.label, step, times[-1], value)
 
@@ -305,26 +335,7 @@ class AnalyticsDriver:
         limit = self.contract.timeouts.analytic
         if limit is None:
             return work()
-        return _with_timeout(work, limit, f"{b.label} at step {steps[-1]}")
-
-
-def _with_timeout(work: Callable[[], Any], limit: float, what: str) -> Any:
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = work()
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name=f"doreisa-analytic-{what}", daemon=True)
-    thread.start()
-    thread.join(limit)
-    if thread.is_alive():
-        raise TimeoutError(f"{what} ran longer than timeouts.analytic = {limit:g} s; abandoned")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+        return self.runner.run(work, limit, f"{b.label} at step {steps[-1]}")
 
 
 def _views(name: str, entries: list[_Entry], bindings: dict[Any, Any]) -> list[da.Array]:

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -21,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from doreisa.contract import load_contract
-from doreisa.errors import AnalyticsError, DoreisaError
-from doreisa.runtime.cluster import prepare_ray_env
+from doreisa.errors import AnalyticsError, DoreisaError, StallError
+from doreisa.runtime.cluster import prepare_ray_env, private_ray_token
 from doreisa.runtime.cluster.summary import format_summary, run_summary
 
 #: Seconds the simulation has to end after the analytics have (then it is killed).
 SIMULATION_GRACE = 30
+
+log = logging.getLogger("doreisa.run")
 
 
 def import_analytics(names: list[str]) -> None:
@@ -120,28 +123,41 @@ def run(
     """
     contract = load_contract(contract_path)
     text = Path(contract_path).read_text()
-    import_analytics(analytics or [])
     where = output or contract.outputs.directory
     if where is None:
         raise DoreisaError("no output folder: pass --output DIR or set outputs.directory in the contract")
     out = Path(where)
     out.mkdir(parents=True, exist_ok=True)
     (out / "contract.yaml").write_text(text)
-    prepare_ray_env()  # before ray is imported
-    from doreisa.runtime.cluster.session import Session
+    started = time.monotonic()
+    temp_dir = None if address else tempfile.mkdtemp(prefix="dray-", dir="/tmp")  # mode 0700
+    prepare_ray_env()  # before ray is imported (the analytics' modules may import it), as is the run's own token
+    if temp_dir is not None:
+        private_ray_token(Path(temp_dir))
+    try:
+        import_analytics(analytics or [])
+        from doreisa.runtime.cluster.session import Session
+
+        session = Session(contract, output=out, run_dir=run_dir)  # binds the analytics: fails before Ray starts
+    except BaseException:
+        if temp_dir is not None:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+        raise
     from doreisa.runtime.cluster.setup import start_ray
 
-    session = Session(contract, output=out, run_dir=run_dir)  # binds the analytics: fails before Ray starts
-    started = time.monotonic()
-    temp_dir = None if address else tempfile.mkdtemp(prefix="dray-", dir="/tmp")
     launch = _Launch(nranks, command, mpiexec, quiet)
     try:
         start_ray(address, temp_dir=temp_dir)
         launch.serve(session)
+    except StallError as exc:  # ranks stuck in a collective never finish: end the simulation at once
+        launch.error, launch.end_now = str(exc), True
     except DoreisaError as exc:
         launch.error = str(exc)
     except KeyboardInterrupt:
-        launch.error, launch.interrupted = "interrupted (Ctrl-C)", True
+        launch.error, launch.end_now, launch.ctrl_c = "interrupted (Ctrl-C)", True, True
+    except Exception as exc:  # Ray could not start, or a bug: in the summary, not only as a traceback
+        log.exception("the run failed")
+        launch.error, launch.end_now = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}", True
     finally:
         problems = session.stop()  # first: with the node actors gone, ranks still running detach and finish
         launch.end_simulation()
@@ -151,7 +167,7 @@ def run(
     if not quiet:
         print(file=sys.stderr)
         print(format_summary(summary), file=sys.stderr)
-    if launch.interrupted:
+    if launch.ctrl_c:
         raise KeyboardInterrupt
     return summary
 
@@ -163,7 +179,8 @@ class _Launch:
         self.nranks, self.command, self.mpiexec, self.quiet = nranks, command, mpiexec, quiet
         self.proc: subprocess.Popen[bytes] | None = None
         self.error: str | None = None
-        self.interrupted = False
+        self.end_now = False  # end the simulation at once (Ctrl-C, a stall), not after a grace
+        self.ctrl_c = False
 
     def serve(self, session: Any) -> None:
         """Start the analytics, launch the simulation (if a command was given), analyse until it ends."""
@@ -181,11 +198,11 @@ class _Launch:
         session.serve(self.nranks, alive=alive, tick=Progress(self.quiet))
 
     def end_simulation(self) -> None:
-        """Let the simulation finish (at most ``SIMULATION_GRACE`` s), or end it at once after Ctrl-C."""
+        """Let the simulation finish (at most ``SIMULATION_GRACE`` s), or end it at once (Ctrl-C, a stall)."""
         if self.proc is None:
             return
         try:
-            if self.interrupted:
+            if self.end_now:
                 self.proc.terminate()
             self.proc.wait(timeout=SIMULATION_GRACE)
         except subprocess.TimeoutExpired:

@@ -47,6 +47,7 @@ from doreisa.runtime.protocol import (
     MonitorBatch,
     NodeCounts,
     NodeInfo,
+    Publishing,
     RankClosed,
     RankError,
     RankJoined,
@@ -248,7 +249,7 @@ class NodeServer:
                 self.counts["ranks"] += 1
                 conn.send_bytes(self._welcome)
                 batch.append(RankJoined(rank, size, self.node_id))
-            case Applied() | MonitorBatch() | TriggerFailed():
+            case Applied() | MonitorBatch() | TriggerFailed() | Publishing():
                 batch.append(message)
             case Close(stats=stats):
                 conn.closed = True

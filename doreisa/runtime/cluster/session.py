@@ -15,7 +15,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +33,18 @@ from doreisa.runtime.cluster.node import NodeActor
 from doreisa.runtime.cluster.results import Provenance, ResultWriter
 from doreisa.runtime.cluster.setup import limit_malloc_arenas
 from doreisa.runtime.cluster.transit import TransitActor
+from doreisa.runtime.cluster.watch import RunState, RunWatch
 from doreisa.runtime.protocol import (
     Applied,
     Done,
     Event,
     MonitorBatch,
     NodeCounts,
+    Publishing,
     RankClosed,
     RankError,
     RankJoined,
     RankLost,
-    RankStats,
     StepLost,
     Taken,
     TransitCounts,
@@ -61,20 +61,6 @@ ACTOR_START_TIMEOUT = 120
 
 def _on(node: dict[str, Any]) -> NodeAffinitySchedulingStrategy:
     return NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
-
-
-@dataclass
-class RunState:
-    """What the session has seen of the ranks."""
-
-    hello: dict[int, str] = field(default_factory=dict[int, str])  # rank -> node
-    closed: dict[int, RankStats] = field(default_factory=dict[int, RankStats])
-    lost_ranks: set[int] = field(default_factory=set[int])
-    lost_steps: list[StepLost] = field(default_factory=list[StepLost])
-    errors: list[RankError | TriggerFailed] = field(default_factory=list[RankError | TriggerFailed])
-    blocks: int = 0  # blocks delivered to the driver or reported lost
-    last_step: int = -1
-    partial: int = 0
 
 
 class Session:
@@ -216,13 +202,8 @@ class Session:
 
     def _event(self, event: Event) -> None:
         match event:
-            case RankJoined(rank=rank, node=node):
-                self.state.hello[rank] = node
-            case RankClosed(rank=rank, stats=stats):
-                self.state.closed[rank] = stats
-            case RankLost(rank=rank):
-                self.state.lost_ranks.add(rank)
-                log.error("rank %s disconnected without close()", rank)
+            case RankJoined() | RankClosed() | Publishing() | RankLost() | RankError() | TriggerFailed():
+                self.state.record(event)
             case Applied():
                 self.provenance.write(event)
             case MonitorBatch(records=records):  # rank 0 sends them in batches (runtime/rank/steering.py)
@@ -231,8 +212,6 @@ class Session:
                         self.results.record(f"monitor:{key}", record.step, record.time, value)
             case StepLost():
                 self._step_lost(event)
-            case RankError() | TriggerFailed():
-                self.state.errors.append(event)
             case _:
                 raise ProtocolError(f"the head reported {describe(event)}, which the session does not take")
 
@@ -271,40 +250,16 @@ class Session:
         ------
         RuntimeUnavailableError
             If fewer than ``nranks`` ranks connected within ``timeouts.connect``.
+        StallError
+            If ranks never enter a publish the others wait for them in (``timeouts.step``).
         """
-        deadline = time.monotonic() + self.contract.timeouts.connect
-        exited_at: float | None = None
-        progress = (-1, time.monotonic())
+        watch = RunWatch(self.contract.timeouts, nranks, self.run_dir)
         while True:
             self.poll()
             tick(self)
-            done = set(self.state.closed) | self.state.lost_ranks
-            if len(done) >= nranks and self._drained():
+            if watch.finished(self.state, self._drained()):
                 return
-            now = time.monotonic()
-            if len(self.state.hello) < nranks and now > deadline:
-                raise RuntimeUnavailableError(
-                    f"{len(self.state.hello)} of {nranks} ranks connected within timeouts.connect = "
-                    f"{self.contract.timeouts.connect:g} s (run folder {self.run_dir}); did the simulation create "
-                    "a doreisa.Bridge, and was it started with DOREISA_RUN_DIR?"
-                )
-            if self.state.blocks != progress[0]:
-                progress = (self.state.blocks, now)
-            elif len(done) >= nranks and now - progress[1] > self.contract.timeouts.step:
-                log.error(
-                    "no block arrived for timeouts.step = %g s after every rank closed", self.contract.timeouts.step
-                )
-                return
-            if not alive():
-                if len(self.state.hello) < nranks:
-                    raise RuntimeUnavailableError(
-                        f"the simulation exited after {len(self.state.hello)} of {nranks} ranks connected; "
-                        "see its output above"
-                    )
-                exited_at = exited_at or now
-                if len(done) < nranks and now - exited_at > 10.0:
-                    # processes are gone but their sockets did not say so: count them lost
-                    self.state.lost_ranks |= set(self.state.hello) - done
+            watch.check(self.state, alive())
 
     def _drained(self) -> bool:
         """Every block the closed ranks published has reached the driver (or was reported lost)."""

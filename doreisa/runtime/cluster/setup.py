@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 
 import ray
 
@@ -20,8 +21,10 @@ def start_ray(
 ) -> None:
     """Connect to the Ray cluster at ``address``, or start a private one bound to 127.0.0.1.
 
-    A local start keeps Ray's token authentication (on by default since Ray 2.59) and runs
-    no dashboard unless asked, and then only on 127.0.0.1. Never uses ``address="auto"``.
+    A local start runs with token authentication (Ray's default since 2.59, or the run's own
+    token: :func:`~doreisa.runtime.cluster.private_ray_token`) and no dashboard unless asked
+    (then only on 127.0.0.1). Its ``temp_dir``, which Ray makes world-writable, is made private
+    again. Never uses ``address="auto"``.
     """
     if address:
         ray.init(address=address, namespace=_names.NAMESPACE, logging_level=logging.WARNING)
@@ -37,6 +40,8 @@ def start_ray(
         _temp_dir=temp_dir,
         logging_level=logging.WARNING,
     )
+    if temp_dir is not None:
+        os.chmod(temp_dir, 0o700)  # Ray chmods the folders it creates to 0777
 
 
 def limit_malloc_arenas(arenas: int = 2) -> bool:

@@ -17,27 +17,29 @@ def run_summary(
     done while stopping it (an actor already dead). Either makes the run not ``ok``.
     """
     state = session.state
-    if error is None and problems:
-        error = problems[0]
     closed = list(state.closed.values())
     ranks = {str(r): msgspec.to_builtins(stats) for r, stats in sorted(state.closed.items())}
     failures = [f.as_dict() for f in session.driver.failures]
     exit_code = None if proc is None else proc.returncode
-    ok = not (failures or state.lost_steps or state.lost_ranks or error or state.errors or exit_code not in (0, None))
+    reasons = _failure_reasons(state, failures, exit_code, problems)
+    skipped = sorted({tuple(x) for s in closed for x in s.skipped_steps})  # every rank skips the same steps
+    taken = session.last_node_counts  # what the node actors took into Ray: ranks that died never report theirs
     shutdown = [{"kind": "shutdown", "error": text} for text in problems]
     return {
-        "ok": ok,
-        "error": error,
+        "ok": not (reasons or error),
+        "error": error or (reasons[0] if reasons else None),
         "simulation_exit_code": exit_code,
         "wall_s": round(wall, 3),
         "ranks": len(state.hello),
-        "ranks_lost": sorted(state.lost_ranks),
+        "ranks_lost": list(state.lost_order),  # in the order the runtime saw them go: the first is the first to die
         "steps_analysed": dict(session.driver.counts.steps),
-        "blocks_published": sum(s.published for s in closed),
+        "blocks_published": sum(c.blocks for c in taken) if taken else sum(s.published for s in closed),
         "bytes_copied": sum(s.bytes_copied for s in closed),
-        "steps_skipped": sum(s.skipped for s in closed),
-        "steps_dropped": sum(s.dropped for s in closed),
-        "skipped": sorted({tuple(x) for s in closed for x in s.skipped_steps}),
+        "steps_skipped": len(skipped),
+        # a step a rank dropped is dropped by every rank that was still attached: the most any rank dropped
+        "steps_dropped": max((s.dropped for s in closed), default=0),
+        "blocks_dropped": sum(s.dropped for s in closed),
+        "skipped": skipped,
         "analytic_calls": session.driver.counts.calls,
         "graphs": {"cut": session.cuts.misses, "reused": session.cuts.hits},
         "results_recorded": session.results.count,
@@ -46,8 +48,50 @@ def run_summary(
         "steps_lost": msgspec.to_builtins(state.lost_steps),
         "cadence_changes": [r for r in session.provenance.records if r["kind"] == "change"],
         "errors": [*msgspec.to_builtins(state.errors), *shutdown],
+        "warnings": _unfilled_windows(session),
         "per_rank": ranks,
     }
+
+
+def _unfilled_windows(session: Any) -> list[str]:
+    """Analytics never called because the run ended before their window filled."""
+    analysed = session.driver.counts.steps
+    out = []
+    for b in session.bound:
+        short = [a for a in dict.fromkeys(b.arrays) if analysed.get(a, 0) < b.window]
+        if short:
+            counts = ", ".join(f"{a!r}: {analysed.get(a, 0)}" for a in short)
+            out.append(
+                f"analytic {b.label} was never called: its window is {b.window} steps and the run analysed "
+                f"fewer ({counts}); lower its window or run longer"
+            )
+    return out
+
+
+def _failure_reasons(
+    state: Any, failures: list[dict[str, Any]], exit_code: int | None, problems: list[str]
+) -> list[str]:
+    """Why the run is not ok, most telling first (empty: it is)."""
+    reasons: list[str] = []
+    if state.lost_order:
+        reasons.append(f"ranks {list(state.lost_order)} disconnected without close() (the first died first)")
+    if exit_code not in (0, None):
+        reasons.append(f"the simulation exited with code {exit_code}")
+    if failures:
+        first = failures[0]
+        reasons.append(
+            f"{len(failures)} analytic failure(s); first: {first['analytic']} at step {first['step']}: {first['error']}"
+        )
+    if state.lost_steps:
+        reasons.append(f"{len(state.lost_steps)} step(s) lost (incomplete)")
+    dropped = max((s.dropped for s in state.closed.values()), default=0)
+    if dropped:
+        reasons.append(f"{dropped} step(s) dropped: ranks lost the analytics and went on without them")
+    if state.errors:
+        reasons.append(
+            f"{len(state.errors)} error(s) reported by the ranks or node actors; first: {state.errors[0].error}"
+        )
+    return reasons + problems
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -78,7 +122,9 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{moved or 'no cadence change'}{f' [{values}]' if values else ''}{steering}"
         )
     for failure in summary["analytic_failures"][:10]:
-        lines.append(f"  ! {failure['analytic']} at step {failure['step']}: {failure['error']}")
+        again = f" (and {failure['count'] - 1} more steps, last {failure['last_step']})" if failure["count"] > 1 else ""
+        lines.append(f"  ! {failure['analytic']} at step {failure['step']}: {failure['error']}{again}")
+    lines += [f"  ? {warning}" for warning in summary["warnings"][:10]]
     return "doreisa run summary\n" + "\n".join(lines)
 
 

@@ -133,14 +133,23 @@ class InFlight:
         return step in self.steps
 
 
+#: Steps are stored as signed 64-bit integers (in the ring's header, in Ray's records).
+MAX_STEP = 2**63 - 1
+#: ``ArrayRun.skip_below`` when no step will be wanted again: above every valid step.
+NEVER = MAX_STEP + 1
+
+
 def checked_step(rank: int, run: ArrayRun, step: Any) -> int:
-    """``step`` as an int, after the last one (``BlockMismatchError`` naming the rank and array otherwise)."""
+    """``step`` as an int in ``[0, MAX_STEP]``, after the last one (``BlockMismatchError`` naming the rank and
+    array otherwise). Checked before anything is written: a refused step changes nothing."""
+    if isinstance(step, bool):  # an int to Python, but never a step
+        raise BlockMismatchError(f"rank {rank}: step must be an integer, got {step!r}")
     try:
         value = operator.index(step)
     except TypeError:
         raise BlockMismatchError(f"rank {rank}: step must be an integer, got {step!r}") from None
-    if value < 0:
-        raise BlockMismatchError(f"rank {rank}: step must be >= 0, got {value}")
+    if not 0 <= value <= MAX_STEP:
+        raise BlockMismatchError(f"rank {rank}: step must be in [0, 2**63 - 1], got {value}")
     if value <= run.last_step:
         raise BlockMismatchError(
             f"rank {rank}: array {run.array.name!r} step {value} after step {run.last_step}; steps must increase"

@@ -14,7 +14,6 @@ import math
 import operator
 import os
 import socket
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +25,16 @@ from doreisa.contract import Contract
 from doreisa.errors import BlockMismatchError, BridgeError, RuntimeUnavailableError
 from doreisa.runtime import _names
 from doreisa.runtime.cadence import ArrayCadence
-from doreisa.runtime.protocol import Done, RankMessage, RankStats
-from doreisa.runtime.rank.arrays import ArrayRun, InFlight, RankArray, agree_on_layout, check_same_block, checked_step
+from doreisa.runtime.protocol import Done, Publishing, RankMessage, RankStats
+from doreisa.runtime.rank.arrays import (
+    NEVER,
+    ArrayRun,
+    InFlight,
+    RankArray,
+    agree_on_layout,
+    check_same_block,
+    checked_step,
+)
 from doreisa.runtime.rank.comm import Communicator, world_comm
 from doreisa.runtime.rank.shm import ShmTransport, log
 from doreisa.runtime.rank.steering import RankFeedback
@@ -202,22 +209,20 @@ class Bridge:
         """
         self.stats.calls += 1
         run = self._arrays.get(name)
-        if run is not None and type(step) is int and run.last_step < step:  # the common case: a valid step
+        if run is not None and type(step) is int and run.last_step < step < run.skip_below:
             run.last_step = step
-            if step < run.skip_below:
-                return False  # fast path: a step that nothing can make wanted
-            known = step == run.skip_below  # the step a fixed cadence wants next: no steering hook to run
-        else:
-            run = self._array(name)  # raises with the list of known arrays
-            step, known = checked_step(self.rank, run, step), False
-            run.last_step = step
+            return False  # fast path: a valid step that nothing can make wanted
+        run = self._array(name)  # raises with the list of known arrays
+        step = checked_step(self.rank, run, step)
+        run.last_step = step
+        known = step == run.skip_below  # the step a fixed cadence wants next: no steering hook to run
         if time is not None:
             time = float(time)  # a numpy scalar would travel as an object, not a number
         if not (known or self._steered_wanted(run, block, step, time, offset)):
             return self._unwanted(run, step, time)
         if run.stride:  # a fixed step cadence: the next wanted step is known, the steps before it take the fast path
             following = step + run.stride
-            run.skip_below = following if following <= run.last_wanted else sys.maxsize
+            run.skip_below = following if following <= run.last_wanted else NEVER
         copy = run.copy
         assert copy is not None, "the layout is agreed at the first publish"
         if not (
@@ -243,6 +248,7 @@ class Bridge:
     ) -> bool:
         """The full path: the layout at the first publish, the steering hooks, then the cadence. Wanted?"""
         if run.copy is None:
+            self._link.send(Publishing(self.rank, run.array.name))  # the runtime can name a rank that never comes
             run.copy = agree_on_layout(self._comm, run.array, block, offset)
         self._begin_step(step, time)
         self._steer.monitor(run.array.name, block, run.copy.box, step, time)
@@ -264,7 +270,7 @@ class Bridge:
                 )
         elif run.stride:  # the next steps up to the next wanted one take the fast path
             nxt = run.schedule.next_wanted(step)
-            run.skip_below = sys.maxsize if nxt is None else nxt
+            run.skip_below = NEVER if nxt is None else nxt
         return False
 
     def close(self) -> dict[str, Any]:
@@ -280,7 +286,7 @@ class Bridge:
         if self._closed:
             return self.stats.as_dict()
         self._closed = True
-        self._steer.flush_monitors()  # before the runtime hears 'close'
+        self._steer.finish()  # before the runtime hears 'close'
         lost = self._link.close(self.stats.record(), self.contract.timeouts.step)
         if lost:  # posted, never taken: the node actor is gone or does not respond
             log.warning(

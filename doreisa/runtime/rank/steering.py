@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from doreisa.contract import Contract
@@ -76,6 +77,7 @@ class RankFeedback:
         self._sim_seq = 0
         self.values: dict[tuple[str, str], float] = {}
         self._monitored: list[MonitorValues] = []  # rank 0: the monitors' values not sent yet
+        self._trigger_failed: TriggerFailed | None = None  # the first failure, counting the steps since
         self._monitored_since = 0.0
 
     # -- steps ---------------------------------------------------------------------------
@@ -202,13 +204,29 @@ class RankFeedback:
             self._report(MonitorBatch(self._rank, tuple(self._monitored)))
             self._monitored = []
 
+    def finish(self) -> None:
+        """At ``close()``: what rank 0 has not reported yet (monitors' values, how often triggers failed)."""
+        self.flush_monitors()
+        failed = self._trigger_failed
+        if failed is not None and failed.count > 1 and self._rank == 0:
+            self._report(failed)
+
+    def _trigger_failure(self, step: int, error: str) -> None:
+        """Report the first failure (rank 0) and log it (each rank, once); count the others."""
+        failed = self._trigger_failed
+        if failed is None:
+            self._trigger_failed = TriggerFailed(self._rank, step, error)
+            log.error("step %d: %s (reported once; later failures are counted)", step, error)
+            if self._rank == 0:
+                self._report(self._trigger_failed)
+        else:
+            self._trigger_failed = msgspec.structs.replace(failed, count=failed.count + 1)
+
     def _evaluate(self, machine: TriggerMachine, step: int, time: float | None) -> None:
         try:
             transitions = machine.update(self.values, step=step, time=time)
         except ExpressionError as exc:  # same values on every rank: every rank skips it alike
-            if self._rank == 0:
-                self._report(TriggerFailed(self._rank, step, f"trigger evaluation failed: {exc}"))
-            log.error("step %d: trigger evaluation failed: %s", step, exc)
+            self._trigger_failure(step, f"trigger evaluation failed: {exc}")
             return
         if transitions:
             self._sim_seq += 1

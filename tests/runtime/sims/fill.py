@@ -48,6 +48,7 @@ def main() -> None:
     p.add_argument("--bump", action="append", default=[], help="START:STOP:AMOUNT added at steps [START, STOP)")
     p.add_argument("--feedback-log", default="", help="folder: each rank writes bridge.feedback seen at each step")
     p.add_argument("--plugins", default="", help="import this module (beside this file) before the Bridge")
+    p.add_argument("--hang", default="", help="RANK:SECONDS: that rank sleeps before its first publish")
     a = p.parse_args()
     if a.plugins:
         importlib.import_module(a.plugins)  # registers the operators the contract names
@@ -63,6 +64,8 @@ def main() -> None:
     if a.bad == "overlap" and rank == 1:
         offset = tuple(0 for _ in offset)
     bridge = doreisa.Bridge(comm)
+    if a.hang and int(a.hang.split(":")[0]) == rank:
+        time.sleep(float(a.hang.split(":")[1]))  # stuck: the others wait for it in the first publish
     dts = [float(x) for x in a.dt.split(",")] if a.dt else [0.1]
     bumps = [b.split(":") for b in a.bump]
     seen: list[list[object]] = []

@@ -55,7 +55,7 @@ BAD_LATER_CALLS: list[tuple[str, dict[str, Any], str]] = [
         r"step 1: offset \(1, 0\) differs from the first publish, \(0, 0\); it must stay fixed",
     ),
     ("same step", {"step": 0}, r"rank 0: array 'field' step 0 after step 0; steps must increase"),
-    ("negative step", {"step": -1}, r"rank 0: step must be >= 0, got -1"),
+    ("negative step", {"step": -1}, r"rank 0: step must be in \[0, 2\*\*63 - 1\], got -1"),
     ("float step", {"step": 1.5}, r"rank 0: step must be an integer, got 1.5"),
     ("string step", {"step": "1"}, r"rank 0: step must be an integer, got '1'"),
 ]

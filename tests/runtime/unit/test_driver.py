@@ -272,7 +272,8 @@ def test_analytic_timeout_abandons_a_slow_call(out: ResultWriter, registry: Regi
     start = time.monotonic()
     driver.deliver(_step("a", 0))
     assert 1.5 <= time.monotonic() - start < 10
-    abandoned = _thread("doreisa-analytic-slow at step 0")  # before it is released and ends
+    (abandoned,) = driver.runner.abandoned  # before it is released and ends
+    assert abandoned.is_alive() and abandoned.name == "doreisa-analytic-1"
     try:
         (failure,) = driver.failures
         assert (failure.analytic, failure.step) == ("slow", 0)
@@ -293,9 +294,8 @@ def test_abandoned_analytic_does_not_leak_the_scheduler(out: ResultWriter, regis
         if step == 0:
             release.wait(10)
         else:  # the abandoned call of step 0 ends while this one runs
-            abandoned = [t for t in threading.enumerate() if t.name == "doreisa-analytic-slow at step 0"]
             release.set()
-            for thread in abandoned:  # (it may already have ended)
+            for thread in driver.runner.abandoned:  # (it may already have ended)
                 thread.join(5)
         return x.max()
 

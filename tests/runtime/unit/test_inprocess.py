@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from doreisa.contract import parse_contract
-from doreisa.errors import BridgeError
+from doreisa.errors import BlockMismatchError, BridgeError
 from doreisa.runtime.protocol import Close, MonitorBatch, RingOpened
 from doreisa.runtime.rank.bridge import Bridge
 from doreisa.runtime.rank.comm import SingleProcessComm
@@ -95,3 +95,48 @@ def test_the_bridges_counters_are_the_fields_of_the_record_it_sends() -> None:
     from doreisa.runtime.rank.bridge import BridgeStats
 
     assert [f.name for f in dataclasses.fields(BridgeStats)] == list(RankStats.__struct_fields__)
+
+
+@pytest.mark.parametrize(
+    ("step", "match"),
+    [
+        (2**63, r"rank 0: step must be in \[0, 2\*\*63 - 1\], got 9223372036854775808"),
+        (-1, r"step must be in \[0, 2\*\*63 - 1\], got -1"),
+        (True, r"rank 0: step must be an integer, got True"),
+        (2.0, r"step must be an integer, got 2.0"),
+    ],
+)
+def test_a_step_out_of_range_is_refused_before_anything_changes(step: object, match: str) -> None:
+    for cadence in ("{every: 1}", "{every: 1000}"):  # the path that copies, and the fast path of unwanted steps
+        bridge, transport = _bridge(f"cadence: {cadence}")
+        assert bridge.publish("field", _data(3), step=3) == (cadence == "{every: 1}")
+        with pytest.raises(BlockMismatchError, match=match):
+            bridge.publish("field", _data(4), step=step)  # type: ignore[arg-type]
+        assert bridge.publish("field", _data(4), step=np.int64(4)) == (cadence == "{every: 1}")  # not poisoned
+        assert [p.step for p in transport.posted] == ([3, 4] if cadence == "{every: 1}" else [])
+
+
+def test_the_largest_step_is_valid_and_never_mistaken_for_the_next_wanted_one() -> None:
+    bridge, transport = _bridge("cadence: {every: 10}")
+    assert bridge.publish("field", _data(0), step=0)
+    assert not bridge.publish("field", _data(1), step=2**63 - 1)  # not a multiple of 10: unwanted
+    assert [p.step for p in transport.posted] == [0]
+
+
+def test_a_failing_trigger_is_reported_once_then_with_its_count() -> None:
+    from doreisa.runtime.protocol import TriggerFailed
+
+    extra = (
+        "cadence: {every: 100}\nmonitors:\n  - {array: field, reductions: [min]}\n"
+        "triggers:\n  - {name: t, when: 'min(field) / min(field) > 2', action: {cadence: {every: 1}}}"
+    )
+    bridge, transport = _bridge(extra)
+    for step in range(5):  # min(field) is 0 at every step: 0 / 0 fails at every step
+        bridge.publish("field", _data(step) - 100 * step, step=step)
+    assert [m for m in transport.sent if isinstance(m, TriggerFailed)] == [
+        TriggerFailed(0, 0, next(m.error for m in transport.sent if isinstance(m, TriggerFailed)))
+    ]
+    bridge.close()
+    failed = [m for m in transport.sent if isinstance(m, TriggerFailed)]
+    assert [(m.step, m.count) for m in failed] == [(0, 1), (0, 5)]
+    assert "division by zero" in failed[0].error and failed[0].error == failed[1].error

@@ -208,33 +208,59 @@ def test_random_regions_reassemble_to_the_selected_region() -> None:
 def test_same_block_twice_names_both_ranks() -> None:
     spec = _spec((8,))
     boxes: list[Box] = [((0,), (4,)), ((4,), (4,)), ((4,), (4,))]
-    with pytest.raises(LayoutError, match=r"array 't': ranks 1 and 2 publish the same block at \(4,\)"):
+    with pytest.raises(LayoutError, match=r"array 't': ranks 1 and 2 publish the same block \[4:8\] \(every element"):
+        make_layout(spec, "t", boxes)
+
+
+def test_two_ranks_at_one_offset_are_named_with_the_hole_they_leave() -> None:
+    # the innocent rank is not blamed: both are named, and so is the part no one covers
+    spec = _spec((12, 4))
+    boxes: list[Box] = [((0, 0), (6, 4)), ((0, 0), (6, 4))]
+    match = r"ranks 0 and 1 publish the same block \[0:6, 0:4\]; no rank's block covers \[6:12, 0:4\]"
+    with pytest.raises(LayoutError, match=match):
+        make_layout(spec, "t", boxes)
+
+
+def test_blocks_at_one_offset_with_other_shapes() -> None:
+    spec = _spec((10,))
+    with pytest.raises(
+        LayoutError, match=r"ranks 0 and 1 publish blocks at the same offset \(0,\): \[0:4\] and \[0:6\]"
+    ):
+        make_layout(spec, "t", [((0,), (4,)), ((0,), (6,)), ((6,), (4,))])
+
+
+def test_many_overlaps_are_counted_not_all_listed() -> None:
+    spec = _spec((4,))
+    boxes: list[Box] = [((0,), (4,))] * 6  # 15 pairs
+    with pytest.raises(
+        LayoutError, match=r"ranks 0 and 1 .*; ranks 0 and 2 .*; ranks 0 and 3 .*; 12 more pairs of ranks overlap"
+    ):
         make_layout(spec, "t", boxes)
 
 
 def test_partial_overlap_is_refused() -> None:
     spec = _spec((10,))
     boxes: list[Box] = [((0,), (6,)), ((4,), (6,))]
-    with pytest.raises(LayoutError, match=r"rank 0's block \(6,\) at \(0,\) crosses another block's edge"):
+    with pytest.raises(LayoutError, match=r"ranks 0 and 1 publish overlapping blocks \[0:6\] and \[4:10\]"):
         make_layout(spec, "t", boxes)
 
 
 def test_missing_cell_is_a_hole() -> None:
     spec = _spec((10, 10))
     boxes: list[Box] = [((0, 0), (5, 5)), ((0, 5), (5, 5)), ((5, 0), (5, 5))]
-    with pytest.raises(LayoutError, match=r"cover 75 of 100 elements; some part of the array has no block"):
+    with pytest.raises(LayoutError, match=r"array 't': no rank's block covers \[5:10, 5:10\] \(every element"):
         make_layout(spec, "t", boxes)
 
 
 def test_array_not_starting_at_zero_is_a_hole() -> None:
     spec = _spec((10,))
-    with pytest.raises(LayoutError, match=r"cover 8 of 10 elements"):
+    with pytest.raises(LayoutError, match=r"no rank's block covers \[0:2\]"):
         make_layout(spec, "t", [((2,), (8,))])
 
 
 def test_gap_between_blocks_is_reported_as_a_hole() -> None:
     spec = _spec((10,))
-    with pytest.raises(LayoutError, match=r"no block"):
+    with pytest.raises(LayoutError, match=r"no rank's block covers \[3:5\]"):
         make_layout(spec, "t", [((0,), (3,)), ((5,), (5,))])
 
 

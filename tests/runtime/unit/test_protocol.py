@@ -131,7 +131,8 @@ def test_a_message_of_an_unknown_type_is_named() -> None:
     (got,) = _rank_reader().feed(_frame({"t": "Gossip", "text": "hi"}))
     assert isinstance(got, Malformed)
     assert "Invalid value 'Gossip' - at `$.t`" in got.error
-    assert "expected one of Hello, RingOpened, Close, Applied, MonitorBatch, TriggerFailed, Wake" in got.error
+    expected = "Hello, RingOpened, Close, Applied, MonitorBatch, TriggerFailed, Publishing, Wake"
+    assert f"expected one of {expected}" in got.error
 
 
 def test_a_message_of_the_other_direction_is_malformed() -> None:
