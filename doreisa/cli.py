@@ -90,9 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DoreisaError as exc:
         print(f"doreisa: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM during `doreisa run`: the shell's 128 + signal number
         print("doreisa: interrupted", file=sys.stderr)
-        return 130
+        return 128 + int(getattr(exc, "signum", 2))
 
 
 if __name__ == "__main__":

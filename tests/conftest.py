@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import glob
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,6 +13,7 @@ from doreisa.runtime.cluster import prepare_ray_env
 
 prepare_ray_env()  # before any ray import (loopback trap, see shared/RELIABILITY.md)
 
+_BEFORE = pytest.StashKey[set[str]]()
 NODE_STORE = 200 * 1024 * 1024
 #: The head node is also the analytics node of in_transit tests: it carries this resource.
 ANALYTICS_RESOURCE = "doreisa_analytics"
@@ -31,3 +34,24 @@ def ray_cluster() -> Iterator[Any]:
         2, head_resources={ANALYTICS_RESOURCE: 1}, store_bytes=NODE_STORE, namespace="doreisa-tests"
     ) as cluster:
         yield cluster
+
+
+#: What doreisa and its tests create outside pytest's own temporary folders: run folders, shared
+#: memory rings, Ray's temporary folders. Nothing of it may outlive the test session.
+LEFTOVERS = ("/dev/shm/doreisa-*", "/tmp/doreisa-*", "/tmp/dray-*", "/tmp/du-*", "/tmp/dr-*")
+
+
+def _leftovers() -> set[str]:
+    return {path for pattern in LEFTOVERS for path in glob.glob(pattern)}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_BEFORE] = _leftovers()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After every test and fixture (the session's Ray cluster too): fail the run if anything was left behind."""
+    left = sorted(_leftovers() - session.config.stash.get(_BEFORE, set()))
+    if left:
+        print(f"\nleft behind by the test session ({len(left)}): " + ", ".join(left[:20]), file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -182,3 +182,63 @@ def test_a_rank_stuck_before_its_first_publish_is_named_and_the_run_ends(tmp_pat
     summary = json.loads((out / "summary.json").read_text())
     assert summary["error"].startswith("ranks [1] never called publish('field') while ranks [0] have waited")
     assert summary["simulation_exit_code"] != 0
+
+
+def _started(cmd: list[str], out: Path) -> subprocess.Popen[str]:
+    """``doreisa run`` started in the background; returns once its first result is recorded."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "results.csv").exists() or len((out / "results.csv").read_text().splitlines()) < 2:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no result within 120 s"
+        time.sleep(0.2)
+    return proc
+
+
+def test_sigterm_ends_the_run_with_a_summary_and_nothing_left_behind(tmp_path: Path) -> None:
+    contract = tmp_path / "contract.yaml"
+    contract.write_text(CONTRACT.replace("  - function: doubled_max\n    arrays: [field]\n", ""))
+    out = tmp_path / "out"
+    before = _temporary_folders()
+    cmd = [sys.executable, "-m", "doreisa.cli", "run", str(contract), "--np", "2", "--output", str(out), "--quiet"]
+    cmd += ["--", sys.executable, str(SIM), "--steps", "100000", "--shape", "12,12", "--sleep", "0.01"]
+    proc = _started(cmd, out)
+    proc.terminate()  # what a batch system sends at the end of a job's time
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + 15, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["ok"], summary["error"]) == (False, "interrupted (SIGTERM)")
+    assert summary["steps_analysed"]["field"] >= 1
+    assert _temporary_folders() - before == set()
+
+
+HANGS = """
+import time
+import doreisa
+
+@doreisa.analytic("stuck")
+def stuck(x, *, step):
+    if step == 4:
+        time.sleep(3600)  # never returns in the run's time
+    return x.max()
+"""
+
+
+def test_a_hung_analytic_is_abandoned_and_the_others_go_on(tmp_path: Path) -> None:
+    contract = tmp_path / "contract.yaml"
+    text = CONTRACT.replace("doubled_max", "stuck").replace("timeouts: {connect: 60, step: 60}", "")
+    contract.write_text(text + "timeouts: {connect: 60, step: 60, analytic: 3}\n")
+    analytics = tmp_path / "hangs.py"
+    analytics.write_text(HANGS)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "doreisa.cli", "run", str(contract), "--np", "2", "--output", str(out)]
+    cmd += ["--analytics", str(analytics), "--", sys.executable, str(SIM), "--steps", "12", "--shape", "12,12"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    (failure,) = summary["analytic_failures"]
+    assert (failure["analytic"], failure["step"], failure["count"]) == ("stuck", 4, 1)
+    assert failure["error"] == "TimeoutError: stuck at step 4 ran longer than timeouts.analytic = 3 s; abandoned"
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    steps = {a: sorted(int(r["step"]) for r in rows if r["analytic"] == a) for a in ("mean", "stuck", "histogram")}
+    assert steps == {"mean": [0, 4, 8], "stuck": [0, 8], "histogram": [0, 4, 8]}, "the others, and later steps, go on"

@@ -14,9 +14,11 @@ import logging
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -114,7 +116,7 @@ def run(
 
     Once Ray has started, the summary is written and the run's actors, run folder and Ray's
     temporary folder are removed whatever happens: an actor that dies, ranks that never come,
-    Ctrl-C (re-raised as ``KeyboardInterrupt`` once the summary is written).
+    Ctrl-C or SIGTERM (re-raised as :class:`Interrupted` once the summary is written).
 
     Raises
     ------
@@ -146,19 +148,25 @@ def run(
     from doreisa.runtime.cluster.setup import start_ray
 
     launch = _Launch(nranks, command, mpiexec, quiet)
+    default_term = signal.getsignal(signal.SIGTERM)
     try:
         start_ray(address, temp_dir=temp_dir)
+        _on_sigterm(_raise_interrupted)  # after ray.init, which installs its own (a bare sys.exit)
         launch.serve(session)
     except StallError as exc:  # ranks stuck in a collective never finish: end the simulation at once
         launch.error, launch.end_now = str(exc), True
     except DoreisaError as exc:
         launch.error = str(exc)
-    except KeyboardInterrupt:
-        launch.error, launch.end_now, launch.ctrl_c = "interrupted (Ctrl-C)", True, True
+    except SystemExit as exc:  # a handler of someone else's (Ray's, before ours is set) asked to exit
+        launch.error, launch.end_now = f"exit requested ({exc.code})", True
+        raise
+    except KeyboardInterrupt as exc:
+        launch.error, launch.end_now, launch.interrupted = f"interrupted ({_signal_name(exc)})", True, exc
     except Exception as exc:  # Ray could not start, or a bug: in the summary, not only as a traceback
         log.exception("the run failed")
         launch.error, launch.end_now = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}", True
     finally:
+        _on_sigterm(default_term)  # a second SIGTERM ends the cleanup: the user insists
         problems = session.stop()  # first: with the node actors gone, ranks still running detach and finish
         launch.end_simulation()
         summary = run_summary(session, launch.proc, launch.error, problems, time.monotonic() - started)
@@ -167,9 +175,32 @@ def run(
     if not quiet:
         print(file=sys.stderr)
         print(format_summary(summary), file=sys.stderr)
-    if launch.ctrl_c:
-        raise KeyboardInterrupt
+    if launch.interrupted is not None:
+        raise launch.interrupted
     return summary
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was ended by a signal (``signum``: SIGINT for Ctrl-C, SIGTERM from a batch system)."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def _signal_name(exc: KeyboardInterrupt) -> str:
+    return "Ctrl-C" if not isinstance(exc, Interrupted) or exc.signum == signal.SIGINT else str(exc)
+
+
+def _on_sigterm(handler: Any) -> Any:
+    """Install ``handler`` for SIGTERM (in the main thread only: elsewhere Python refuses); the previous one."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler if handler is not None else signal.SIG_DFL)
 
 
 class _Launch:
@@ -180,7 +211,7 @@ class _Launch:
         self.proc: subprocess.Popen[bytes] | None = None
         self.error: str | None = None
         self.end_now = False  # end the simulation at once (Ctrl-C, a stall), not after a grace
-        self.ctrl_c = False
+        self.interrupted: KeyboardInterrupt | None = None  # re-raised once the summary is written
 
     def serve(self, session: Any) -> None:
         """Start the analytics, launch the simulation (if a command was given), analyse until it ends."""
