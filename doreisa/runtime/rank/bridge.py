@@ -287,12 +287,13 @@ class Bridge:
             return self.stats.as_dict()
         self._closed = True
         self._steer.finish()  # before the runtime hears 'close'
-        lost = self._link.close(self.stats.record(), self.contract.timeouts.step)
+        lost, lost_bytes = self._link.close(self.stats.record(), self.contract.timeouts.step)
         if lost:  # posted, never taken: the node actor is gone or does not respond
             log.warning(
                 "rank %d: %d block(s) handed over were never taken by the node actor: counted dropped", self.rank, lost
             )
             self.stats.published -= lost
+            self.stats.bytes_copied -= lost_bytes
             self.stats.dropped += lost
         return self.stats.as_dict()
 

@@ -130,7 +130,7 @@ class InProcessTransport:
             self.detached = reason
             self._on_detach()
 
-    def close(self, stats: RankStats, timeout: float) -> int:
+    def close(self, stats: RankStats, timeout: float) -> tuple[int, int]:
         self.poll()
         self.send(Close(self._rank, stats))
-        return 0
+        return 0, 0

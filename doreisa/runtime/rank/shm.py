@@ -240,7 +240,7 @@ class ShmTransport:
                 reason,
             )
 
-    def close(self, stats: RankStats, timeout: float) -> int:
+    def close(self, stats: RankStats, timeout: float) -> tuple[int, int]:
         if self.detached is None:
             try:
                 self.wait(lambda: all(r.idle() for r in self._rings), timeout, "the node actor to take the last blocks")
@@ -248,7 +248,7 @@ class ShmTransport:
             except (OSError, BridgeError) as exc:
                 log.warning("rank %d: close() could not confirm the hand-over: %s", self._rank, exc)
         self._sock.close()
-        lost = sum(r.pending() for r in self._rings if not r.idle())
+        lost = [(r.pending(), r.pending() * r.views[0].nbytes) for r in self._rings if not r.idle()]
         for ring in self._rings:
             ring.close()
-        return lost
+        return sum(n for n, _ in lost), sum(b for _, b in lost)

@@ -92,9 +92,9 @@ class Transport(Protocol):
         """Give up on the runtime: the simulation goes on, and what it publishes is dropped and counted."""
         ...
 
-    def close(self, stats: RankStats, timeout: float) -> int:
+    def close(self, stats: RankStats, timeout: float) -> tuple[int, int]:
         """Wait up to ``timeout`` s until the runtime took every block, send ``stats``, disconnect.
 
-        Returns the number of blocks posted and never taken (the caller counts them dropped).
+        Returns the blocks posted and never taken, and their bytes (the caller counts them dropped).
         """
         ...

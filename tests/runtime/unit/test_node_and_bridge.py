@@ -453,6 +453,7 @@ def test_blocks_posted_to_a_node_that_died_polling_are_counted_dropped(node: Cal
     assert bridge.publish("field", _data(2), step=2)  # the rank cannot tell yet
     stats = bridge.close()  # finds the socket closed without waiting for timeouts.step
     assert (stats["published"], stats["dropped"]) == (2, 1)
+    assert stats["bytes_copied"] == 2 * _data(0).nbytes, "the block never taken is not counted copied"
 
 
 def test_paced_steps_reuse_the_slot_freed_last(node: Callable[..., Rig]) -> None:
