@@ -6,25 +6,35 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from doreisa import __version__
 from doreisa.contract import load_contract
 from doreisa.contract.schema import contract_json_schema_text
 from doreisa.errors import DoreisaError
 
 
 def _validate(args: argparse.Namespace) -> int:
+    if args.analytics:  # the functions the contracts name are checked against what these register
+        from doreisa.analytics.loading import import_analytics
+
+        import_analytics(args.analytics)
     failed = 0
     for path in args.files:
         try:
             contract = load_contract(path)
+            if args.analytics:
+                from doreisa.analytics import bind_analytics, default_registry
+
+                bind_analytics(contract, default_registry)
         except DoreisaError as exc:
             failed += 1
-            print(exc, file=sys.stderr)
+            print(f"{path}: {exc}" if not str(exc).startswith(str(path)) else exc, file=sys.stderr)
             continue
         if not args.quiet:
             arrays = ", ".join(contract.arrays)
+            unchecked = "" if args.analytics or not contract.analytics else "; functions not checked: see --analytics"
             print(
                 f"{path}: ok ({len(contract.arrays)} arrays: {arrays}; {len(contract.analytics)} analytics; "
-                f"{len(contract.triggers)} triggers)"
+                f"{len(contract.triggers)} triggers{unchecked})"
             )
     return 1 if failed else 0
 
@@ -42,11 +52,20 @@ def _run(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="doreisa", description="Contract-driven in situ analytics on Ray and Dask.")
-    sub = parser.add_subparsers(dest="subcommand", required=True)
+    parser.add_argument("--version", action="version", version=f"doreisa {__version__}")
+    sub = parser.add_subparsers(dest="subcommand")
 
     p = sub.add_parser("validate", help="check contract files; exit 1 if any is invalid")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    p.add_argument(
+        "--analytics",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="import this module or .py file, then check that the contract's analytics are registered and fit "
+        "their functions (repeatable; without it, only the built-ins and 'module:function' are known to run)",
+    )
     p.set_defaults(func=_validate)
 
     p = sub.add_parser("schema", help="print the contract's JSON Schema")
@@ -83,7 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--" in argv:  # everything after -- is the simulation's command line, untouched
         cut = argv.index("--")
         argv, command = argv[:cut], argv[cut + 1 :]
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.subcommand is None:  # `doreisa` alone: what it can do
+        parser.print_help()
+        return 0
     args.command = command
     try:
         return int(args.func(args))

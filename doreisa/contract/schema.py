@@ -17,6 +17,7 @@ def contract_json_schema() -> dict[str, Any]:
     """The JSON Schema of a contract file, for editors and CI."""
     schema = Contract.model_json_schema(mode="validation")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "urn:doreisa:contract:1"  # version 1 of the contract (its `version` key)
     schema["title"] = "doreisa contract"
     return schema
 

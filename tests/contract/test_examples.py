@@ -106,3 +106,41 @@ def test_burst_example_keeps_the_node_actor_polling_between_bursts() -> None:
     contract = load_contract(ROOT / "examples" / "contracts" / "burst_staging.yaml")
     assert (contract.handover.poll_ms, contract.handover.linger_ms) == (2.0, 1000.0)
     assert (contract.backpressure.max_in_flight, contract.backpressure.staging_mb) == (200, 32)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=_id)
+def test_example_names_the_schema_for_editors(path: Path) -> None:
+    first = path.read_text().splitlines()[0]
+    schema = (path.parent / first.removeprefix("# yaml-language-server: $schema=")).resolve()
+    assert first.startswith("# yaml-language-server: $schema=") and schema == ROOT / "docs" / "contract.schema.json"
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=_id)
+def test_example_validates_with_its_analytics(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the heat examples name the demo's own analytics; the others only built-ins
+    heat = ["--analytics", str(ROOT / "examples" / "heat" / "analytics.py")] if path.parent.name == "heat" else []
+    assert main(["validate", str(path), "--analytics", "doreisa.analytics", *heat]) == 0, capsys.readouterr().err
+    assert "functions not checked" not in capsys.readouterr().out
+
+
+def test_validate_with_analytics_refuses_an_unknown_function(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("arrays:\n  t: {dtype: float64, shape: [4]}\nanalytics:\n  - {function: nope, arrays: [t]}\n")
+    assert main(["validate", str(path)]) == 0  # functions are checked only with --analytics
+    assert "functions not checked: see --analytics" in capsys.readouterr().out
+    assert main(["validate", str(path), "--analytics", "doreisa.analytics"]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: cannot bind the contract's analytics" in err and "analytic 'nope' is not registered" in err
+
+
+def test_doreisa_alone_prints_help_and_version_prints_the_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import doreisa
+
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: doreisa") and "validate" in out and "run" in out
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out == f"doreisa {doreisa.__version__}\n"

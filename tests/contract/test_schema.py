@@ -107,3 +107,11 @@ def test_keys_at(loc: tuple[str | int, ...], keys: list[str]) -> None:
 )
 def test_user_loc(loc: tuple[str | int, ...], expected: tuple[str | int, ...]) -> None:
     assert user_loc(loc) == expected
+
+
+def test_schema_has_an_id_and_a_draft() -> None:
+    schema = contract_json_schema()
+    assert (schema["$id"], schema["$schema"]) == (
+        "urn:doreisa:contract:1",
+        "https://json-schema.org/draft/2020-12/schema",
+    )

@@ -7,8 +7,6 @@ Outputs in ``--output DIR``: ``results.csv``, ``arrays/`` (non-scalar results as
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import logging
 import os
@@ -23,8 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from doreisa.analytics.loading import import_analytics
 from doreisa.contract import load_contract
-from doreisa.errors import AnalyticsError, DoreisaError, StallError
+from doreisa.errors import DoreisaError, StallError
 from doreisa.runtime.cluster import prepare_ray_env, private_ray_token
 from doreisa.runtime.cluster.summary import format_summary, run_summary
 
@@ -32,26 +31,6 @@ from doreisa.runtime.cluster.summary import format_summary, run_summary
 SIMULATION_GRACE = 30
 
 log = logging.getLogger("doreisa.run")
-
-
-def import_analytics(names: list[str]) -> None:
-    """Import modules (``pkg.mod``) or files (``path/to/file.py``) that register analytics."""
-    for name in names:
-        try:
-            if name.endswith(".py"):
-                path = Path(name).resolve()
-                spec = importlib.util.spec_from_file_location(path.stem, path)
-                if spec is None or spec.loader is None:
-                    raise ImportError(f"cannot load {path}")
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[path.stem] = module
-                spec.loader.exec_module(module)
-            else:
-                importlib.import_module(name)
-        except DoreisaError:
-            raise
-        except Exception as exc:
-            raise AnalyticsError(f"--analytics {name}: import failed: {type(exc).__name__}: {exc}") from exc
 
 
 def find_mpiexec(explicit: str | None) -> str:
