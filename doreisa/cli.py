@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from doreisa import __version__
+from doreisa import __version__, logs
 from doreisa.contract import load_contract
 from doreisa.contract.schema import contract_json_schema_text
 from doreisa.errors import DoreisaError
@@ -53,6 +53,14 @@ def _run(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="doreisa", description="Contract-driven in situ analytics on Ray and Dask.")
     parser.add_argument("--version", action="version", version=f"doreisa {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log more: -v for INFO, -vv for DEBUG (default WARNING)"
+    )
+    parser.add_argument(
+        "--log-level",
+        metavar="LEVEL",
+        help=f"DEBUG, INFO, WARNING, ERROR or CRITICAL (default: ${logs.ENV_LEVEL}, else WARNING)",
+    )
     sub = parser.add_subparsers(dest="subcommand")
 
     p = sub.add_parser("validate", help="check contract files; exit 1 if any is invalid")
@@ -107,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.subcommand is None:  # `doreisa` alone: what it can do
         parser.print_help()
         return 0
+    try:
+        logs.configure(logs.level_of(args.log_level, args.verbose))
+    except ValueError as exc:
+        parser.error(str(exc))
     args.command = command
     try:
         return int(args.func(args))

@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from doreisa import __version__, logs
 from doreisa.analytics.loading import import_analytics
-from doreisa.contract import load_contract
+from doreisa.contract import Contract, load_contract
 from doreisa.errors import DoreisaError, StallError
 from doreisa.runtime.cluster import prepare_ray_env, private_ray_token
 from doreisa.runtime.cluster.summary import format_summary, run_summary
@@ -110,6 +111,23 @@ def run(
     out = Path(where)
     out.mkdir(parents=True, exist_ok=True)
     (out / "contract.yaml").write_text(text)
+    copy = logs.copy_to(out / "doreisa.log")  # what this process logs, from INFO up, whatever the terminal shows
+    log.info("doreisa %s: %s on %d ranks, output in %s", __version__, contract_path, nranks, out)
+    try:
+        summary = _run(contract, out, address, run_dir, analytics, _Launch(nranks, command, mpiexec, quiet))
+    finally:
+        logs.stop_copy(copy)
+    return summary
+
+
+def _run(
+    contract: Contract,
+    out: Path,
+    address: str | None,
+    run_dir: str | None,
+    analytics: list[str] | None,
+    launch: _Launch,
+) -> dict[str, Any]:
     started = time.monotonic()
     temp_dir = None if address else tempfile.mkdtemp(prefix="dray-", dir="/tmp")  # mode 0700
     prepare_ray_env()  # before ray is imported (the analytics' modules may import it), as is the run's own token
@@ -126,7 +144,6 @@ def run(
         raise
     from doreisa.runtime.cluster.setup import start_ray
 
-    launch = _Launch(nranks, command, mpiexec, quiet)
     default_term = signal.getsignal(signal.SIGTERM)
     try:
         start_ray(address, temp_dir=temp_dir)
@@ -151,9 +168,11 @@ def run(
         summary = run_summary(session, launch.proc, launch.error, problems, time.monotonic() - started)
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         _shutdown_ray(temp_dir)
-    if not quiet:
+    table = format_summary(summary)
+    log.info("%s", table)
+    if not launch.quiet:
         print(file=sys.stderr)
-        print(format_summary(summary), file=sys.stderr)
+        print(table, file=sys.stderr)
     if launch.interrupted is not None:
         raise launch.interrupted
     return summary
