@@ -48,7 +48,7 @@ def configure(level: int, stream: IO[str] | None = None) -> logging.Handler:
     logger = logging.getLogger(ROOT)
     for old in [h for h in logger.handlers if isinstance(h, _Terminal)]:
         logger.removeHandler(old)
-    handler = _Terminal(stream or sys.stderr)
+    handler = _Terminal(stream)
     handler.setFormatter(logging.Formatter(FORMAT, datefmt="%H:%M:%S"))
     handler.setLevel(level)
     logger.addHandler(handler)
@@ -77,7 +77,21 @@ def stop_copy(handler: logging.Handler) -> None:
 
 
 class _Terminal(logging.StreamHandler[IO[str]]):
-    """The handler :func:`configure` installs (and replaces)."""
+    """The handler :func:`configure` installs (and replaces). Without a stream of its own it writes to
+    whatever ``sys.stderr`` is at the time (a live status line redirects it above itself)."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self._own: IO[str] | None = stream
+        super().__init__(stream or sys.stderr)
+
+    @property
+    def stream(self) -> IO[str]:  # pyright: ignore[reportIncompatibleVariableOverride]
+        return self._own if self._own is not None else sys.stderr
+
+    @stream.setter
+    def stream(self, value: IO[str]) -> None:
+        if value is not sys.stderr:
+            self._own = value
 
 
 def _follow_handlers(logger: logging.Logger) -> None:

@@ -26,6 +26,7 @@ from doreisa.analytics.loading import import_analytics
 from doreisa.contract import Contract, load_contract
 from doreisa.errors import DoreisaError, StallError
 from doreisa.runtime.cluster import prepare_ray_env, private_ray_token
+from doreisa.runtime.cluster.progress import Progress
 from doreisa.runtime.cluster.summary import format_summary, run_summary
 
 #: Seconds the simulation has to end after the analytics have (then it is killed).
@@ -46,38 +47,6 @@ def find_mpiexec(explicit: str | None) -> str:
     if found is None:
         raise DoreisaError("no mpiexec found: install MPI (pip install mpich) or pass --mpiexec")
     return found
-
-
-class Progress:
-    """One status line, about once a second, on stderr."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.last = 0.0
-        self.tty = sys.stderr.isatty()
-
-    def __call__(self, session: Any) -> None:
-        now = time.monotonic()
-        if self.quiet or now - self.last < (1.0 if self.tty else 5.0):
-            return
-        self.last = now
-        s = session.state
-        copied = sum(c.published for c in s.closed.values())
-        line = (
-            f"[doreisa {now - session.started_at:6.1f}s] ranks {len(s.hello)} up/{len(s.closed)} done | "
-            f"last step analysed {s.last_step} | blocks received {s.blocks}"
-            f"{f' (closed ranks copied {copied})' if s.closed else ''} | analytic calls {session.driver.counts.calls}"
-            f" failed {session.driver.counts.failed} | incomplete steps {s.partial} | store {_store_use()}"
-        )
-        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
-
-
-def _store_use() -> str:
-    import ray
-
-    total = ray.cluster_resources().get("object_store_memory", 0)
-    free = ray.available_resources().get("object_store_memory", 0)
-    return f"{(total - free) / 2**20:.0f}/{total / 2**20:.0f} MiB"
 
 
 def run(
@@ -210,21 +179,33 @@ class _Launch:
         self.error: str | None = None
         self.end_now = False  # end the simulation at once (Ctrl-C, a stall), not after a grace
         self.interrupted: KeyboardInterrupt | None = None  # re-raised once the summary is written
+        self._echo: threading.Thread | None = None
 
     def serve(self, session: Any) -> None:
         """Start the analytics, launch the simulation (if a command was given), analyse until it ends."""
         session.start()
-        if self.command:
-            argv = [*shlex.split(find_mpiexec(self.mpiexec)), "-n", str(self.nranks), *self.command]
-            self.proc = subprocess.Popen(argv, env={**os.environ, **session.env})
-        else:
-            print(
-                f"doreisa: waiting for {self.nranks} ranks; start them with DOREISA_RUN_DIR={session.run_dir}",
-                file=sys.stderr,
-            )
-        proc = self.proc
-        alive = (lambda: proc.poll() is None) if proc is not None else (lambda: True)
-        session.serve(self.nranks, alive=alive, tick=Progress(self.quiet))
+        with Progress(self.quiet) as progress:
+            if self.command:
+                self.proc = self._launch(session, progress)
+            else:
+                log.warning("waiting for %d ranks; start them with DOREISA_RUN_DIR=%s", self.nranks, session.run_dir)
+            proc = self.proc
+            alive = (lambda: proc.poll() is None) if proc is not None else (lambda: True)
+            session.serve(self.nranks, alive=alive, tick=progress)
+
+    def _launch(self, session: Any, progress: Progress) -> subprocess.Popen[bytes]:
+        """The simulation under mpiexec. Under a live status line its output is read line by line and
+        printed above it (unbuffered, so that lines come as they are written); else it writes as it likes."""
+        argv = [*shlex.split(find_mpiexec(self.mpiexec)), "-n", str(self.nranks), *self.command]
+        env = {**os.environ, **session.env}
+        if not progress.live_terminal:
+            return subprocess.Popen(argv, env=env)
+        proc = subprocess.Popen(
+            argv, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        self._echo = threading.Thread(target=_echo_lines, args=(proc, progress), name="doreisa-echo", daemon=True)
+        self._echo.start()
+        return proc
 
     def end_simulation(self) -> None:
         """Let the simulation finish (at most ``SIMULATION_GRACE`` s), or end it at once (Ctrl-C, a stall)."""
@@ -237,6 +218,14 @@ class _Launch:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        if self._echo is not None:
+            self._echo.join(5)  # the last lines of its output
+
+
+def _echo_lines(proc: subprocess.Popen[bytes], progress: Progress) -> None:
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        progress.echo(raw.decode(errors="replace").rstrip("\n"))
 
 
 def _shutdown_ray(temp_dir: str | None) -> None:
