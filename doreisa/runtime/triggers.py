@@ -134,10 +134,9 @@ def combine_reductions(monitor: Monitor, parts: list[dict[str, float]]) -> dict[
     out: dict[tuple[str, str], float] = {}
     count = sum(p["count"] for p in parts)
     for red in monitor.reductions:
-        if red == "max":
-            value = max(p.get("max", IDENTITY["max"]) for p in parts)
-        elif red == "min":
-            value = min(p.get("min", IDENTITY["min"]) for p in parts)
+        if red in ("max", "min"):  # NaN anywhere is NaN, as numpy says for one rank (Python's max would skip it)
+            values = [p.get(red, IDENTITY[red]) for p in parts]
+            value = float("nan") if any(v != v for v in values) else (max if red == "max" else min)(values)
         elif red == "sum":
             value = sum(p.get("sum", 0.0) for p in parts)
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,20 +122,25 @@ class RunWatch:
         if len(state.hello) < self.nranks and now > self._connect_by:
             raise RuntimeUnavailableError(
                 f"{len(state.hello)} of {self.nranks} ranks connected within timeouts.connect = "
-                f"{self.timeouts.connect:g} s (run folder {self.run_dir}); did the simulation create "
-                "a doreisa.Bridge, and was it started with DOREISA_RUN_DIR?"
+                f"{self.timeouts.connect:g} s (missing: ranks {self._missing(state)}; "
+                f"run folder {self.run_dir}); did the simulation create a doreisa.Bridge on every rank, was it "
+                "started with DOREISA_RUN_DIR, and with as many ranks as --np says?"
             )
         self._check_stall(state, now)
         if alive:
             return
         if len(state.hello) < self.nranks:
             raise RuntimeUnavailableError(
-                f"the simulation exited after {len(state.hello)} of {self.nranks} ranks connected; see its output above"
+                f"the simulation exited after {len(state.hello)} of {self.nranks} ranks connected (missing: ranks "
+                f"{self._missing(state)}); see its output above"
             )
         self._exited_at = self._exited_at or now
         if now - self._exited_at > EXIT_GRACE:  # processes are gone but their sockets did not say so
             for rank in sorted(set(state.hello) - state.done):
                 state.lose(rank)
+
+    def _missing(self, state: RunState) -> str:
+        return rank_ranges(set(range(self.nranks)) - set(state.hello))
 
     def _check_stall(self, state: RunState, now: float) -> None:
         """A rank that never enters the first publish of an array, while others wait for it in that collective."""
@@ -143,7 +149,19 @@ class RunWatch:
             waited = now - min(entered.values())
             if silent and waited > self.timeouts.step:
                 raise StallError(
-                    f"ranks {silent} never called publish({array!r}) while ranks {sorted(entered)} have waited "
+                    f"ranks {rank_ranges(silent)} never called publish({array!r}) while ranks "
+                    f"{rank_ranges(entered)} have waited "
                     f"{waited:.0f} s for them in its first collective (timeouts.step = {self.timeouts.step:g} s); "
                     "are they stuck, or do they skip this array? Every rank publishes every array"
                 )
+
+
+def rank_ranges(ranks: Iterable[int]) -> str:
+    """``[0-2, 5, 7-9]``: a set of ranks short enough for a message, however many thousands there are."""
+    spans: list[list[int]] = []
+    for rank in sorted(ranks):
+        if spans and rank == spans[-1][1] + 1:
+            spans[-1][1] = rank
+        else:
+            spans.append([rank, rank])
+    return "[" + ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans) + "]"

@@ -21,7 +21,7 @@ from doreisa.contract import ArraySpec, Contract
 from doreisa.errors import BlockMismatchError, LayoutError
 from doreisa.plugins import Preprocessor, make_preprocessor
 from doreisa.runtime.cadence import ArrayCadence
-from doreisa.runtime.layout import Box, Layout, RankPart, check_block, default_offset, make_layout
+from doreisa.runtime.layout import Box, Layout, RankPart, check_block, default_offset, make_layout, tiling_problems
 from doreisa.runtime.rank.comm import Communicator
 
 if TYPE_CHECKING:
@@ -207,6 +207,9 @@ def agree_on_layout(comm: Communicator, array: RankArray, block: Any, offset: tu
     if own_problem is not None:
         raise BlockMismatchError(f"rank {rank}: array {name!r}: {own_problem}")
     if problems:
+        if all(b is not None for b, _ in gathered):  # only misplaced blocks: say too what the others leave
+            empty = ((0,) * array.spec.ndim, (0,) * array.spec.ndim)
+            problems += tiling_problems(array.spec.shape, [empty if p else b for b, p in gathered])
         raise LayoutError(f"array {name!r}: " + "; ".join(problems))
     assert box is not None, "no problem: the box is known"
     return BlockCopy.plan(array, box, make_layout(array.spec, name, [b for b, _ in gathered]), rank)

@@ -10,7 +10,7 @@ import pytest
 from doreisa.contract import Timeouts
 from doreisa.errors import RuntimeUnavailableError, StallError
 from doreisa.runtime.cluster import watch as _watch
-from doreisa.runtime.cluster.watch import EXIT_GRACE, RunState, RunWatch
+from doreisa.runtime.cluster.watch import EXIT_GRACE, RunState, RunWatch, rank_ranges
 from doreisa.runtime.protocol import Publishing, RankClosed, RankJoined, RankLost, RankStats, TriggerFailed
 
 
@@ -42,7 +42,7 @@ def test_a_rank_that_never_enters_the_first_publish_is_named(clock: Clock) -> No
     watch.check(state, alive=True)  # not yet
     clock.now += 1
     with pytest.raises(
-        StallError, match=r"ranks \[2\] never called publish\('field'\) while ranks \[0, 1, 3\] have waited 31 s"
+        StallError, match=r"ranks \[2\] never called publish\('field'\) while ranks \[0-1, 3\] have waited 31 s"
     ):
         watch.check(state, alive=True)
 
@@ -70,16 +70,22 @@ def test_a_rank_that_closed_or_died_is_not_waited_for(clock: Clock) -> None:
 
 
 def test_ranks_that_never_connect(clock: Clock) -> None:
-    watch = RunWatch(Timeouts(connect=5), 2, Path("/run"))
-    state = _joined(1)
+    watch = RunWatch(Timeouts(connect=5), 2000, Path("/run"))
+    state = _joined(1000)
     clock.now += 5.5
-    with pytest.raises(RuntimeUnavailableError, match=r"1 of 2 ranks connected within timeouts.connect = 5 s"):
+    with pytest.raises(
+        RuntimeUnavailableError,
+        match=r"1000 of 2000 ranks connected within timeouts.connect = 5 s \(missing: ranks "
+        r"\[1000-1999\]; run folder /run\)",
+    ):
         watch.check(state, alive=True)
 
 
 def test_a_simulation_that_exits_before_its_ranks_connect(clock: Clock) -> None:
     watch = RunWatch(Timeouts(), 2, Path("/run"))
-    with pytest.raises(RuntimeUnavailableError, match=r"the simulation exited after 1 of 2 ranks connected"):
+    with pytest.raises(
+        RuntimeUnavailableError, match=r"the simulation exited after 1 of 2 ranks connected \(missing: ranks \[1\]\)"
+    ):
         watch.check(_joined(1), alive=False)
 
 
@@ -137,3 +143,11 @@ def test_a_run_gets_a_private_token_unless_the_user_chose(tmp_path: Path, monkey
     assert (os.environ["RAY_AUTH_MODE"], os.environ["RAY_AUTH_TOKEN_PATH"]) == ("token", str(path))
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     assert private_ray_token(tmp_path / "other") is None  # the user's choice stands
+
+
+@pytest.mark.parametrize(
+    ("ranks", "text"),
+    [([], "[]"), ([3], "[3]"), ([0, 1], "[0-1]"), ([9, 0, 1, 2, 5, 7, 8], "[0-2, 5, 7-9]"), (range(4096), "[0-4095]")],
+)
+def test_rank_ranges_stay_short_for_thousands_of_ranks(ranks: list[int], text: str) -> None:
+    assert rank_ranges(ranks) == text
