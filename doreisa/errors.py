@@ -12,7 +12,8 @@
      │    └── RuntimeUnavailableError   the analytics runtime cannot be reached in time
      ├── ProtocolError(RuntimeError)    a message between doreisa's processes is unknown or malformed
      ├── StallError(RuntimeError)       ranks never reach a collective the other ranks wait in
-     └── ClusterError(RuntimeError)     the Ray side failed: an actor died, or did not answer in time
+     ├── ClusterError(RuntimeError)     the Ray side failed: an actor died, or did not answer in time
+     └── OutputError(OSError)           an output format could not write results
 
 Every message says what was wrong, where, and what to do.
 """
@@ -77,6 +78,20 @@ class ClusterError(DoreisaError, RuntimeError):
         self.step = step
 
 
+class OutputError(DoreisaError, OSError):
+    """An output format (``outputs.formats``) could not write results.
+
+    Attributes
+    ----------
+    lost : int
+        How many results it could not write (a store writing in batches loses a batch).
+    """
+
+    def __init__(self, message: str, *, lost: int = 1) -> None:
+        super().__init__(message)
+        self.lost = lost
+
+
 __all__ = [
     "AnalyticsError",
     "BlockMismatchError",
@@ -86,6 +101,7 @@ __all__ = [
     "DoreisaError",
     "ExpressionError",
     "LayoutError",
+    "OutputError",
     "ProtocolError",
     "RuntimeUnavailableError",
     "StallError",

@@ -17,6 +17,7 @@ PUBLIC = [
     "DoreisaError",
     "ExpressionError",
     "LayoutError",
+    "OutputError",
     "ProtocolError",
     "Registry",
     "RuntimeUnavailableError",

@@ -45,10 +45,19 @@ def std(x: da.Array) -> Any:
 
 @default_registry.analytic("histogram")
 def histogram(x: da.Array, *, bins: int = 10, lo: float = 0.0, hi: float = 1.0) -> Any:
-    """Counts of values in ``bins`` equal bins over ``[lo, hi]`` (values outside are not counted)."""
+    """Counts of values in ``bins`` equal bins over ``[lo, hi]`` (values outside are not counted).
+
+    An ``xarray.DataArray`` of dimension ``bin`` whose coordinates ``bin_lo`` and ``bin_hi`` are
+    the edges of each bin, so that the Zarr and NetCDF outputs keep them.
+    """
+    import numpy as np
+    import xarray as xr
+
     histogram_fn = cast(Callable[..., tuple[da.Array, da.Array]], da.histogram)  # typed NoReturn by dask
     counts, _ = histogram_fn(x, bins=bins, range=(lo, hi))
-    return counts
+    edges = np.linspace(lo, hi, bins + 1)
+    coords = {"bin_lo": ("bin", edges[:-1]), "bin_hi": ("bin", edges[1:])}
+    return xr.DataArray(counts, dims=("bin",), coords=coords, name="histogram")
 
 
 @default_registry.analytic("time_derivative", window=2)

@@ -351,7 +351,8 @@ class Outputs(StrictModel):
     directory: str | None = Field(default=None, description="default: the --output of doreisa run")
     formats: tuple[Identifier, ...] = Field(
         default=("csv", "npy"),
-        description="registered output sinks (built-ins: csv, npy; see docs/contract.md), each at most once",
+        description="registered output sinks, each at most once (built-ins: csv, npy, parquet, zarr, netcdf; "
+        "see docs/outputs.md)",
     )
 
     @field_validator("formats")
@@ -360,12 +361,17 @@ class Outputs(StrictModel):
         for i, name in enumerate(formats):
             if name in formats[:i]:
                 raise LocatedError((i,), f"{name!r} is listed twice")
-            if name not in SINKS and not _trusted(info):
+            if _trusted(info):
+                continue
+            if name not in SINKS:
                 raise LocatedError(
                     (i,),
                     f"unknown output format {name!r}; registered: {', '.join(SINKS)} (register your own with "
                     "doreisa.register_sink, imported before the contract loads)",
                 )
+            missing = SINKS.get(name).missing()
+            if missing:
+                raise LocatedError((i,), f"output format {name!r} cannot be written here: {missing}")
         return formats
 
 

@@ -14,7 +14,8 @@ module plus one registration::
 Register before the contract loads: import the module in the analytics (``doreisa run
 --analytics``) and, for an operator, in the simulation before it creates its ``Bridge``.
 
-This layer imports only the standard library, numpy and :mod:`doreisa.errors`: the contract
+This layer imports only the standard library, numpy and :mod:`doreisa.errors` when it loads
+(a sink imports what it writes with, xarray, zarr or pyarrow, when it is created): the contract
 validates against it, and the simulation's ranks run its operators.
 
 Experimental: the two protocols may still gain methods before 1.0.
@@ -32,16 +33,19 @@ from doreisa.plugins.preprocess import (
 )
 from doreisa.plugins.registry import PluginRegistry
 from doreisa.plugins.sinks import SINKS, Result, Sink, SinkEntry, register_sink
+from doreisa.plugins.stores import NetcdfSink, ZarrSink
 
 __all__ = [
     "PREPROCESSORS",
     "SINKS",
+    "NetcdfSink",
     "ParamError",
     "PluginRegistry",
     "Preprocessor",
     "Result",
     "Sink",
     "SinkEntry",
+    "ZarrSink",
     "check_preprocess",
     "make_preprocessor",
     "register_preprocessor",

@@ -1,8 +1,9 @@
 """Output sinks: where ``doreisa run`` writes every recorded result (``outputs.formats``).
 
-Two kinds. A *store* sink keeps values (``npy``: one file per array result) and says where it
-put each one; a *table* sink writes one row per result (``csv``: ``results.csv``), scalars
-inline and arrays by where the stores put them. The run calls every store sink of the
+Two kinds. A *store* sink keeps values (``npy``: one file per array result; ``zarr`` and
+``netcdf``, in :mod:`doreisa.plugins.stores`: one dataset per analytic) and says where it put
+each one; a *table* sink writes one row per result (``csv``: ``results.csv``; ``parquet``),
+scalars inline and arrays by where the stores put them. The run calls every store sink of the
 contract's formats first, then every table sink, with the same :class:`Result`.
 
 Register your own with :func:`register_sink`: a class (or function) taking the output folder
@@ -12,6 +13,8 @@ and returning a :class:`Sink`.
 from __future__ import annotations
 
 import csv
+import importlib.util
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,10 +57,21 @@ class Sink(Protocol):
 
 @dataclass(frozen=True)
 class SinkEntry:
-    """A registered sink: what builds it from the output folder, and whether it is a table."""
+    """A registered sink: what builds it from the output folder, whether it is a table, and the
+    Python packages it needs (``requires``) with the ``pip`` extra that brings them."""
 
     factory: Callable[[Path], Sink]
     table: bool
+    requires: tuple[str, ...] = ()
+    extra: str | None = None
+
+    def missing(self) -> str | None:
+        """What to install for this sink to work (checked when the contract loads); None: nothing."""
+        absent = [module for module in self.requires if importlib.util.find_spec(module) is None]
+        if not absent:
+            return None
+        how = f"pip install 'doreisa[{self.extra}]'" if self.extra else f"pip install {' '.join(absent)}"
+        return f"it needs the Python package{'s' if len(absent) > 1 else ''} {', '.join(absent)}: {how}"
 
     def __repr__(self) -> str:
         return f"{getattr(self.factory, '__module__', '?')}.{getattr(self.factory, '__qualname__', self.factory)}"
@@ -66,10 +80,14 @@ class SinkEntry:
 SINKS: PluginRegistry[SinkEntry] = PluginRegistry("output format")
 
 
-def register_sink(name: str, *, table: bool = False) -> Callable[[F], F]:
+def register_sink(
+    name: str, *, table: bool = False, requires: tuple[str, ...] = (), extra: str | None = None
+) -> Callable[[F], F]:
     """Register a sink under ``name`` (what ``outputs.formats`` lists); returns it unchanged.
 
     ``table``: it writes one row per result and receives where the store sinks put each value.
+    ``requires``: modules it imports when it runs; a contract naming it while one is missing is
+    refused when it loads, with ``pip install 'doreisa[EXTRA]'`` (``extra``) as the fix.
 
     Raises
     ------
@@ -78,7 +96,7 @@ def register_sink(name: str, *, table: bool = False) -> Callable[[F], F]:
     """
 
     def decorator(factory: F) -> F:
-        SINKS.add(name, SinkEntry(factory, table))
+        SINKS.add(name, SinkEntry(factory, table, tuple(requires), extra))
         return factory
 
     return decorator
@@ -138,3 +156,62 @@ class CsvSink:
 
     def close(self) -> None:
         self._file.close()
+
+
+@register_sink("parquet", table=True, requires=("pyarrow",))
+class ParquetSink:
+    """``results.parquet``: the columns of ``results.csv``, typed (``value`` is a float, null for an array).
+
+    Rows are written in row groups (every ``ROWS`` rows or ``SECONDS`` seconds); the file is
+    complete only once the run has closed it, so ``results.csv`` is the table to read after a
+    crash (Parquet writes its index at the end).
+    """
+
+    ROWS, SECONDS = 10_000, 10.0
+
+    def __init__(self, directory: Path) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        directory.mkdir(parents=True, exist_ok=True)
+        text, number = pa.string(), pa.float64()
+        self._schema = pa.schema(
+            [("analytic", text), ("step", pa.int64()), ("time", number), ("value", number), ("file", text)]
+        )
+        self._writer = pq.ParquetWriter(directory / "results.parquet", self._schema)
+        self._rows: list[tuple[str, int, float | None, float | None, str]] = []
+        self._written = time.monotonic()
+
+    def record(self, result: Result, /) -> str | None:
+        self._rows.append(
+            (result.analytic, result.step, result.time, scalar_number(result.value), ";".join(result.stored))
+        )
+        if len(self._rows) >= self.ROWS or time.monotonic() - self._written >= self.SECONDS:
+            self._flush()
+        return None
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        self._written = time.monotonic()
+        if self._rows:
+            columns = zip(*self._rows, self._schema, strict=True)
+            self._rows = []
+            arrays = [pa.array(values, type=column.type) for *values, column in columns]
+            self._writer.write_table(pa.Table.from_arrays(arrays, schema=self._schema))
+
+    def close(self) -> None:
+        try:
+            self._flush()
+        finally:
+            self._writer.close()
+
+
+def scalar_number(value: Any) -> float | None:
+    """A numeric scalar result as a float; None for anything else (an array, a string)."""
+    if hasattr(value, "dims") and hasattr(value, "values"):
+        value = value.values
+    array = np.asarray(value) if isinstance(value, bool | int | float | np.generic | np.ndarray) else None
+    if array is None or array.ndim != 0 or array.dtype.kind not in "biuf":
+        return None
+    return float(array)

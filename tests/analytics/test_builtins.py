@@ -99,3 +99,11 @@ def test_builtins_stay_lazy() -> None:
         assert computed == []
         _call("mean", _lazy(DATA)).compute()
         assert len(computed) == 1
+
+
+def test_histogram_keeps_its_bin_edges() -> None:
+    result = _call("histogram", _lazy(DATA), bins=4, lo=250.0, hi=350.0).compute()
+    assert result.dims == ("bin",)
+    np.testing.assert_array_equal(result["bin_lo"], [250.0, 275.0, 300.0, 325.0])
+    np.testing.assert_array_equal(result["bin_hi"], [275.0, 300.0, 325.0, 350.0])
+    np.testing.assert_array_equal(result, np.histogram(DATA, bins=4, range=(250.0, 350.0))[0])

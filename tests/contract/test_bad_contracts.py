@@ -93,7 +93,7 @@ CASES = [
     Bad("negative-timeout", ARRAY + "timeouts:\n  step: -1\n", 7, "timeouts.step", "greater than 0"),
     Bad(
         "unknown-output-format",
-        ARRAY + "outputs:\n  formats: [parquet]\n",
+        ARRAY + "outputs:\n  formats: [hdf5]\n",
         7,
         "outputs.formats[0]",
         "registered: npy, csv",

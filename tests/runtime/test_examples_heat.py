@@ -9,7 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
+import xarray as xr
 
 from doreisa.contract import load_contract
 from doreisa.testing import run_coupled
@@ -75,3 +78,33 @@ def test_main_demo_runs_and_plots(tmp_path: Path) -> None:
         "T_histogram",
     }
     assert (out / "timeseries.png").stat().st_size > 10_000
+
+
+def test_heat_outputs_open_in_xarray_and_pandas(ray_cluster: Any, tmp_path: Path) -> None:
+    from doreisa.analytics.loading import import_analytics
+
+    import_analytics([str(HEAT / "analytics.py")])
+    text = (HEAT / "contract.yaml").read_text() + "outputs: {formats: [csv, zarr, netcdf, parquet]}\n"
+    sim = [sys.executable, str(HEAT / "simulation.py"), "--steps", "31"]
+    run = run_coupled(text, sim, nranks=2, output=tmp_path)
+    assert run.returncode == 0, run.output
+    assert run.session.results.failures == {}
+    steps = [0, 10, 20, 30]
+    table = pd.read_parquet(tmp_path / "results.parquet")
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert len(table) == len(rows) and sorted(set(table["analytic"])) == sorted({r["analytic"] for r in rows})
+    means = table[table["analytic"] == "mean_T"]
+    assert means["step"].tolist() == steps and means["value"].tolist() == [run.values["mean_T"][s] for s in steps]
+    for opened in (
+        xr.open_zarr(tmp_path / "zarr" / "T_histogram.zarr"),
+        xr.open_dataset(tmp_path / "netcdf" / "T_histogram.nc"),
+    ):
+        with opened as ds:
+            assert ds["T_histogram"].dims == ("step", "bin") and ds["step"].values.tolist() == steps
+            assert ds["time"].values.tolist() == [pytest.approx(t) for t in means["time"]]  # the simulation's time
+            np.testing.assert_allclose(ds["bin_lo"][[0, -1]], [290.0, 460.0 - 170.0 / 20])
+            np.testing.assert_array_equal(ds["T_histogram"], [run.values["T_histogram"][s] for s in steps])
+    with xr.open_zarr(tmp_path / "zarr" / "mean_T.zarr") as ds:
+        assert ds["mean_T"].values.tolist() == means["value"].tolist()
+    with xr.open_zarr(tmp_path / "zarr" / "dTdt_mean.zarr") as ds:
+        assert ds["step"].values.tolist() == steps[1:], "a window of 2 starts at the second analysed step"

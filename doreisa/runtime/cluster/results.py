@@ -10,10 +10,12 @@ from __future__ import annotations
 import collections
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from doreisa.errors import OutputError
 from doreisa.plugins import SINKS, Result, Sink
 from doreisa.plugins.sinks import scalar_text
 from doreisa.runtime.protocol import Applied, RankStats
@@ -41,12 +43,14 @@ class ResultWriter:
         self.values: dict[str, dict[int, Any]] = collections.defaultdict(dict)
         self.count = 0
         self.unsaved = 0  # array results that no store sink of the formats keeps
-        self._stores: list[Sink] = []
-        self._tables: list[Sink] = []
+        #: Per format that failed: how many results it lost, and its first error (the summary lists them).
+        self.failures: dict[str, OutputFailure] = {}
+        self._stores: list[tuple[str, Sink]] = []
+        self._tables: list[tuple[str, Sink]] = []
         if directory is not None:
             for name in formats:
                 entry = SINKS.get(name)
-                (self._tables if entry.table else self._stores).append(entry.factory(directory))
+                (self._tables if entry.table else self._stores).append((name, entry.factory(directory)))
 
     def record(self, analytic: str, step: int, time: float | None, value: Any) -> None:
         """Write ``value`` through every sink (or keep it in memory when there is no output folder)."""
@@ -56,21 +60,42 @@ class ResultWriter:
         if self.directory is None:
             return
         result = Result(analytic, step, time, value)
-        stored = tuple(where for sink in self._stores if (where := sink.record(result)) is not None)
+        stored = tuple(where for name, sink in self._stores if (where := self._call(name, sink.record, result)))
         if not stored and scalar_text(value) is None:
             self.unsaved += 1
         if self._tables:
             result = Result(analytic, step, time, value, stored)
-            for sink in self._tables:
-                sink.record(result)
+            for name, sink in self._tables:
+                self._call(name, sink.record, result)
+
+    def _call(self, name: str, method: Callable[..., str | None], *args: Any) -> str | None:
+        """``method(*args)`` of the sink ``name``; a failure is counted and logged once per format, never raised
+        (a full disk or a bad value must not stop the analytics, nor the other formats)."""
+        try:
+            return method(*args)
+        except Exception as exc:
+            lost = exc.lost if isinstance(exc, OutputError) else 1
+            failure = self.failures.get(name)
+            if failure is None:
+                self.failures[name] = OutputFailure(name, lost, f"{type(exc).__name__}: {exc}")
+                log.error("output format %r failed (further failures are counted in the summary): %s", name, exc)
+            else:
+                failure.lost += lost
+            return None
 
     def close(self) -> None:
-        """Close every sink; one that fails to close does not keep the others open."""
-        for sink in (*self._stores, *self._tables):
-            try:
-                sink.close()
-            except Exception:
-                log.exception("output sink %r could not close", sink)
+        """Close every sink (they write what they buffered); one that fails does not keep the others open."""
+        for name, sink in (*self._stores, *self._tables):
+            self._call(name, sink.close)
+
+
+@dataclass
+class OutputFailure:
+    """An output format that failed: results it could not write, and its first error."""
+
+    format: str
+    lost: int
+    error: str
 
 
 class Provenance:

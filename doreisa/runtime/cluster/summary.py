@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from typing import Any
 
@@ -21,7 +22,8 @@ def run_summary(
     ranks = {str(r): msgspec.to_builtins(stats) for r, stats in sorted(state.closed.items())}
     failures = [f.as_dict() for f in session.driver.failures]
     exit_code = None if proc is None else proc.returncode
-    reasons = _failure_reasons(state, failures, exit_code, problems)
+    outputs = [dataclasses.asdict(f) for f in session.results.failures.values()]
+    reasons = _failure_reasons(state, failures, exit_code, problems + [_output_reason(f) for f in outputs])
     skipped = sorted({tuple(x) for s in closed for x in s.skipped_steps})  # every rank skips the same steps
     taken = session.last_node_counts  # what the node actors took into Ray: ranks that died never report theirs
     shutdown = [{"kind": "shutdown", "error": text} for text in problems]
@@ -44,6 +46,7 @@ def run_summary(
         "graphs": {"cut": session.cuts.misses, "reused": session.cuts.hits},
         "results_recorded": session.results.count,
         "array_results_not_saved": session.results.unsaved,
+        "output_failures": outputs,
         "analytic_failures": failures,
         "steps_lost": msgspec.to_builtins(state.lost_steps),
         "cadence_changes": [r for r in session.provenance.records if r["kind"] == "change"],
@@ -94,6 +97,10 @@ def _failure_reasons(
     return reasons + problems
 
 
+def _output_reason(failure: dict[str, Any]) -> str:
+    return f"output format {failure['format']!r} lost {failure['lost']} result(s); first: {failure['error']}"
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """The end-of-run table."""
     rows = [
@@ -124,6 +131,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     for failure in summary["analytic_failures"][:10]:
         again = f" (and {failure['count'] - 1} more steps, last {failure['last_step']})" if failure["count"] > 1 else ""
         lines.append(f"  ! {failure['analytic']} at step {failure['step']}: {failure['error']}{again}")
+    lines += [f"  ! {_output_reason(failure)}" for failure in summary.get("output_failures", [])]
     lines += [f"  ? {warning}" for warning in summary["warnings"][:10]]
     return "doreisa run summary\n" + "\n".join(lines)
 

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from doreisa.runtime.cluster.driver import Failures
+from doreisa.runtime.cluster.results import OutputFailure
 from doreisa.runtime.cluster.summary import format_summary, run_summary
 from doreisa.runtime.cluster.watch import RunState
 from doreisa.runtime.protocol import NodeCounts, RankClosed, RankJoined, RankLost, RankStats, StepLost
@@ -20,7 +21,7 @@ def _session(state: RunState, *, analysed: dict[str, int], windows: dict[str, in
         bound=bound,
         last_node_counts=list(nodes),
         cuts=SimpleNamespace(misses=1, hits=2),
-        results=SimpleNamespace(count=3, unsaved=0),
+        results=SimpleNamespace(count=3, unsaved=0, failures={}),
         provenance=SimpleNamespace(records=[]),
     )
 
@@ -80,3 +81,17 @@ def test_what_could_not_be_stopped_fails_the_run_and_is_listed() -> None:
     summary = run_summary(_session(state, analysed={"field": 1}, windows={}), None, None, ["the head actor died"], 1.0)
     assert (summary["ok"], summary["error"]) == (False, "the head actor died")
     assert summary["errors"] == [{"kind": "shutdown", "error": "the head actor died"}]
+
+
+def test_an_output_format_that_lost_results_fails_the_run_and_is_shown() -> None:
+    session = _session(_closed(1, published=4), analysed={"field": 4}, windows={})
+    session.results.failures = {"zarr": OutputFailure("zarr", 12, "OutputError: zarr: could not write 'mean'")}
+    summary = run_summary(session, None, None, [], 1.0)
+    assert summary["ok"] is False
+    assert summary["output_failures"] == [
+        {"format": "zarr", "lost": 12, "error": "OutputError: zarr: could not write 'mean'"}
+    ]
+    assert (
+        summary["error"] == "output format 'zarr' lost 12 result(s); first: OutputError: zarr: could not write 'mean'"
+    )
+    assert "  ! output format 'zarr' lost 12 result(s)" in format_summary(summary)
