@@ -108,4 +108,4 @@ def test_analytics_package_exports() -> None:
         "default_registry",
         "windows_needed",
     ]
-    assert CONTEXT_PARAMETERS == ("step", "time", "steps", "times", "feedback")
+    assert CONTEXT_PARAMETERS == ("step", "time", "steps", "times", "feedback", "label", "output")

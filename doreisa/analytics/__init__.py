@@ -2,6 +2,7 @@
 
 # Imported for its side effect: it registers the built-in analytics on default_registry.
 from doreisa.analytics import builtins as _builtins  # noqa: F401  # pyright: ignore[reportUnusedImport]
+from doreisa.analytics import snapshots as _snapshots  # noqa: F401  # pyright: ignore[reportUnusedImport]
 from doreisa.analytics.binding import BoundAnalytic, bind_analytics, windows_needed
 from doreisa.analytics.feedback import Feedback
 from doreisa.analytics.registry import Analytic, Registry, analytic, default_registry

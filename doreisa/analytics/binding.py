@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from doreisa.analytics.feedback import Feedback
@@ -34,9 +35,14 @@ class BoundAnalytic:
         steps: list[int],
         times: list[float | None],
         feedback: Feedback | None = None,
+        output: Path | None = None,
     ) -> Any:
-        """Call the function; ``arrays`` maps each array to one value (window 1) or a list."""
+        """Call the function; ``arrays`` maps each array to one value (window 1) or a list.
+
+        ``output``: the run's output folder (None: results kept in memory), for analytics that write files.
+        """
         context = {"step": steps[-1], "time": times[-1], "steps": steps, "times": times, "feedback": feedback}
+        context |= {"label": self.label, "output": output}
         kwargs = {k: v for k, v in context.items() if k in self.analytic.context}
         args = [arrays[name] for name in self.inputs.values()]
         return self.analytic.fn(*args, **kwargs, **self.params)
@@ -72,7 +78,7 @@ def _bind_one(spec: AnalyticSpec, registry: Registry, contract: Contract) -> Bou
     missing_params = sorted(p for p, has_default in entry.options.items() if not has_default and p not in spec.params)
     if missing_params:
         problems.append(f"{entry.name} needs params {missing_params}; add them under params:")
-    if entry.named:
+    if entry.named is True:
         unnamed = sorted({a for a in inputs.values() if contract.arrays[a].dims is None})
         if unnamed:
             raise AnalyticsError(f"{entry.name} is registered named=True but arrays {unnamed} have no dims")

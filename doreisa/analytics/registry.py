@@ -10,14 +10,17 @@ import importlib
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 from doreisa.errors import AnalyticsError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Keyword-only parameters the runtime fills in when an analytic asks for them.
-CONTEXT_PARAMETERS = ("step", "time", "steps", "times", "feedback")
+#: Whether an analytic receives ``xarray.DataArray`` objects (see :class:`Analytic`).
+Named = bool | Literal["auto"]
+
+CONTEXT_PARAMETERS = ("step", "time", "steps", "times", "feedback", "label", "output")
 
 
 @dataclass(frozen=True)
@@ -38,9 +41,10 @@ class Analytic:
         Which of ``step, time, steps, times`` it accepts.
     options : dict
         Other keyword-only parameters, filled from the contract's ``params``; value: has a default.
-    named : bool
+    named : bool or "auto"
         Receives ``xarray.DataArray`` objects with the contract's ``dims`` (and the selected
-        region's global indices as coordinates) instead of bare Dask arrays.
+        region's global indices as coordinates) instead of bare Dask arrays; ``"auto"``: for
+        the arrays whose ``dims`` the contract gives (the others stay Dask arrays).
     """
 
     name: str
@@ -49,10 +53,10 @@ class Analytic:
     window: int = 1
     context: frozenset[str] = frozenset()
     options: dict[str, bool] = field(default_factory=dict[str, bool])
-    named: bool = False
+    named: Named = False
 
 
-def inspect_analytic(fn: Callable[..., Any], name: str, window: int, named: bool = False) -> Analytic:
+def inspect_analytic(fn: Callable[..., Any], name: str, window: int, named: Named = False) -> Analytic:
     """Check ``fn``'s signature and describe it as an :class:`Analytic`."""
     if not callable(fn):
         raise AnalyticsError(f"analytic {name!r}: {fn!r} is not callable")
@@ -90,9 +94,11 @@ class Registry:
     @overload
     def analytic(self, name: F, /) -> F: ...
     @overload
-    def analytic(self, name: str | None = None, /, *, window: int = 1, named: bool = False) -> Callable[[F], F]: ...
+    def analytic(self, name: str | None = None, /, *, window: int = 1, named: Named = False) -> Callable[[F], F]: ...
 
-    def analytic(self, name: str | F | None = None, /, *, window: int = 1, named: bool = False) -> F | Callable[[F], F]:
+    def analytic(
+        self, name: str | F | None = None, /, *, window: int = 1, named: Named = False
+    ) -> F | Callable[[F], F]:
         """Register a function as an analytic (``@analytic`` or ``@analytic("name", window=2)``).
 
         Parameters
@@ -101,8 +107,9 @@ class Registry:
             Registered name; default: the function's ``__name__``.
         window : int
             Steps per call; with more than 1 each array parameter receives a list, oldest first.
-        named : bool
-            Pass ``xarray.DataArray`` objects with the contract's ``dims`` and region coordinates.
+        named : bool or "auto"
+            Pass ``xarray.DataArray`` objects with the contract's ``dims`` and region coordinates
+            (True: every array must have ``dims``; "auto": those that have them).
 
         Raises
         ------

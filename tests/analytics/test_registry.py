@@ -97,7 +97,7 @@ def test_decorator_returns_the_function_unchanged() -> None:
 
 
 def test_signature_is_described() -> None:
-    def f(a, b, /, c, *, step, time, steps, times, feedback, bins, lo=0.0):
+    def f(a, b, /, c, *, step, time, steps, times, feedback, label, output, bins, lo=0.0):
         return a
 
     entry = inspect_analytic(f, "f", 4)

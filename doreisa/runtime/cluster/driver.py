@@ -244,7 +244,9 @@ class AnalyticsDriver:
     def _run(self, b: BoundAnalytic, step: int, feedback: Feedback) -> None:
         windows = {name: self._entries(name, step, b.window) or [] for name in set(b.arrays)}
         entries = windows[b.arrays[0]]
-        wrap = self._named if b.analytic.named else (lambda name, array: array)
+        named = b.analytic.named
+        dims = {name: self.contract.arrays[name].dims is not None for name in windows}
+        wrap = lambda name, array: self._named(name, array) if named is True or (named and dims[name]) else array  # noqa: E731
         bindings: dict[Any, Any] = {}
         args: dict[str, Any] = {}
         for name, ws in windows.items():
@@ -327,7 +329,8 @@ class AnalyticsDriver:
             self._local.scheduler = scheduler
             try:
                 with bound(bindings):
-                    (value,) = self._compute(b.call(args, steps=steps, times=times, feedback=feedback))
+                    call = b.call(args, steps=steps, times=times, feedback=feedback, output=self.results.directory)
+                    (value,) = self._compute(call)
             finally:
                 self._local.scheduler = None
             return value

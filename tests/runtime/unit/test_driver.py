@@ -416,6 +416,33 @@ def test_named_analytic_needs_dims(registry: Registry) -> None:
         bind_analytics(contract, registry)
 
 
+def test_named_auto_wraps_only_the_arrays_with_dims(registry: Registry) -> None:
+    import xarray as xr
+
+    seen: dict[str, Any] = {}
+
+    @registry.analytic("both", named="auto")
+    def both(a: Any, b: Any) -> Any:
+        seen.update(a=a, b=b)
+        return a.sum() + b.sum()
+
+    text = """
+arrays:
+  a: {dtype: float64, shape: [4], dims: [x]}
+  b: {dtype: float64, shape: [4]}
+analytics:
+  - {function: both, arrays: [a, b]}
+"""
+    sink = ResultWriter(None)
+    contract = parse_contract(text)
+    driver = AnalyticsDriver(contract, bind_analytics(contract, registry), results=sink, scheduler=dask.get)
+    for name in ("a", "b"):
+        driver.deliver(CompleteStep(name, 0, None, ((4,),), "float64", {(0,): np.arange(4.0)}))
+    assert isinstance(seen["a"], xr.DataArray) and seen["a"].dims == ("x",)
+    assert isinstance(seen["b"], da.Array)
+    assert sink.values["both"][0] == 12.0
+
+
 # -- the same graph at every step -----------------------------------------------------------------
 
 
