@@ -53,7 +53,7 @@ class CoupledRun:
 
 def mpiexec() -> str:
     """The mpiexec beside this Python (the mpich wheel), else the one on PATH."""
-    from doreisa.runtime.cluster.launcher import find_mpiexec
+    from doreisa.runtime.cluster.preflight import find_mpiexec
 
     return find_mpiexec(None)
 

@@ -849,7 +849,7 @@ def test_B12_fewer_ranks_than_the_contract_tiles_names_every_rank(tmp_path: Path
 
 @pytest.mark.ray
 @pytest.mark.mpi
-def test_B12_three_of_four_declared_ranks_connect_ends_with_a_clear_error_in_time(ray_cluster: Any) -> None:
+def test_B12_a_simulation_of_three_ranks_for_four_declared_ends_with_a_clear_error_in_time(ray_cluster: Any) -> None:
     text = """
 arrays:
   field: {dtype: float64, shape: [16, 16]}
@@ -860,6 +860,10 @@ analytics:
     # 3 real MPI ranks that keep publishing for longer than the deadline; the runtime waits for 4
     command = [mpiexec(), "-n", "3", sys.executable, str(FILL), "--steps", "60", "--sleep", "0.1"]
     started = time.monotonic()
-    with pytest.raises(RuntimeUnavailableError, match=r"^3 of 4 ranks connected within timeouts.connect = 2 s"):
+    # the ranks say they are 3 when they join: no need to wait for the connect deadline (the unit tests
+    # of RunWatch cover ranks of the right world that never connect)
+    with pytest.raises(
+        RuntimeUnavailableError, match=r"^ranks report a communicator of 3 ranks, but the run expects 4"
+    ):
         run_coupled(text, command, nranks=4, use_mpi=False, timeout=30)
     assert time.monotonic() - started < 30, "the deadline is 2 s; the session's start and stop take the rest"

@@ -26,6 +26,7 @@ from doreisa.analytics.loading import import_analytics
 from doreisa.contract import Contract, load_contract
 from doreisa.errors import DoreisaError, StallError
 from doreisa.runtime.cluster import prepare_ray_env, private_ray_token
+from doreisa.runtime.cluster.preflight import check_launch, find_mpiexec, simulation_env
 from doreisa.runtime.cluster.progress import Progress
 from doreisa.runtime.cluster.summary import format_summary, run_summary
 
@@ -33,20 +34,6 @@ from doreisa.runtime.cluster.summary import format_summary, run_summary
 SIMULATION_GRACE = 30
 
 log = logging.getLogger("doreisa.run")
-
-
-def find_mpiexec(explicit: str | None) -> str:
-    """The MPI launcher: ``explicit`` (may hold options: "mpirun --oversubscribe", "srun"), else the one
-    beside this Python (the mpich wheel), else PATH."""
-    if explicit:
-        return explicit
-    beside = Path(sys.executable).parent / "mpiexec"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("mpiexec") or shutil.which("mpirun")
-    if found is None:
-        raise DoreisaError("no mpiexec found: install MPI (pip install mpich) or pass --mpiexec")
-    return found
 
 
 def run(
@@ -77,6 +64,8 @@ def run(
     where = output or contract.outputs.directory
     if where is None:
         raise DoreisaError("no output folder: pass --output DIR or set outputs.directory in the contract")
+    if command:  # before Ray starts and before anything is written: a missing MPI is found in a second
+        mpiexec = check_launch(command, mpiexec, simulation_env(os.environ))
     out = Path(where)
     out.mkdir(parents=True, exist_ok=True)
     (out / "contract.yaml").write_text(text)
@@ -197,7 +186,7 @@ class _Launch:
         """The simulation under mpiexec. Under a live status line its output is read line by line and
         printed above it (unbuffered, so that lines come as they are written); else it writes as it likes."""
         argv = [*shlex.split(find_mpiexec(self.mpiexec)), "-n", str(self.nranks), *self.command]
-        env = {**os.environ, **session.env}
+        env = simulation_env({**os.environ, **session.env})
         if not progress.live_terminal:
             return subprocess.Popen(argv, env=env)
         proc = subprocess.Popen(

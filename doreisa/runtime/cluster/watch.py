@@ -44,6 +44,9 @@ class RunState:
     errors: list[RankError | TriggerFailed] = field(default_factory=list[RankError | TriggerFailed])
     #: per array, the ranks that have entered their first publish of it, and when (monotonic seconds)
     publishing: dict[str, dict[int, float]] = field(default_factory=dict[str, dict[int, float]])
+    #: the communicator sizes the ranks reported when they joined (one, the run's, unless MPI is misconfigured)
+    sizes: set[int] = field(default_factory=set[int])
+    joins: int = 0
     blocks: int = 0  # blocks delivered to the driver or reported lost
     last_step: int = -1
     partial: int = 0
@@ -60,8 +63,10 @@ class RunState:
     def record(self, event: RankJoined | RankClosed | Publishing | RankLost | RankError | TriggerFailed) -> None:
         """What a rank (or its node actor) says of itself."""
         match event:
-            case RankJoined(rank=rank, node=node):
+            case RankJoined(rank=rank, size=size, node=node):
                 self.hello[rank] = node
+                self.sizes.add(size)
+                self.joins += 1
             case RankClosed(rank=rank, stats=stats):
                 self.closed[rank] = stats
             case Publishing(rank=rank, array=array):
@@ -119,6 +124,7 @@ class RunWatch:
             Ranks that never entered a publish that the other ranks wait for them in.
         """
         now = time.monotonic()
+        self._check_world(state)
         if len(state.hello) < self.nranks and now > self._connect_by:
             raise RuntimeUnavailableError(
                 f"{len(state.hello)} of {self.nranks} ranks connected within timeouts.connect = "
@@ -138,6 +144,25 @@ class RunWatch:
         if now - self._exited_at > EXIT_GRACE:  # processes are gone but their sockets did not say so
             for rank in sorted(set(state.hello) - state.done):
                 state.lose(rank)
+
+    def _check_world(self, state: RunState) -> None:
+        """Ranks that report another communicator size than the run's: the launcher and mpi4py's MPI
+        library differ (each process then runs alone as rank 0 of 1), or ``--np`` is wrong."""
+        wrong = sorted(state.sizes - {self.nranks})
+        if not wrong:
+            return
+        if wrong == [1] and self.nranks > 1:
+            raise RuntimeUnavailableError(
+                f"{state.joins} process(es) joined as rank 0 of 1 while the run expects {self.nranks} ranks: each "
+                "process runs alone, so the MPI launcher and the MPI library mpi4py is built with differ (for example "
+                "mpiexec from one MPI, mpi4py linked to another). Launch with that library's mpiexec (--mpiexec), or "
+                "rebuild mpi4py against your MPI: pip install --no-binary mpi4py mpi4py; for a laptop or CI, "
+                "pip install 'doreisa[mpich]' brings both"
+            )
+        raise RuntimeUnavailableError(
+            f"ranks report a communicator of {' and '.join(map(str, wrong))} ranks, but the run expects {self.nranks} "
+            "(--np): start the simulation on as many ranks as --np says"
+        )
 
     def _missing(self, state: RunState) -> str:
         return rank_ranges(set(range(self.nranks)) - set(state.hello))

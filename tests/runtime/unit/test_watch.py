@@ -26,10 +26,11 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return fake
 
 
-def _joined(n: int) -> RunState:
+def _joined(n: int, size: int | None = None) -> RunState:
+    """Ranks 0 to n-1 of a simulation of ``size`` ranks (default n) have joined."""
     state = RunState()
     for rank in range(n):
-        state.record(RankJoined(rank, n, "node"))
+        state.record(RankJoined(rank, size or n, "node"))
     return state
 
 
@@ -71,7 +72,7 @@ def test_a_rank_that_closed_or_died_is_not_waited_for(clock: Clock) -> None:
 
 def test_ranks_that_never_connect(clock: Clock) -> None:
     watch = RunWatch(Timeouts(connect=5), 2000, Path("/run"))
-    state = _joined(1000)
+    state = _joined(1000, 2000)
     clock.now += 5.5
     with pytest.raises(
         RuntimeUnavailableError,
@@ -86,7 +87,7 @@ def test_a_simulation_that_exits_before_its_ranks_connect(clock: Clock) -> None:
     with pytest.raises(
         RuntimeUnavailableError, match=r"the simulation exited after 1 of 2 ranks connected \(missing: ranks \[1\]\)"
     ):
-        watch.check(_joined(1), alive=False)
+        watch.check(_joined(1, 2), alive=False)
 
 
 def test_ranks_of_an_exited_simulation_that_never_closed_are_lost_after_a_grace(clock: Clock) -> None:
@@ -151,3 +152,21 @@ def test_a_run_gets_a_private_token_unless_the_user_chose(tmp_path: Path, monkey
 )
 def test_rank_ranges_stay_short_for_thousands_of_ranks(ranks: list[int], text: str) -> None:
     assert rank_ranges(ranks) == text
+
+
+def test_processes_that_each_run_alone_are_an_mpi_mismatch() -> None:
+    # mpiexec of one MPI launching an mpi4py of another: every process is rank 0 of 1
+    watch = RunWatch(Timeouts(), 4, Path("/run"))
+    state = RunState()
+    state.record(RankJoined(0, 1, "node"))
+    state.record(RankJoined(0, 1, "node"))
+    with pytest.raises(RuntimeUnavailableError, match=r"2 process\(es\) joined as rank 0 of 1 while the run expects 4"):
+        watch.check(state, alive=True)
+
+
+def test_a_simulation_of_another_size_than_np_is_refused_at_once() -> None:
+    watch = RunWatch(Timeouts(), 4, Path("/run"))
+    state = RunState()
+    state.record(RankJoined(0, 2, "node"))
+    with pytest.raises(RuntimeUnavailableError, match=r"communicator of 2 ranks, but the run expects 4 \(--np\)"):
+        watch.check(state, alive=True)
