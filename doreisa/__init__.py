@@ -1,7 +1,8 @@
 """doreisa: contract-driven in situ analytics for MPI simulations, on Ray and Dask.
 
-``import doreisa`` is light: the contract layer only. ``Bridge`` (simulation side) and
-``analytic`` (analytics side) load their layers on first use.
+``import doreisa`` is light: the contract layer only. ``Bridge`` (simulation side),
+``analytic`` (analytics side) and ``open_run`` (a finished run's results, with xarray) load
+their layers on first use.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from doreisa.plugins import register_preprocessor, register_sink
 
 if TYPE_CHECKING:
     from doreisa.analytics import Registry, analytic
+    from doreisa.report import open_run
     from doreisa.runtime.rank.bridge import Bridge
 
 __version__ = "0.4.0.dev0"
@@ -36,6 +38,7 @@ _LAZY = {
     "analytic": "doreisa.analytics",
     "Registry": "doreisa.analytics",
     "Bridge": "doreisa.runtime.rank.bridge",
+    "open_run": "doreisa.report",
 }
 
 __all__ = [
@@ -57,6 +60,7 @@ __all__ = [
     "__version__",
     "analytic",
     "load_contract",
+    "open_run",
     "register_preprocessor",
     "register_sink",
 ]

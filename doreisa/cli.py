@@ -1,10 +1,11 @@
-"""The ``doreisa`` command line: ``validate``, ``schema`` and ``run``."""
+"""The ``doreisa`` command line: ``validate``, ``schema``, ``run`` and ``report``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from doreisa import __version__, logs
 from doreisa.contract import load_contract
@@ -47,7 +48,26 @@ def _schema(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from doreisa.runtime.cluster.launcher import run_from_cli  # heavy: Ray and Dask only for `run`
 
-    return run_from_cli(args)
+    code = run_from_cli(args)
+    if args.report:  # a failed run's page is the one most worth reading
+        _page_of(args.output or load_contract(args.contract).outputs.directory)
+    return code
+
+
+def _page_of(output: str | None) -> None:
+    """``doreisa run --report``: the page of the run just ended; a page that cannot be drawn is said, not fatal."""
+    from doreisa.report import write_report
+
+    try:
+        print(f"report: {write_report(output or '.')}", file=sys.stderr)
+    except DoreisaError as exc:
+        print(f"doreisa run --report: no page written: {exc}", file=sys.stderr)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from doreisa.report import report_from_cli  # pandas and matplotlib only when the page is drawn
+
+    return report_from_cli(args.run_dir, html=args.html, page=not args.no_html)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="print the contract's JSON Schema")
     p.set_defaults(func=_schema)
 
+    _add_run(sub)
+    _add_report(sub)
+    return parser
+
+
+def _add_run(sub: Any) -> None:
     p = sub.add_parser(
         "run",
         help="run the analytics of CONTRACT and, after --, the simulation under mpiexec",
@@ -99,8 +125,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--mpiexec", default=None, help="MPI launcher (default: the one beside this Python, else PATH)")
     p.add_argument("--quiet", action="store_true", help="no live progress line")
+    p.add_argument("--report", action="store_true", help="at the end, write OUTPUT/report.html (see doreisa report)")
     p.set_defaults(func=_run)
-    return parser
+
+
+def _add_report(sub: Any) -> None:
+    p = sub.add_parser(
+        "report",
+        help="print the summary of a finished run and write RUN_DIR/report.html (figures need doreisa[plot])",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the folder `doreisa run --output` wrote")
+    page = p.add_mutually_exclusive_group()
+    page.add_argument("--html", metavar="PATH", help="write the page here (default: RUN_DIR/report.html)")
+    page.add_argument("--no-html", action="store_true", help="print the summary only")
+    p.set_defaults(func=_report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

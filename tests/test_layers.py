@@ -93,6 +93,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "runtime/rank": RANK_FORBIDDEN,
     "runtime/scheduling": ("mpi4py", "doreisa.runtime.rank", "doreisa.runtime.cluster", "doreisa.cli"),
     "runtime/cluster": ("mpi4py", "doreisa.runtime.rank", "doreisa.cli", "doreisa.testing"),
+    # reads a finished run's folder: no Ray, no MPI, nothing of the run's machinery but its summary table
+    "report": ("ray", "mpi4py", "doreisa.runtime.rank", "doreisa.runtime.scheduling", "doreisa.cli", "doreisa.testing"),
 }
 
 

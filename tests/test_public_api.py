@@ -25,6 +25,7 @@ PUBLIC = [
     "__version__",
     "analytic",
     "load_contract",
+    "open_run",
     "register_preprocessor",
     "register_sink",
 ]
@@ -36,16 +37,18 @@ def test_all_is_pinned() -> None:
 
 
 def test_every_eager_name_resolves() -> None:
-    lazy = {"Bridge", "Registry", "analytic"}  # loaded on first use; see test_layers.py
+    lazy = {"Bridge", "Registry", "analytic", "open_run"}  # loaded on first use; see test_layers.py
     for name in set(doreisa.__all__) - lazy:
         assert getattr(doreisa, name) is not None
 
 
 def test_lazy_names_resolve() -> None:
     from doreisa.analytics import Registry, analytic
+    from doreisa.report import open_run
 
     assert doreisa.Registry is Registry
     assert doreisa.analytic == analytic
+    assert doreisa.open_run is open_run
 
 
 def test_unknown_attribute() -> None:

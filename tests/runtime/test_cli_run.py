@@ -68,7 +68,7 @@ def doubled_max(x, *, step):
 
 
 def doreisa_run(
-    tmp_path: Path, fail_at: int, analytics_source: str = ANALYTICS
+    tmp_path: Path, fail_at: int, analytics_source: str = ANALYTICS, options: tuple[str, ...] = ()
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
     contract = tmp_path / "contract.yaml"
     contract.write_text(CONTRACT)
@@ -87,6 +87,7 @@ def doreisa_run(
         str(out),
         "--analytics",
         str(analytics),
+        *options,
         "--",
         sys.executable,
         str(SIM),
@@ -99,7 +100,7 @@ def doreisa_run(
 
 
 def test_doreisa_run_writes_results_summary_and_contract(tmp_path: Path) -> None:
-    proc, out = doreisa_run(tmp_path, fail_at=-1)
+    proc, out = doreisa_run(tmp_path, fail_at=-1, options=("--report",))
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader((out / "results.csv").open()))
     by = {(r["analytic"], int(r["step"])): r for r in rows}
@@ -116,6 +117,8 @@ def test_doreisa_run_writes_results_summary_and_contract(tmp_path: Path) -> None
     assert summary["blocks_published"] == 6
     assert (out / "contract.yaml").read_text() == CONTRACT
     assert "doreisa run summary" in proc.stderr
+    page = (out / "report.html").read_text()  # --report
+    assert f"report: {out / 'report.html'}" in proc.stderr and page.count("<img") >= 3 and "doubled_max" in page
     auth = json.loads((out / "auth.json").read_text())  # what the analytics process saw during the run
     assert auth["mode"] == "token" and auth["file_mode"] == "0o600" and auth["folder_mode"] == "0o700"
     assert auth["token_path"].startswith("/tmp/dray-") and not Path(auth["token_path"]).exists(), "removed with the run"
