@@ -153,6 +153,10 @@ class NodeServer:
         for path in (self.socket_path, self._info_path):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+        nodes = self._info_path.parent
+        for folder in (nodes, nodes.parent):  # the run folder, once the last node actor of this host is gone
+            with contextlib.suppress(OSError):  # another node actor's files are still there: it removes them
+                folder.rmdir()
 
     def _serve(self) -> None:
         last_post = -self._linger

@@ -120,7 +120,15 @@ def test_stop_removes_socket_and_description(node: Callable[..., Rig]) -> None:
     nodes = Path(rig.run_dir) / _names.NODES_SUBDIR
     assert sorted(p.name for p in nodes.iterdir()) == ["nnnnnnnnnnnnnnnn.json", "nnnnnnnnnnnnnnnn.sock"]
     rig.server.stop()
-    assert list(nodes.iterdir()) == []
+    assert not Path(rig.run_dir).exists(), "the last node actor of the host removes the run folder"
+
+
+def test_the_run_folder_stays_while_another_node_actor_uses_it(node: Callable[..., Rig]) -> None:
+    rig = node(_contract())
+    other = Path(rig.run_dir) / _names.NODES_SUBDIR / "other-node.sock"  # a second node actor on this host
+    other.touch()
+    rig.server.stop()
+    assert [p.name for p in other.parent.iterdir()] == ["other-node.sock"]
 
 
 # -- the data path --------------------------------------------------------------------------
