@@ -1,7 +1,6 @@
 """Every message that crosses a process boundary: a frozen record, defined once here, and its encoding.
 
-The processes of a run: each simulation rank, the node actor of its node, the head actor, and
-the analytics driver. What travels between them:
+The processes of a run: each rank, its node's node actor, the head actor, the analytics driver:
 
 * **rank -> node actor**, on a Unix socket: :data:`RankMessage` (:class:`Hello`, ...); the
   blocks go through shared memory (:mod:`doreisa.runtime.ring`), announced by a :data:`WAKE`
@@ -80,6 +79,7 @@ class RankStats(_Record, frozen=True):
     not_selected: int = 0
     max_in_flight: int = 0
     wakes: int = 0  # posts that found the node actor asleep and woke it with a system call
+    publish_s: float = 0.0  # seconds spent in publish() beyond its fast path (waits for room included)
     skipped_steps: tuple[tuple[str, int], ...] = ()
 
 
@@ -255,6 +255,7 @@ class NodeCounts(_Record, frozen=True):
     ranks: int
     puts: int
     put_seconds: float
+    cpu_s: float | None = None  # CPU seconds of this node's Ray processes (its raylet's tree) in the run
 
 
 class TransitCounts(_Record, frozen=True):
@@ -294,8 +295,7 @@ def describe(record: Any) -> str:
 
 _HEADER = struct.Struct("!I")
 MAX_MESSAGE = 16 * 1024 * 1024
-#: Set in the length header of a binary record.
-BINARY = 0x8000_0000
+BINARY = 0x8000_0000  # set in the length header of a binary record
 _FREE, _WAKE = 2, 3
 #: free: kind, ring id, slot
 _FREE_RECORD = struct.Struct("!BHI")

@@ -100,6 +100,7 @@ def write_summary(folder: Path, provenance: Provenance, state: RunState) -> dict
         driver=SimpleNamespace(failures=failures, counts=SimpleNamespace(steps={"temperature": 9}, calls=40)),
         bound=[SimpleNamespace(label="trend", arrays=("temperature",), window=50)],
         last_node_counts=[],
+        cpu_started=0.0,
         cuts=SimpleNamespace(misses=4, hits=36),
         results=SimpleNamespace(
             count=60, unsaved=0, failures={"netcdf": OutputFailure("netcdf", 3, "OutputError: disk full")}

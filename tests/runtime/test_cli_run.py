@@ -117,6 +117,11 @@ def test_doreisa_run_writes_results_summary_and_contract(tmp_path: Path) -> None
     assert summary["blocks_published"] == 6
     assert (out / "contract.yaml").read_text() == CONTRACT
     assert "doreisa run summary" in proc.stderr
+    cost = summary["cost"]  # what the analysis cost, measured: the Ray nodes' processes, the driver, the ranks
+    assert cost["ray_nodes_cpu_s"] > 0 and cost["driver_cpu_s"] > 0 and cost["publish_s"] > 0
+    assert cost["energy_wh"] > 0 and cost["co2_g"] > 0 and cost["watts_per_core"] == 10.0
+    assert all(stats["publish_s"] > 0 for stats in summary["per_rank"].values())
+    assert "cost (estimate)" in proc.stderr
     page = (out / "report.html").read_text()  # --report
     assert f"report: {out / 'report.html'}" in proc.stderr and page.count("<img") >= 3 and "doubled_max" in page
     auth = json.loads((out / "auth.json").read_text())  # what the analytics process saw during the run

@@ -26,6 +26,7 @@ from doreisa.analytics.loading import import_analytics
 from doreisa.contract import Contract, load_contract
 from doreisa.errors import DoreisaError, StallError
 from doreisa.runtime.cluster import prepare_ray_env, private_ray_token
+from doreisa.runtime.cluster.cost import factors
 from doreisa.runtime.cluster.preflight import check_launch, find_mpiexec, simulation_env
 from doreisa.runtime.cluster.progress import Progress
 from doreisa.runtime.cluster.summary import format_summary, run_summary
@@ -64,6 +65,7 @@ def run(
     where = output or contract.outputs.directory
     if where is None:
         raise DoreisaError("no output folder: pass --output DIR or set outputs.directory in the contract")
+    factors()  # a bad $DOREISA_WATTS_PER_CORE or $DOREISA_CARBON_G_PER_KWH is an error now, not at the end
     if command:  # before Ray starts and before anything is written: a missing MPI is found in a second
         mpiexec = check_launch(command, mpiexec, simulation_env(os.environ))
     out = Path(where)

@@ -35,6 +35,7 @@ import numpy as np
 from doreisa.contract import Contract
 from doreisa.errors import ProtocolError
 from doreisa.runtime import _names
+from doreisa.runtime.cluster.cost import cpu_since, tree_cpu
 from doreisa.runtime.cluster.ranks import PostedSlot, RankConn
 from doreisa.runtime.protocol import (
     Applied,
@@ -375,6 +376,7 @@ class NodeActor:
             relayed=frozenset(relayed or ()),
         )
         self._server.start()
+        self._cpu_start = tree_cpu(os.getppid())  # the raylet of this node, and every process it started
 
     def _relay(self, blocks: np.ndarray[Any, Any] | list[np.ndarray[Any, Any]]) -> tuple[Any, str]:
         actor, node = self._transit[self._next % len(self._transit)]
@@ -395,7 +397,9 @@ class NodeActor:
 
     def counts(self) -> NodeCounts:
         """Blocks and bytes ingested, ranks seen, objects stored (``puts``) and seconds spent storing them."""
-        return NodeCounts(self._server.node_id, **self._server.counts)
+        return NodeCounts(
+            self._server.node_id, **self._server.counts, cpu_s=cpu_since(self._cpu_start, tree_cpu(os.getppid()))
+        )
 
     def stop(self) -> None:
         """Stop serving."""

@@ -113,6 +113,7 @@ class Session:
             on_done=self._notify_done,
         )
         self.started_at = time.monotonic()
+        self.cpu_started = time.process_time()  # this process's own CPU: the driver's share of the cost
         self.last_node_counts: list[NodeCounts] = []
         self.last_transit_counts: list[TransitCounts] = []
 

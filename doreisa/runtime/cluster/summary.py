@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
+import time
 from typing import Any
 
 import msgspec
+
+from doreisa.runtime.cluster.cost import cost_text, estimate
 
 
 def run_summary(
@@ -52,8 +55,16 @@ def run_summary(
         "cadence_changes": [r for r in session.provenance.records if r["kind"] == "change"],
         "errors": [*msgspec.to_builtins(state.errors), *shutdown],
         "warnings": _unfilled_windows(session),
+        "cost": _cost(session, closed),
         "per_rank": ranks,
     }
+
+
+def _cost(session: Any, closed: list[Any]) -> dict[str, Any]:
+    nodes = [c.cpu_s for c in session.last_node_counts]
+    ray_cpu = sum(nodes) if nodes and None not in nodes else None
+    driver = time.process_time() - session.cpu_started
+    return estimate(ray_cpu, driver, sum(s.publish_s for s in closed))
 
 
 def _unfilled_windows(session: Any) -> list[str]:
@@ -116,6 +127,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("cadence changes / steering", str(len(summary["cadence_changes"]))),
         ("task graphs cut / reused", f"{summary['graphs']['cut']} / {summary['graphs']['reused']}"),
     ]
+    if summary.get("cost"):
+        rows.append(("cost (estimate)", cost_text(summary["cost"])))
     if summary["error"]:
         rows.append(("error", summary["error"]))
     width = max(len(k) for k, _ in rows)

@@ -73,3 +73,15 @@ def test_doreisa_run_stops_before_ray_when_mpi_cannot_load(tmp_path: Path) -> No
     assert proc.returncode == 1, proc.stderr
     assert "cannot load MPI through mpi4py: ImportError: cannot load MPI library" in proc.stderr
     assert not out.exists(), "nothing started, nothing written"
+
+
+def test_a_bad_energy_factor_stops_doreisa_run_before_anything_starts(tmp_path: Path) -> None:
+    contract = tmp_path / "contract.yaml"
+    contract.write_text("arrays:\n  t: {dtype: float64, shape: [4]}\nanalytics:\n  - {function: mean, arrays: [t]}\n")
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "doreisa.cli", "run", str(contract), "--output", str(out), "--", "python", "x.py"]
+    proc = subprocess.run(
+        argv, env={**os.environ, "DOREISA_CARBON_G_PER_KWH": "high"}, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 1 and "$DOREISA_CARBON_G_PER_KWH must be a positive number, got 'high'" in proc.stderr
+    assert not out.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,6 +21,7 @@ def _session(state: RunState, *, analysed: dict[str, int], windows: dict[str, in
         driver=driver,
         bound=bound,
         last_node_counts=list(nodes),
+        cpu_started=time.process_time(),
         cuts=SimpleNamespace(misses=1, hits=2),
         results=SimpleNamespace(count=3, unsaved=0, failures={}),
         provenance=SimpleNamespace(records=[]),
