@@ -101,6 +101,7 @@ def ours(suite: Suite, profile: bool) -> None:
         suite.section("publish_skip", lambda: sections.publish_skip(cfg, suite.raw, profile), ["publish_skip_us"])
         suite.section("monitor_cost", lambda: sections.monitor_cost(cfg, suite.raw), ["monitor_cost_us"])
         suite.section("publish_copy", lambda: sections.publish_copy(cfg, suite.raw, profile), ["publish_copy_ratio"])
+        suite.section("native_publish", lambda: sections.native_publish(cfg, suite.raw), ["native_publish"])
         suite.section("step_overhead", lambda: sections.step_overhead(cfg, suite.raw), ["step_overhead_ms"])
         suite.section("peer_scenarios", lambda: sections.peer_scenarios(suite.raw), ["peer_scenarios"])
         suite.section("memory", lambda: sections.memory(cfg, suite.raw), ["memory_growth_mb"])

@@ -67,8 +67,9 @@ def coupled(
     registry: Registry = default_registry,
     timeout: float = 300,
     sampler: Any = None,
+    program: list[str] | None = None,
 ) -> Coupled:
-    """Run ``sim_bench.py`` on ``nranks`` MPI ranks against a fresh Session; time each result."""
+    """Run ``sim_bench.py`` (or ``program``) on ``nranks`` MPI ranks against a fresh Session; time each result."""
     session = Session(parse_contract(text), registry=registry)
     session.start()
     times: dict[int, float] = {}
@@ -80,7 +81,7 @@ def coupled(
 
     session.results.record = timed_record  # type: ignore[method-assign]
     outdir = tempfile.mkdtemp(prefix="dbench-out-")
-    argv = [mpiexec(), "-n", str(nranks), sys.executable, str(SIM), *sim_args, "--outdir", outdir]
+    argv = [mpiexec(), "-n", str(nranks), *(program or [sys.executable, str(SIM)]), *sim_args, "--outdir", outdir]
     env = {**os.environ, **session.env}
     started = time.monotonic()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -162,6 +163,15 @@ def publish_copy(*, reps: int, budget_bytes: float, profile: bool, timeout: floa
     text = f"arrays:\n{arrays}\ncadence: {{every: 1}}\nbackpressure: {{max_in_flight: 1000000}}\n"
     args = ["copy", "--reps", str(reps), "--budget-bytes", str(budget_bytes), *(["--profile"] if profile else [])]
     return coupled(text, args, nranks=1, timeout=timeout).ranks[0]
+
+
+def native_publish(program: Path, *, calls: int, reps: int) -> dict[str, Any]:
+    """The C API's publish (benchmarks/native_bench.c): unwanted steps, and wanted blocks vs memcpy."""
+    text = "arrays:\n  skip: {dtype: float64, shape: [16, 16], cadence: {every: 1000000000}}\n"
+    text += "".join(f"  {name}: {{dtype: float64, shape: {list(COPY_SIZES[name])}}}\n" for name in ("b64k", "b1m"))
+    text += "cadence: {every: 1}\nbackpressure: {max_in_flight: 1000000}\n"
+    args = ["--calls", str(calls), "--reps", str(reps)]
+    return coupled(text, args, nranks=1, program=[str(program)]).ranks[0]
 
 
 def grid_for(ranks: int) -> tuple[int, int]:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import shlex
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import peers
 import scenarios
 from bench_common import Entry, judged
 
+HERE = Path(__file__).parent
 SKIP_TARGET_US = 2.0
 COPY_TARGET = 2.0
 MEMORY_TARGET_MB = 20.0
@@ -108,6 +112,59 @@ def publish_copy(cfg: Any, raw: dict[str, Any], profile: bool) -> list[Entry]:
                 "x",
                 params={"block_bytes": r["nbytes"], "warm_ratio_copy": round(w["publish"] / w["copy"], 3)},
                 notes=f"publish(wanted) / block.copy(), {_size(r['nbytes'])}",
+            )
+        )
+    return entries
+
+
+def native_publish(cfg: Any, raw: dict[str, Any]) -> list[Entry]:
+    """publish from C (doreisa.h) against the Python bridge (same run) and memcpy (same loop)."""
+    import tempfile
+
+    from doreisa import native
+
+    with tempfile.TemporaryDirectory(prefix="dbench-native-") as tmp:
+        where = Path(tmp)
+        native.build(where)
+        program = where / "native_bench"
+        compile_ = [*shlex.split(native.find_cc()), "-O2", *native.cflags(), "-o", str(program)]
+        subprocess.run([*compile_, str(HERE / "native_bench.c"), *native.libs(where)], check=True)
+        out = scenarios.native_publish(program, calls=cfg.skip_calls, reps=max(50, cfg.copy_reps))
+    raw["native_publish"] = out
+    skip_ns = out["skip_ns_median"] - out["timer_ns_median"]
+    python_skip = raw.get("publish_skip")
+    entries = [
+        Entry(
+            "native_publish_skip_ns",
+            skip_ns,
+            "ns",
+            params={
+                "calls": out["calls"],
+                "batch_ns": out["batch_ns_median"],
+                "python_publish_skip_ns": round(_call_us(python_skip) * 1e3, 1) if python_skip else None,
+            },
+            notes="doreisa_publish of an unwanted step of a fixed cadence (answered in C, no Python): median of "
+            "single timed calls minus the timer's cost; python_publish_skip_ns: Bridge.publish, same run",
+        )
+    ]
+    python_copy = raw.get("publish_copy") or {}
+    for name in ("b64k", "b1m"):
+        r = out[name]
+        py = python_copy.get(name, {}).get("median_ns")
+        entries.append(
+            Entry(
+                "native_publish_copy_ratio_memcpy",
+                r["publish_ns_median"] / r["memcpy_ns_median"],
+                "x",
+                params={
+                    "block_bytes": r["nbytes"],
+                    "publish_us": round(r["publish_ns_median"] / 1e3, 2),
+                    "memcpy_us": round(r["memcpy_ns_median"] / 1e3, 2),
+                    "python_publish_us": round(py["publish"] / 1e3, 2) if py else None,
+                    "python_ratio_memcpy": round(py["publish"] / py["copyto"], 3) if py else None,
+                },
+                notes=f"doreisa_publish(wanted) / memcpy into a preallocated buffer, {_size(r['nbytes'])}, "
+                "interleaved, medians; python_*: Bridge.publish / np.copyto in the same run",
             )
         )
     return entries

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from doreisa import __version__, logs
@@ -101,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_run(sub)
     _add_report(sub)
+    _add_native(sub)
     return parser
 
 
@@ -139,6 +141,44 @@ def _add_report(sub: Any) -> None:
     page.add_argument("--html", metavar="PATH", help="write the page here (default: RUN_DIR/report.html)")
     page.add_argument("--no-html", action="store_true", help="print the summary only")
     p.set_defaults(func=_report)
+
+
+def _add_native(sub: Any) -> None:
+    p = sub.add_parser(
+        "native",
+        help="build libdoreisa (the C, C++ and Fortran API) and print its compile and link flags",
+        description="Without flags: build the library if it is missing or stale, print its path. "
+        "With flags: print them on one line, like python3-config (building first if needed).",
+        epilog="Makefile: CFLAGS += $(shell doreisa native --cflags); LDLIBS += $(shell doreisa native --libs). "
+        "See docs/native.md.",
+    )
+    p.add_argument("--cflags", action="store_true", help="compile flags (-I of doreisa.h and doreisa.hpp)")
+    p.add_argument("--libs", action="store_true", help="link flags (-L, rpath, -ldoreisa)")
+    p.add_argument("--fortran", action="store_true", help="path of the Fortran module's source, doreisa.f90")
+    p.add_argument("--pkgconfig", action="store_true", help="the folder holding doreisa.pc (for PKG_CONFIG_PATH)")
+    p.add_argument(
+        "--dir", type=Path, help="where the library is built (default: $DOREISA_NATIVE_DIR, else PREFIX/lib/doreisa)"
+    )
+    p.add_argument("--cc", help="MPI C compiler (default: $MPICC, the mpicc beside this Python, else PATH)")
+    p.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    p.set_defaults(func=_native)
+
+
+def _native(args: argparse.Namespace) -> int:
+    from doreisa import native
+
+    path = native.build(args.dir, args.cc, force=args.force)
+    words: list[str] = []
+    if args.cflags:
+        words += native.cflags()
+    if args.libs:
+        words += native.libs(args.dir)
+    if args.fortran:
+        words.append(str(native.FORTRAN))
+    if args.pkgconfig:
+        words.append(str(path.parent / "pkgconfig"))
+    print(" ".join(words) if words else path)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -95,6 +95,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "runtime/cluster": ("mpi4py", "doreisa.runtime.rank", "doreisa.cli", "doreisa.testing"),
     # reads a finished run's folder: no Ray, no MPI, nothing of the run's machinery but its summary table
     "report": ("ray", "mpi4py", "doreisa.runtime.rank", "doreisa.runtime.scheduling", "doreisa.cli", "doreisa.testing"),
+    # builds the C library: a compiler and this Python's configuration, nothing of the run
+    "native": (*HEAVY, "doreisa.contract", "doreisa.analytics", "doreisa.runtime", "doreisa.cli"),
 }
 
 
