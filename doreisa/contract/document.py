@@ -9,9 +9,9 @@ simulation evaluates, how the contract travels to a rank).
 from __future__ import annotations
 
 import keyword
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, cast
 
 from pydantic import Field, field_validator, model_validator
 
@@ -55,6 +55,22 @@ class Contract(StrictModel):
     handover: Handover = Field(default_factory=Handover)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     outputs: Outputs = Field(default_factory=Outputs)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _finite_is_a_monitor(cls, data: Any) -> Any:
+        """``finite: true`` on an array is short for a monitor of ``nonfinite(ARRAY)`` on every step."""
+        if not isinstance(data, Mapping):
+            return data
+        raw = cast(Mapping[str, Any], data)
+        arrays, monitors = raw.get("arrays"), raw.get("monitors") or ()
+        if not isinstance(arrays, Mapping) or not isinstance(monitors, list | tuple):  # the fields will say what
+            return raw
+        flagged = [name for name, spec in cast(Mapping[str, Any], arrays).items() if _field(spec, "finite") is True]
+        listed = cast(Sequence[Any], monitors)
+        have = {_field(m, "array") for m in listed if "nonfinite" in (_field(m, "reductions") or ())}
+        extra = [{"array": name, "reductions": ["nonfinite"]} for name in flagged if name not in have]
+        return {**raw, "monitors": [*listed, *extra]} if extra else raw
 
     @field_validator("version", mode="before")
     @classmethod
@@ -205,6 +221,11 @@ class Contract(StrictModel):
             )
             for t in self.triggers
         }
+
+
+def _field(item: Any, key: str) -> Any:
+    """``item[key]`` of raw input, or the attribute of a model given instead."""
+    return cast(Mapping[str, Any], item).get(key) if isinstance(item, Mapping) else getattr(item, key, None)
 
 
 def _check_unique(section: str, names: list[str], key_of: Callable[[int], str]) -> None:

@@ -27,7 +27,14 @@ from dataclasses import dataclass, field
 from doreisa.errors import ExpressionError
 
 #: Reductions an expression may apply to an array, with their numpy names.
-REDUCTIONS: dict[str, str] = {"max": "max", "min": "min", "mean": "mean", "sum": "sum", "std": "std"}
+REDUCTIONS: dict[str, str] = {
+    "max": "max",
+    "min": "min",
+    "mean": "mean",
+    "sum": "sum",
+    "std": "std",
+    "nonfinite": "nonfinite",  # how many NaN and Inf: a simulation blowing up
+}
 #: Scalar functions an expression may apply to a number.
 SCALAR_FUNCTIONS: dict[str, Callable[[float], float]] = {"abs": abs, "sqrt": math.sqrt, "log": math.log}
 #: Names that stand for a number without a call.

@@ -191,6 +191,11 @@ class ArraySpec(StrictModel):
     )
     cadence: Cadence | None = Field(default=None, description="overrides the contract's cadence for this array")
     placement: Placement | None = Field(default=None, description="overrides the contract's placement")
+    finite: bool = Field(
+        default=False,
+        description="count NaN and Inf in every rank's block at every step, copied or not, and report the steps "
+        "that have any; short for a monitor of nonfinite(ARRAY), which triggers may read",
+    )
 
     # json_schema_input_type: the schema must admit the shorthand forms, or editors flag valid contracts.
     @field_validator("preprocess", mode="before", json_schema_input_type=str | Preprocess | None)
@@ -384,7 +389,7 @@ class Monitor(StrictModel):
     """
 
     array: Identifier
-    reductions: Annotated[tuple[Literal["max", "min", "sum", "mean"], ...], Field(min_length=1)]
+    reductions: Annotated[tuple[Literal["max", "min", "sum", "mean", "nonfinite"], ...], Field(min_length=1)]
     every: PositiveInt = Field(default=1, description="compute on every N-th step")
     select: tuple[Slice, ...] | None = Field(default=None, description="region to reduce; default: the whole array")
 

@@ -117,9 +117,11 @@ IDENTITY = {"max": -np.inf, "min": np.inf, "sum": 0.0}
 def local_reductions(monitor: Monitor, part: np.ndarray[Any, Any] | None) -> dict[str, float]:
     """This rank's contribution: max/min/sum and the element count (``part`` None: nothing selected)."""
     if part is None or part.size == 0:
-        return {"max": IDENTITY["max"], "min": IDENTITY["min"], "sum": 0.0, "count": 0.0}
+        return {"max": IDENTITY["max"], "min": IDENTITY["min"], "sum": 0.0, "count": 0.0, "nonfinite": 0.0}
     out = {"count": float(part.size)}
     needs = set(monitor.reductions)
+    if "nonfinite" in needs:  # integers are always finite
+        out["nonfinite"] = float(part.size - np.count_nonzero(np.isfinite(part))) if part.dtype.kind in "fc" else 0.0
     if "max" in needs:
         out["max"] = float(part.max())
     if "min" in needs:
@@ -137,8 +139,8 @@ def combine_reductions(monitor: Monitor, parts: list[dict[str, float]]) -> dict[
         if red in ("max", "min"):  # NaN anywhere is NaN, as numpy says for one rank (Python's max would skip it)
             values = [p.get(red, IDENTITY[red]) for p in parts]
             value = float("nan") if any(v != v for v in values) else (max if red == "max" else min)(values)
-        elif red == "sum":
-            value = sum(p.get("sum", 0.0) for p in parts)
+        elif red in ("sum", "nonfinite"):
+            value = sum(p.get(red, 0.0) for p in parts)
         else:
             value = sum(p.get("sum", 0.0) for p in parts) / count if count else float("nan")
         out[(red, monitor.array)] = value

@@ -272,7 +272,7 @@ CASES = [
         ARRAY + "monitors:\n  - array: temperature\n    reductions: [max, std]\n",
         8,
         "monitors[0].reductions[1]",
-        "'max', 'min', 'sum' or 'mean'",
+        "'max', 'min', 'sum', 'mean' or 'nonfinite'",
     ),
     Bad(
         "monitor-no-reduction",

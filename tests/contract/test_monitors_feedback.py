@@ -65,7 +65,10 @@ def test_monitored_pairs() -> None:
     ("monitor", "match"),
     [
         ({"array": "q", "reductions": ["max"]}, r"monitors\[0\]\.array: unknown array 'q'; known arrays: p, t"),
-        ({"array": "t", "reductions": ["std"]}, r"reductions\.0\n.*Input should be 'max', 'min', 'sum' or 'mean'"),
+        (
+            {"array": "t", "reductions": ["std"]},
+            r"reductions\.0\n.*Input should be 'max', 'min', 'sum', 'mean' or 'nonfinite'",
+        ),
         ({"array": "t", "reductions": []}, r"reductions\n.*at least 1 item"),
         ({"array": "t", "reductions": ["max"], "every": 0}, r"every\n.*greater than 0"),
         ({"array": "t", "reductions": ["max"], "select": [{}]}, r"monitors\[0\]\.select: has 1 dims but 't' has 2"),

@@ -75,7 +75,7 @@ def test_schema_rejects_a_typo() -> None:
         ),
         (
             ("arrays", "t"),
-            ["dtype", "shape", "block", "dims", "select", "preprocess", "window", "cadence", "placement"],
+            ["dtype", "shape", "block", "dims", "select", "preprocess", "window", "cadence", "placement", "finite"],
         ),
         (("arrays", "t", "select", 0), ["start", "stop", "step"]),
         (("arrays", "t", "preprocess"), ["function", "params"]),

@@ -574,10 +574,9 @@ def test_B7_nan_and_inf_pass_through_to_the_analytics_deterministically(tmp_path
         assert np.array_equal(list(first.values()), list(second.values()), equal_nan=True)
 
 
-@pytest.mark.xfail(strict=True, raises=ContractError, reason="finite: true is issue #16")
 def test_B7_finite_flag_counts_non_finite_values_per_step(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    text = "arrays:\n  field: {dtype: float64, shape: [8, 4], finite: true}\n"
-    contract = load_contract(_write(tmp_path, text))  # today: "unknown key 'finite'"
+    text = "arrays:\n  field: {dtype: float64, shape: [8, 4], block: [8, 4], finite: true}\n"
+    contract = load_contract(_write(tmp_path, text))
     transport = InProcessTransport(contract)
     bridge = Bridge(SingleProcessComm(), transport=transport)
     block = _steps_with_nan()[0]  # 2 NaN and 1 Inf

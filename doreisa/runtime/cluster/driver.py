@@ -191,7 +191,7 @@ class AnalyticsDriver:
         at_step = {a: entries for a in arrays if (entries := self._entries(a, step, 1))}
         bindings: dict[Any, Any] = {}
         views = {a: _views(a, entries, bindings)[0] for a, entries in at_step.items()}
-        wanted = {(f, a): getattr(da, f)(views[a]) for f, a in self.triggers.reductions if a in views}
+        wanted = {(f, a): _reduction(f, views[a]) for f, a in self.triggers.reductions if a in views}
         self._local.scheduler = self._scheduler(tuple(at_step), step, 1, bindings)
         try:
             (values,) = self._compute(wanted)
@@ -387,3 +387,8 @@ def to_dask(step_data: CompleteStep) -> da.Array:
     """
     name = f"doreisa-{step_data.array}-{step_data.step}-{id(step_data):x}"
     return blocks_array(name, step_data.chunks, step_data.dtype, step_data.blocks, step_data.parts)
+
+
+def _reduction(name: str, x: Any) -> Any:
+    """An expression's reduction of a Dask array (the names of ``contract.expressions.REDUCTIONS``)."""
+    return (~da.isfinite(x)).sum() if name == "nonfinite" else getattr(da, name)(x)

@@ -211,6 +211,7 @@ class Session:
                 for record in records:
                     for key, value in record.values.items():
                         self.results.record(f"monitor:{key}", record.step, record.time, value)
+                    self.state.count_nonfinite(record.step, record.values)
             case StepLost():
                 self._step_lost(event)
             case _:

@@ -54,7 +54,8 @@ def run_summary(
         "steps_lost": msgspec.to_builtins(state.lost_steps),
         "cadence_changes": [r for r in session.provenance.records if r["kind"] == "change"],
         "errors": [*msgspec.to_builtins(state.errors), *shutdown],
-        "warnings": _unfilled_windows(session),
+        "nonfinite": dict(state.nonfinite),
+        "warnings": _unfilled_windows(session) + _nonfinite_warnings(state.nonfinite),
         "cost": _cost(session, closed),
         "per_rank": ranks,
     }
@@ -80,6 +81,15 @@ def _unfilled_windows(session: Any) -> list[str]:
                 f"fewer ({counts}); lower its window or run longer"
             )
     return out
+
+
+def _nonfinite_warnings(nonfinite: dict[str, dict[str, int]]) -> list[str]:
+    """The arrays with ``finite: true`` that held NaN or Inf: not a failure of the run, but worth a look."""
+    return [
+        f"array {array!r}: {c['values']} non-finite value(s) (NaN or Inf) in {c['steps']} step(s), "
+        f"steps {c['first_step']} to {c['last_step']}"
+        for array, c in nonfinite.items()
+    ]
 
 
 def _failure_reasons(

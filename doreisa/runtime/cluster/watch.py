@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +46,8 @@ class RunState:
     publishing: dict[str, dict[int, float]] = field(default_factory=dict[str, dict[int, float]])
     #: the communicator sizes the ranks reported when they joined (one, the run's, unless MPI is misconfigured)
     sizes: set[int] = field(default_factory=set[int])
+    #: per array with ``finite`` (a monitor of nonfinite): steps with NaN or Inf, how many values, first and last step
+    nonfinite: dict[str, dict[str, int]] = field(default_factory=dict[str, dict[str, int]])
     joins: int = 0
     blocks: int = 0  # blocks delivered to the driver or reported lost
     last_step: int = -1
@@ -82,6 +84,18 @@ class RunState:
                     self.errors.append(event)
             case RankError():
                 self.errors.append(event)
+
+    def count_nonfinite(self, step: int, values: Mapping[str, float]) -> None:
+        """A step's monitor values: count the NaN and Inf that ``nonfinite(ARRAY)`` found."""
+        for key, value in values.items():
+            if key.startswith("nonfinite(") and value:
+                array = key[len("nonfinite(") : -1]
+                seen = self.nonfinite.setdefault(
+                    array, {"steps": 0, "values": 0, "first_step": step, "last_step": step}
+                )
+                seen["steps"] += 1
+                seen["values"] += int(value)
+                seen["last_step"] = max(seen["last_step"], step)
 
     @property
     def done(self) -> set[int]:

@@ -38,6 +38,8 @@ log = logging.getLogger("doreisa.bridge")
 #: oldest is this old (seconds, checked at each monitored step), and at ``close()``. One message
 #: per step cost rank 0 an encoding and a system call, and the node and head actors a report.
 MONITOR_BATCH, MONITOR_FLUSH_S = 64, 0.1
+#: Rank 0 logs the first steps with NaN or Inf of each array (``finite: true``); summary.json counts them all.
+NONFINITE_LOGGED = 10
 
 
 class RankFeedback:
@@ -79,6 +81,7 @@ class RankFeedback:
         self._monitored: list[MonitorValues] = []  # rank 0: the monitors' values not sent yet
         self._trigger_failed: TriggerFailed | None = None  # the first failure, counting the steps since
         self._monitored_since = 0.0
+        self._nonfinite_logged: dict[str, int] = {}
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -189,6 +192,9 @@ class RankFeedback:
             values.update(combine_reductions(mon, [g[i] for g in gathered]))
         self.values.update(values)
         if self._rank == 0:
+            for (reduction, array), value in values.items():
+                if reduction == "nonfinite" and value:
+                    self._log_nonfinite(array, step, int(value))
             now = _time.monotonic()
             if not self._monitored:
                 self._monitored_since = now
@@ -197,6 +203,12 @@ class RankFeedback:
             if len(self._monitored) >= MONITOR_BATCH or now - self._monitored_since >= MONITOR_FLUSH_S:
                 self.flush_monitors()
         self._evaluate(self._sim_triggers, step, time)
+
+    def _log_nonfinite(self, array: str, step: int, count: int) -> None:
+        logged = self._nonfinite_logged[array] = self._nonfinite_logged.get(array, 0) + 1
+        if logged <= NONFINITE_LOGGED:
+            more = "; later steps with any are counted in summary.json only" if logged == NONFINITE_LOGGED else ""
+            log.warning("array %r step %d: %d non-finite values (NaN or Inf)%s", array, step, count, more)
 
     def flush_monitors(self) -> None:
         """Send the monitors' values buffered by rank 0 (one ``monitor`` event for several steps)."""

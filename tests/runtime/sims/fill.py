@@ -32,6 +32,12 @@ def expected(shape: tuple[int, ...], step: int) -> np.ndarray:
     return step + 1000.0 * i + j
 
 
+def spoil(block: np.ndarray, when: str, step: int, *, last_rank: bool) -> None:
+    """--nonfinite START:STOP: a NaN and an Inf in the last rank's block at those steps."""
+    if when and last_rank and int(when.split(":")[0]) <= step < int(when.split(":")[1]):
+        block.flat[0], block.flat[-1] = np.nan, np.inf
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--shape", default="16,16")
@@ -49,6 +55,7 @@ def main() -> None:
     p.add_argument("--feedback-log", default="", help="folder: each rank writes bridge.feedback seen at each step")
     p.add_argument("--plugins", default="", help="import this module (beside this file) before the Bridge")
     p.add_argument("--hang", default="", help="RANK:SECONDS: that rank sleeps before its first publish")
+    p.add_argument("--nonfinite", default="", help="START:STOP: the last rank's block has a NaN and an Inf then")
     a = p.parse_args()
     if a.plugins:
         importlib.import_module(a.plugins)  # registers the operators the contract names
@@ -75,6 +82,7 @@ def main() -> None:
             os._exit(3)
         block = expected(shape, step)[local].astype(a.dtype)
         block += sum(float(amount) for lo, hi, amount in bumps if int(lo) <= step < int(hi))
+        spoil(block, a.nonfinite, step, last_rank=rank == size - 1)
         if a.bad == "dtype" and rank == 0 and k == 1:
             block = block.astype(np.float32)
         if a.bad == "order" and rank == 0 and k == 1:
