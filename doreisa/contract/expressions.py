@@ -2,7 +2,9 @@
 
 An expression is parsed with :func:`ast.parse` in ``eval`` mode and then checked against a
 whitelist: numbers, the names ``step`` and ``time``, reductions of arrays such as
-``max(temperature)``, comparisons (chains allowed), ``and``/``or``/``not``, and the
+``max(temperature)``, their history (``prev``, ``delta``, ``rate`` of a reduction: its value
+at the previous evaluation, the change since, the change per unit of simulation time or per
+step), comparisons (chains allowed), ``and``/``or``/``not``, and the
 arithmetic operators ``+ - * / // % **``. Nothing else is accepted: no attributes, no
 subscripts, no strings, no other calls, no dunder names. The checked tree is evaluated by
 a small interpreter below; Python's ``eval`` is never called.
@@ -37,6 +39,9 @@ REDUCTIONS: dict[str, str] = {
 }
 #: Scalar functions an expression may apply to a number.
 SCALAR_FUNCTIONS: dict[str, Callable[[float], float]] = {"abs": abs, "sqrt": math.sqrt, "log": math.log}
+#: Functions of a reduction's history: its value at the previous evaluation, the change since,
+#: and the change per unit of simulation time (per step when either evaluation had no time).
+HISTORY = ("prev", "delta", "rate")
 #: Names that stand for a number without a call.
 VARIABLES = ("step", "time")
 CONSTANTS: dict[str, float] = {"inf": math.inf, "pi": math.pi}
@@ -77,6 +82,22 @@ Values = Mapping[Reduction, float]
 
 
 @dataclass(frozen=True)
+class Past:
+    """A reduction's value at an earlier evaluation: what ``prev``, ``delta`` and ``rate`` read."""
+
+    value: float
+    step: int
+    time: float | None
+
+
+History = Mapping[Reduction, Past]
+
+
+class NoHistory(ExpressionError):
+    """The expression reads the history of a reduction that has been evaluated only once (or never)."""
+
+
+@dataclass(frozen=True)
 class Expression:
     """A checked expression, ready to evaluate.
 
@@ -85,24 +106,42 @@ class Expression:
     source : str
         The text as written in the contract.
     reductions : frozenset of (function, array)
-        The array reductions the expression needs, e.g. ``{("max", "temperature")}``.
+        The array reductions the expression needs, e.g. ``{("max", "temperature")}``, those
+        inside ``prev``/``delta``/``rate`` included.
+    history : frozenset of (function, array)
+        The reductions whose previous value the expression reads.
     """
 
     source: str
     reductions: frozenset[Reduction]
     _tree: ast.expr = field(repr=False, compare=False)
+    history: frozenset[Reduction] = frozenset()
 
-    def evaluate(self, values: Values, *, step: int, time: float | None) -> float | bool:
-        """Evaluate with the given reduction values and the current step and time.
+    def evaluate(
+        self,
+        values: Values,
+        *,
+        step: int,
+        time: float | None,
+        previous: History | None = None,
+        observed: History | None = None,
+    ) -> float | bool:
+        """Evaluate with the given reduction values, the current step and time, and the reductions' past.
+
+        ``previous``: each reduction's evaluation before the one in ``values``; ``observed``: the
+        step and time of the one in ``values``, when not the current ones (a monitor that runs
+        less often than another the expression reads).
 
         Raises
         ------
+        NoHistory
+            If the expression reads the history of a reduction not in ``previous`` (its first evaluation).
         ExpressionError
             If a needed reduction is missing from ``values``, ``time`` is needed but unknown, or
             the arithmetic fails (division by zero, overflow, ``sqrt`` or ``log`` of a negative).
         """
         try:
-            return _Evaluator(values, step, time, self.source).visit(self._tree)
+            return _Evaluator(values, step, time, self.source, (previous or {}, observed or {})).visit(self._tree)
         except (ArithmeticError, ValueError, TypeError) as exc:
             if isinstance(exc, ExpressionError):
                 raise
@@ -141,7 +180,7 @@ def parse_expression(source: str, *, arrays: Iterable[str]) -> Expression:
         raise ExpressionError(f"expression is nested too deeply (limit {MAX_DEPTH})") from None
     checker = _Checker(frozenset(arrays), source)
     checker.visit(tree.body, depth=0)
-    return Expression(source=source, reductions=frozenset(checker.reductions), _tree=tree.body)
+    return Expression(source, frozenset(checker.reductions), tree.body, frozenset(checker.history))
 
 
 def _check_nesting(source: str) -> None:
@@ -160,13 +199,15 @@ class _Checker:
         self.arrays = arrays
         self.source = source
         self.reductions: set[Reduction] = set()
+        self.history: set[Reduction] = set()
 
     def fail(self, node: ast.AST, what: str) -> ExpressionError:
         col = getattr(node, "col_offset", 0)
         return ExpressionError(
             f"{what} is not allowed in expression {self.source!r} (column {col + 1}). Allowed: numbers, "
             f"{', '.join(VARIABLES)}, reductions {sorted(REDUCTIONS)} of an array, functions "
-            f"{sorted(SCALAR_FUNCTIONS)}, comparisons, and/or/not and + - * / // % **"
+            f"{sorted(SCALAR_FUNCTIONS)}, {'/'.join(HISTORY)} of a reduction, comparisons, and/or/not "
+            "and + - * / // % **"
         )
 
     def visit(self, node: ast.expr, *, depth: int) -> None:  # noqa: C901 - one branch per node kind
@@ -224,10 +265,21 @@ class _Checker:
             raise ExpressionError(f"{name}() takes exactly one argument in expression {self.source!r}")
         if name in SCALAR_FUNCTIONS:
             return [node.args[0]]
+        if name in HISTORY:
+            inner = node.args[0]
+            if not (isinstance(inner, ast.Call) and isinstance(inner.func, ast.Name) and inner.func.id in REDUCTIONS):
+                raise ExpressionError(
+                    f"{name}() takes a reduction of an array, e.g. {name}(max(temperature)), in expression "
+                    f"{self.source!r}; got {ast.unparse(inner)!r}"
+                )
+            self._check_call(inner)
+            assert isinstance(inner.args[0], ast.Name), "checked just above"
+            self.history.add((inner.func.id, inner.args[0].id))
+            return []
         if name not in REDUCTIONS:
             raise ExpressionError(
                 f"unknown function {name!r} in expression {self.source!r}; reductions: {sorted(REDUCTIONS)}, "
-                f"functions: {sorted(SCALAR_FUNCTIONS)}"
+                f"functions: {sorted(SCALAR_FUNCTIONS)}, history of a reduction: {list(HISTORY)}"
             )
         arg = node.args[0]
         if not isinstance(arg, ast.Name) or arg.id not in self.arrays:
@@ -252,11 +304,14 @@ def _describe(node: ast.AST) -> str:
 
 
 class _Evaluator:
-    def __init__(self, values: Values, step: int, time: float | None, source: str) -> None:
+    def __init__(
+        self, values: Values, step: int, time: float | None, source: str, past: tuple[History, History]
+    ) -> None:
         self.values = values
         self.step = step
         self.time = time
         self.source = source
+        self.previous, self.observed = past
 
     def visit(self, node: ast.expr) -> float | bool:  # noqa: C901 - one branch per node kind
         if isinstance(node, ast.Constant):
@@ -285,12 +340,33 @@ class _Evaluator:
         assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name), "checked at parse time"
         if node.func.id in SCALAR_FUNCTIONS:
             return SCALAR_FUNCTIONS[node.func.id](self.visit(node.args[0]))
+        if node.func.id in HISTORY:
+            return self._history(node.func.id, node.args[0])
+        return self.values[self._key(node)]
+
+    def _key(self, node: ast.expr) -> Reduction:
+        assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name), "checked at parse time"
         arg = node.args[0]
         assert isinstance(arg, ast.Name), "checked at parse time"
         key = (node.func.id, arg.id)
         if key not in self.values:
             raise ExpressionError(f"no value for {key[0]}({key[1]}) when evaluating {self.source!r}")
-        return self.values[key]
+        return key
+
+    def _history(self, name: str, inner: ast.expr) -> float:
+        key = self._key(inner)
+        past = self.previous.get(key)
+        if past is None:
+            raise NoHistory(f"{name}({key[0]}({key[1]})) has no previous value yet at step {self.step}")
+        if name == "prev":
+            return past.value
+        change = self.values[key] - past.value
+        if name == "delta":
+            return change
+        now = self.observed.get(key) or Past(self.values[key], self.step, self.time)
+        if now.time is not None and past.time is not None:
+            return change / (now.time - past.time)
+        return change / (now.step - past.step)
 
     def _name(self, name: str) -> float:
         if name == "step":

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field
 
 from doreisa.contract.expressions import (
     CONSTANTS,
+    HISTORY,
     MAX_LENGTH,
     REDUCTIONS,
     SCALAR_FUNCTIONS,
@@ -31,7 +32,7 @@ DType = Literal[
 #: The dtypes an array may have, in the contract's order.
 DTYPES: tuple[str, ...] = get_args(DType)
 # Python keywords too: an array named `if` or `None` could never appear in an expression.
-RESERVED_NAMES = frozenset([*VARIABLES, *CONSTANTS, *REDUCTIONS, *SCALAR_FUNCTIONS, *keyword.kwlist])
+RESERVED_NAMES = frozenset([*VARIABLES, *CONSTANTS, *REDUCTIONS, *SCALAR_FUNCTIONS, *HISTORY, *keyword.kwlist])
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
 # Strict numbers: YAML `true`, "16" or 2.5 is a mistake, not a count (floats still accept ints).
 Int = Annotated[int, Strict()]

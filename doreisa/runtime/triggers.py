@@ -8,13 +8,14 @@ feedback request), ``steering`` updates the values the simulation reads.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from doreisa.contract import Cadence, Contract, Monitor
-from doreisa.contract.expressions import Values
+from doreisa.contract.expressions import NoHistory, Past, Reduction, Values
 from doreisa.runtime.protocol import CadenceChange, Decision
 
 
@@ -29,12 +30,21 @@ class Transition:
 
 
 class TriggerMachine:
-    """Hysteresis of a set of triggers: ``when`` switches on, ``until`` (else ``not when``) off."""
+    """Hysteresis of a set of triggers: ``when`` switches on, ``until`` (else ``not when``) off.
+
+    It also keeps the history that ``prev``, ``delta`` and ``rate`` read: for each reduction
+    they name, its last two evaluations (the same on every rank, which all see the same values).
+    """
 
     def __init__(self, contract: Contract, names: list[str]) -> None:
         self._contract = contract
         self._exprs = {n: contract.trigger_expressions[n] for n in names}
         self.active = dict.fromkeys(names, False)
+        self._remembered = frozenset(
+            r for w, u in self._exprs.values() for r in w.history | (u.history if u else set())
+        )
+        self._latest: dict[Reduction, Past] = {}
+        self._before: dict[Reduction, Past] = {}
 
     @property
     def reductions(self) -> frozenset[tuple[str, str]]:
@@ -44,22 +54,40 @@ class TriggerMachine:
             out |= when.reductions | (until.reductions if until else frozenset())
         return frozenset(out)
 
-    def update(self, values: Values, *, step: int, time: float | None) -> list[Transition]:
-        """Evaluate every trigger whose inputs are all in ``values``; return the switches."""
+    def update(
+        self, values: Values, *, step: int, time: float | None, fresh: Iterable[Reduction] | None = None
+    ) -> list[Transition]:
+        """Evaluate every trigger whose inputs are all in ``values``; return the switches.
+
+        ``fresh``: the reductions of ``values`` computed at ``step`` (default: all); only they
+        enter the history. A trigger reading the history of a reduction seen once is not evaluated.
+        """
+        self._remember(values, step, time, values.keys() if fresh is None else fresh)
         out: list[Transition] = []
         for name, (when, until) in self._exprs.items():
             expr = until if (self.active[name] and until is not None) else when
             if not expr.reductions <= values.keys():
                 continue
-            holds = bool(expr.evaluate(values, step=step, time=time))
+            try:
+                holds = bool(expr.evaluate(values, step=step, time=time, previous=self._before, observed=self._latest))
+            except NoHistory:
+                continue
             switch = (not self.active[name] and holds) or (
                 self.active[name] and (holds if until is not None else not holds)
             )
             if switch:
                 self.active[name] = not self.active[name]
                 used = {f"{f}({a})": float(values[(f, a)]) for f, a in sorted(expr.reductions)}
+                used |= {f"prev({f}({a}))": self._before[(f, a)].value for f, a in sorted(expr.history)}
                 out.append(Transition(name, self.active[name], step, used))
         return out
+
+    def _remember(self, values: Values, step: int, time: float | None, fresh: Iterable[Reduction]) -> None:
+        for key in self._remembered.intersection(fresh):
+            latest = self._latest.get(key)
+            if latest is not None and latest.step < step:
+                self._before[key] = latest
+            self._latest[key] = Past(float(values[key]), step, time)
 
 
 def transitions_decision(transitions: list[Transition], *, seq: int, step: int, source: str, **fields: Any) -> Decision:

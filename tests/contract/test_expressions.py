@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from doreisa.contract.expressions import MAX_DEPTH, MAX_LENGTH, Expression, parse_expression
+from doreisa.contract.expressions import MAX_DEPTH, MAX_LENGTH, Expression, NoHistory, Past, parse_expression
 from doreisa.errors import ContractError, ExpressionError
 
 ARRAYS = frozenset({"temperature", "pressure"})
@@ -309,3 +309,50 @@ def test_depth_at_the_limit_is_accepted() -> None:
     assert parse_expression(source, arrays=ARRAYS).evaluate({}, step=0, time=None) == 1
     with pytest.raises(ExpressionError, match="nested too deeply"):
         parse_expression("-" + source, arrays=ARRAYS)
+
+
+# -- history: prev, delta, rate -----------------------------------------------------------
+
+HOT = ("max", "temperature")
+
+
+def test_history_functions_read_the_previous_evaluation() -> None:
+    e = parse_expression("prev(max(temperature)) + delta(max(temperature)) + rate(max(temperature))", arrays=ARRAYS)
+    assert e.reductions == e.history == frozenset({HOT})
+    before = {HOT: Past(320.0, 10, 2.0)}
+    # prev 320, delta 10, rate 10 / (2.5 - 2.0) per unit of simulation time
+    assert e.evaluate({HOT: 330.0}, step=12, time=2.5, previous=before) == 320.0 + 10.0 + 20.0
+    # without a time at either evaluation: per step
+    assert e.evaluate({HOT: 330.0}, step=12, time=None, previous=before) == 320.0 + 10.0 + 5.0
+    assert parse_expression("max(temperature) > 1", arrays=ARRAYS).history == frozenset()
+
+
+def test_history_before_a_previous_value_is_no_history() -> None:
+    e = parse_expression("rate(max(temperature)) > 5", arrays=ARRAYS)
+    with pytest.raises(NoHistory, match=r"rate\(max\(temperature\)\) has no previous value yet at step 3"):
+        e.evaluate({HOT: 330.0}, step=3, time=None)
+
+
+@pytest.mark.parametrize(
+    ("source", "match"),
+    [
+        (
+            "prev(temperature)",
+            r"prev\(\) takes a reduction of an array, e.g. prev\(max\(temperature\)\).*got 'temperature'",
+        ),
+        ("delta(prev(max(temperature)))", r"delta\(\) takes a reduction.*got 'prev\(max\(temperature\)\)'"),
+        ("rate(3)", r"rate\(\) takes a reduction.*got '3'"),
+        ("rate(max(density))", r"max\(\) needs an array name, got 'density'"),
+        ("prev(max(temperature), 2)", r"prev\(\) takes exactly one argument"),
+        ("median(temperature)", r"history of a reduction: \['prev', 'delta', 'rate'\]"),
+    ],
+)
+def test_history_rejected(source: str, match: str) -> None:
+    with pytest.raises(ExpressionError, match=match):
+        parse_expression(source, arrays=ARRAYS)
+
+
+def test_rate_with_no_time_change_is_an_evaluation_error() -> None:
+    e = parse_expression("rate(max(temperature)) > 5", arrays=ARRAYS)
+    with pytest.raises(ExpressionError, match=r"evaluating .* at step 4 failed: float division by zero"):
+        e.evaluate({HOT: 1.0}, step=4, time=1.0, previous={HOT: Past(0.0, 3, 1.0)})

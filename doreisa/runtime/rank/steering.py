@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time as _time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -202,7 +202,7 @@ class RankFeedback:
             self._monitored.append(MonitorValues(step, time, named))
             if len(self._monitored) >= MONITOR_BATCH or now - self._monitored_since >= MONITOR_FLUSH_S:
                 self.flush_monitors()
-        self._evaluate(self._sim_triggers, step, time)
+        self._evaluate(self._sim_triggers, step, time, fresh=values)
 
     def _log_nonfinite(self, array: str, step: int, count: int) -> None:
         logged = self._nonfinite_logged[array] = self._nonfinite_logged.get(array, 0) + 1
@@ -234,9 +234,11 @@ class RankFeedback:
         else:
             self._trigger_failed = msgspec.structs.replace(failed, count=failed.count + 1)
 
-    def _evaluate(self, machine: TriggerMachine, step: int, time: float | None) -> None:
+    def _evaluate(
+        self, machine: TriggerMachine, step: int, time: float | None, fresh: Iterable[tuple[str, str]] = ()
+    ) -> None:
         try:
-            transitions = machine.update(self.values, step=step, time=time)
+            transitions = machine.update(self.values, step=step, time=time, fresh=fresh)
         except ExpressionError as exc:  # same values on every rank: every rank skips it alike
             self._trigger_failure(step, f"trigger evaluation failed: {exc}")
             return

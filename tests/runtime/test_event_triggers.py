@@ -1,0 +1,96 @@
+"""Event triggers on real MPI ranks: ``finite: true`` (NaN and Inf counted at the ranks on every step,
+reported, a trigger on them) and the history of a reduction (``prev``, ``delta``, ``rate``)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from doreisa.runtime.cluster.summary import format_summary, run_summary
+from doreisa.testing import run_coupled
+
+pytestmark = [pytest.mark.ray, pytest.mark.mpi]
+
+SIM = Path(__file__).parent / "sims" / "fill.py"
+
+CONTRACT = """
+arrays:
+  field: {dtype: float64, shape: [8, 8], finite: true}
+cadence: {every: 10}
+triggers:
+  - name: blowup
+    when: nonfinite(field) > 0
+    action: {cadence: {every: 1}}
+analytics:
+  - {function: max, arrays: [field]}
+"""
+
+
+def test_nonfinite_values_are_counted_reported_and_fire_a_trigger(ray_cluster: Any) -> None:
+    sim = [sys.executable, str(SIM), "--shape", "8,8", "--steps", "30", "--nonfinite", "13:16"]
+    run = run_coupled(CONTRACT, sim, nranks=2)
+    assert run.returncode == 0, run.output
+    counted = run.values["monitor:nonfinite(field)"]
+    assert counted == {s: (2.0 if 13 <= s < 16 else 0.0) for s in range(30)}, "every step, copied or not"
+    on, off = run.session.provenance.records
+    assert (on["decided_at"], on["triggers"], on["values"]) == (13, {"blowup": True}, {"nonfinite(field)": 2.0})
+    assert (off["decided_at"], off["triggers"]) == (16, {"blowup": False})
+    analysed = sorted(run.values["max"])
+    assert analysed == sorted({0, 10, 20, *range(on["step"], off["step"])})
+    assert all(math.isnan(run.values["max"][s]) for s in analysed if 13 <= s < 16), "the analytics see the NaN"
+    for step in (13, 14, 15):  # rank 0 says it in the simulation's output, with the step
+        assert f"array 'field' step {step}: 2 non-finite values (NaN or Inf)" in run.output
+    assert "step 16: " not in run.output
+
+    summary = run_summary(run.session, None, None, [], 1.0)
+    assert summary["ok"] and summary["nonfinite"] == {
+        "field": {"steps": 3, "values": 6, "first_step": 13, "last_step": 15}
+    }
+    warning = "array 'field': 6 non-finite value(s) (NaN or Inf) in 3 step(s), steps 13 to 15"
+    assert warning in summary["warnings"] and f"? {warning}" in format_summary(summary)
+
+
+RATE_CONTRACT = """
+arrays:
+  field: {dtype: float64, shape: [8, 8]}
+cadence: {every: 10}
+monitors:
+  - {array: field, reductions: [max]}
+triggers:
+  - name: heating
+    when: rate(max(field)) > 500
+    action: {cadence: {every: 1}}
+analytics:
+  - {function: max, arrays: [field]}
+"""
+
+
+def test_a_rate_trigger_fires_in_the_simulation_at_the_jump(ray_cluster: Any) -> None:
+    """max(field) = step + 7007 rises by 1 per step (10 per time unit, dt 0.1), and by 100 more at step 12."""
+    sim = [sys.executable, str(SIM), "--shape", "8,8", "--steps", "30", "--bump", "12:20:100"]
+    run = run_coupled(RATE_CONTRACT, sim, nranks=2)
+    assert run.returncode == 0, run.output
+    on, off = run.session.provenance.records
+    assert (on["decided_at"], on["source"], on["triggers"]) == (12, "monitor:heating", {"heating": True})
+    assert on["values"] == {"max(field)": 7119.0, "prev(max(field))": 7018.0}  # rate (7119 - 7018) / 0.1
+    assert (off["decided_at"], off["triggers"]) == (13, {"heating": False}), "back to 10 per time unit"
+    assert sorted(run.values["max"]) == [0, 10, 13, 20]
+
+
+def test_a_delta_trigger_in_the_analytics_reads_the_previous_analysed_step(ray_cluster: Any) -> None:
+    """No monitor: the analytics evaluate delta(max(field)) on the copied steps, 0, 5, 10, 15, ...
+
+    The decision reaches the ranks a few steps later (feedback: async): the steps slow down so it does.
+    """
+    contract = RATE_CONTRACT.replace("monitors:\n  - {array: field, reductions: [max]}\n", "")
+    contract = contract.replace("every: 10}", "every: 5}").replace("rate(max(field)) > 500", "delta(max(field)) > 50")
+    sim = [sys.executable, str(SIM), "--shape", "8,8", "--steps", "60", "--bump", "12:60:100", "--sleep", "0.02"]
+    run = run_coupled(contract, sim, nranks=2)
+    assert run.returncode == 0, run.output
+    first = run.session.provenance.records[0]
+    assert (first["decided_at"], first["triggers"]) == (15, {"heating": True})
+    assert first["values"] == {"max(field)": 7122.0, "prev(max(field))": 7017.0}, "steps 15 and 10"
