@@ -86,6 +86,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "analytics": ("ray", "mpi4py", "doreisa.runtime", "doreisa.cli", "doreisa.testing"),
     # pure logic both sides share: the rank side imports it, so it imports neither side
     "runtime/protocol.py": (*HEAVY, "doreisa.analytics", "doreisa.runtime.rank", "doreisa.runtime.cluster"),
+    "runtime/wire.py": (*HEAVY, "doreisa.analytics", "doreisa.runtime.rank", "doreisa.runtime.cluster"),
     "runtime/cadence.py": (*HEAVY, "doreisa.analytics", "doreisa.runtime.rank", "doreisa.runtime.cluster"),
     "runtime/triggers.py": (*HEAVY, "doreisa.analytics", "doreisa.runtime.rank", "doreisa.runtime.cluster"),
     "runtime/layout.py": (*HEAVY, "doreisa.analytics", "doreisa.runtime.rank", "doreisa.runtime.cluster"),

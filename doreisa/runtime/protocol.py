@@ -3,41 +3,34 @@
 The processes of a run: each rank, its node's node actor, the head actor, the analytics driver:
 
 * **rank -> node actor**, on a Unix socket: :data:`RankMessage` (:class:`Hello`, ...); the
-  blocks go through shared memory (:mod:`doreisa.runtime.ring`), announced by a :data:`WAKE`
+  blocks go through shared memory (:mod:`doreisa.runtime.ring`), announced by a ``wake``
   record only when the node actor sleeps.
 * **node actor -> rank**, same socket: :class:`Welcome`, :class:`Done` (the analytics finished
-  these steps, and took these :class:`Decision`), and a :func:`free_record` that wakes a rank
+  these steps, and took these :class:`Decision`), and a ``free`` record that wakes a rank
   waiting for a slot.
 * **node actor -> head -> driver**, as Ray call arguments: :class:`BlockRecord` and the
   :data:`Event` records, then :class:`CompleteStep` and :class:`StepLost` from the head, in a
   :class:`Taken`.
 
-On the socket each message is a 4-byte length and a msgpack-encoded tagged record (field ``t``
-names its type): no pickle crosses it. ``wake`` and ``free``, on the hot path, are fixed-size
-binary records. A message of a type the reader does not take is a :class:`Malformed` record
-naming it, never a default.
+How they travel on the socket (a length and a msgpack-encoded tagged record; ``wake`` and
+``free`` as fixed-size binary records) is :mod:`doreisa.runtime.wire`.
 """
 
 from __future__ import annotations
 
-import collections
-import socket
-import struct
 from typing import Any, TypeAlias
 
 import msgspec
 
-from doreisa.errors import ProtocolError
 
-
-class _Record(msgspec.Struct, frozen=True, tag=True, tag_field="t"):
+class Record(msgspec.Struct, frozen=True, tag=True, tag_field="t"):
     """Base of every message: frozen, tagged with its class name."""
 
 
 # -- rank <-> node actor ----------------------------------------------------------------------
 
 
-class Hello(_Record, frozen=True):
+class Hello(Record, frozen=True):
     """A rank connects to its node actor."""
 
     rank: int
@@ -46,14 +39,14 @@ class Hello(_Record, frozen=True):
     host: str
 
 
-class Welcome(_Record, frozen=True):
+class Welcome(Record, frozen=True):
     """The node actor's answer: who it is, and the run's contract (``Contract.model_dump(mode="json")``)."""
 
     node_id: str
     contract: dict[str, Any]
 
 
-class RingOpened(_Record, frozen=True):
+class RingOpened(Record, frozen=True):
     """A rank created its shared memory ring for ``array``: where it is and what its slots hold."""
 
     array: str
@@ -68,7 +61,7 @@ class RingOpened(_Record, frozen=True):
     nblocks: int  # blocks of a complete step
 
 
-class RankStats(_Record, frozen=True):
+class RankStats(Record, frozen=True):
     """What one rank did, as :meth:`doreisa.Bridge.close` returns it (as a dict)."""
 
     calls: int = 0
@@ -83,14 +76,14 @@ class RankStats(_Record, frozen=True):
     skipped_steps: tuple[tuple[str, int], ...] = ()
 
 
-class Close(_Record, frozen=True):
+class Close(Record, frozen=True):
     """A rank closes its bridge; every block it posted before was taken."""
 
     rank: int
     stats: RankStats
 
 
-class Decision(_Record, frozen=True):
+class Decision(Record, frozen=True):
     """What every rank applies at the same step: trigger switches, cadence overrides, steering values.
 
     ``apply_at`` is set in deterministic feedback (the decided step + lag); in asynchronous mode
@@ -109,14 +102,14 @@ class Decision(_Record, frozen=True):
     local: bool = False
 
 
-class Done(_Record, frozen=True):
+class Done(Record, frozen=True):
     """The analytics finished these (array, step); the decisions they took on the way."""
 
     items: tuple[tuple[str, int], ...]
     decisions: tuple[Decision, ...] = ()
 
 
-class CadenceChange(_Record, frozen=True):
+class CadenceChange(Record, frozen=True):
     """One array's cadence before and after a decision (``Cadence`` fields)."""
 
     array: str
@@ -124,7 +117,7 @@ class CadenceChange(_Record, frozen=True):
     new: dict[str, Any]
 
 
-class Applied(_Record, frozen=True):
+class Applied(Record, frozen=True):
     """Rank 0 applied ``decision`` at step ``applied_at`` (what provenance records)."""
 
     rank: int
@@ -133,7 +126,7 @@ class Applied(_Record, frozen=True):
     changes: tuple[CadenceChange, ...]
 
 
-class MonitorValues(_Record, frozen=True):
+class MonitorValues(Record, frozen=True):
     """The monitors' values at one step, by ``reduction(array)``."""
 
     step: int
@@ -141,21 +134,21 @@ class MonitorValues(_Record, frozen=True):
     values: dict[str, float]
 
 
-class MonitorBatch(_Record, frozen=True):
+class MonitorBatch(Record, frozen=True):
     """Monitored steps, sent by rank 0 in batches (one message per step costs rank 0 a system call)."""
 
     rank: int
     records: tuple[MonitorValues, ...]
 
 
-class Publishing(_Record, frozen=True):
+class Publishing(Record, frozen=True):
     """A rank enters its first publish of ``array`` (and the collective in which the ranks agree on its layout)."""
 
     rank: int
     array: str
 
 
-class TriggerFailed(_Record, frozen=True):
+class TriggerFailed(Record, frozen=True):
     """Triggers evaluated by the ranks could not be evaluated, first at ``step`` (every rank skips them alike).
 
     Rank 0 reports the first failure at once, and at ``close()`` how many steps failed (``count``).
@@ -167,7 +160,7 @@ class TriggerFailed(_Record, frozen=True):
     count: int = 1
 
 
-class NodeInfo(_Record, frozen=True):
+class NodeInfo(Record, frozen=True):
     """What a node actor writes in the run folder (``nodes/<id>.json``) for the ranks of its host to find it."""
 
     node_id: str
@@ -183,7 +176,7 @@ NodeMessage: TypeAlias = Welcome | Done
 # -- node actor -> head -> driver ---------------------------------------------------------------
 
 
-class BlockRecord(_Record, frozen=True):
+class BlockRecord(Record, frozen=True):
     """A block in Ray's object store: which array and step, where in the grid, who holds it."""
 
     array: str
@@ -200,7 +193,7 @@ class BlockRecord(_Record, frozen=True):
     part: int | None = None  # None: the object is the block; i: the block is the object's i-th
 
 
-class RankJoined(_Record, frozen=True):
+class RankJoined(Record, frozen=True):
     """A rank said hello to node actor ``node``."""
 
     rank: int
@@ -208,7 +201,7 @@ class RankJoined(_Record, frozen=True):
     node: str
 
 
-class RankClosed(_Record, frozen=True):
+class RankClosed(Record, frozen=True):
     """A rank closed its bridge."""
 
     rank: int
@@ -216,14 +209,14 @@ class RankClosed(_Record, frozen=True):
     stats: RankStats
 
 
-class RankLost(_Record, frozen=True):
+class RankLost(Record, frozen=True):
     """A rank's connection ended without ``Close``: it died, or the launcher ended it."""
 
     rank: int
     node: str
 
 
-class RankError(_Record, frozen=True):
+class RankError(Record, frozen=True):
     """Something a node actor could not do for a rank (a bad message, the store refused a block)."""
 
     rank: int | None
@@ -231,7 +224,7 @@ class RankError(_Record, frozen=True):
     error: str
 
 
-class StepLost(_Record, frozen=True):
+class StepLost(Record, frozen=True):
     """A step of an array that stayed incomplete (reported by the head, or at the end of the run)."""
 
     array: str
@@ -246,7 +239,7 @@ Event: TypeAlias = (
 )
 
 
-class NodeCounts(_Record, frozen=True):
+class NodeCounts(Record, frozen=True):
     """What one node actor did: blocks and bytes taken from its ranks, objects stored and the time it took."""
 
     node: str
@@ -258,14 +251,14 @@ class NodeCounts(_Record, frozen=True):
     cpu_s: float | None = None  # CPU seconds of this node's Ray processes (its raylet's tree) in the run
 
 
-class TransitCounts(_Record, frozen=True):
+class TransitCounts(Record, frozen=True):
     """What one in-transit relay received."""
 
     blocks: int
     bytes: int
 
 
-class CompleteStep(_Record, frozen=True):
+class CompleteStep(Record, frozen=True):
     """Every block of one step of one array: what the driver turns into a Dask array."""
 
     array: str
@@ -278,7 +271,7 @@ class CompleteStep(_Record, frozen=True):
     parts: dict[tuple[int, ...], int] = msgspec.field(default_factory=dict)  # index -> position in its object
 
 
-class Taken(_Record, frozen=True):
+class Taken(Record, frozen=True):
     """What the driver takes from the head at once: complete steps, events, and steps still partial."""
 
     steps: tuple[CompleteStep, ...]
@@ -289,132 +282,3 @@ class Taken(_Record, frozen=True):
 def describe(record: Any) -> str:
     """A record's type name, for errors (``Applied``), or the Python type of anything else."""
     return type(record).__name__
-
-
-# -- framing on the socket ----------------------------------------------------------------------
-
-_HEADER = struct.Struct("!I")
-MAX_MESSAGE = 16 * 1024 * 1024
-BINARY = 0x8000_0000  # set in the length header of a binary record
-_FREE, _WAKE = 2, 3
-#: free: kind, ring id, slot
-_FREE_RECORD = struct.Struct("!BHI")
-_FREE_FRAME = struct.Struct("!I" + _FREE_RECORD.format[1:])
-#: wake: kind only (the node actor reads the ring headers to know what was posted)
-WAKE = struct.pack("!IB", BINARY | 1, _WAKE)
-_ENCODER = msgspec.msgpack.Encoder()
-
-
-class Wake(_Record, frozen=True):
-    """A rank posted to a sleeping node actor (decoded from the binary record)."""
-
-
-class Free(_Record, frozen=True):
-    """Slot ``slot`` of ring ``ring`` may be written again (decoded from the binary record)."""
-
-    ring: int
-    slot: int
-
-
-class Malformed(_Record, frozen=True):
-    """A framed message that could not be decoded (never sent): the reader decides what it costs.
-
-    The frames around it are intact, so the messages after it can still be read.
-    """
-
-    error: str
-
-
-def encode(message: RankMessage | NodeMessage) -> bytes:
-    """One framed message."""
-    data = _ENCODER.encode(message)
-    return _HEADER.pack(len(data)) + data
-
-
-def free_record(ring: int, slot: int) -> bytes:
-    """The binary ``free`` record: slot ``slot`` of ring ``ring`` may be written again."""
-    return _FREE_FRAME.pack(BINARY | _FREE_RECORD.size, _FREE, ring, slot)
-
-
-def _decode_binary(payload: bytes) -> Wake | Free:
-    kind = payload[0] if payload else None
-    if kind == _WAKE and len(payload) == 1:
-        return Wake()
-    if kind == _FREE and len(payload) == _FREE_RECORD.size:
-        _, ring, slot = _FREE_RECORD.unpack(payload)
-        return Free(ring, slot)
-    raise ProtocolError(f"unknown binary record: kind {kind}, {len(payload)} bytes")
-
-
-class MessageReader:
-    """Splits a byte stream into messages of ``kinds``; works with blocking and non-blocking sockets.
-
-    The rank reads :data:`NodeMessage` (and ``free``), the node actor :data:`RankMessage` (and ``wake``).
-    """
-
-    def __init__(self, kinds: Any) -> None:
-        self._decoder = msgspec.msgpack.Decoder(kinds)
-        self._kinds = kinds
-        self._buffer = bytearray()
-        #: Complete messages not handed out yet by :func:`recv_one`.
-        self.pending: collections.deque[Any] = collections.deque()
-
-    def feed(self, data: bytes) -> list[Any]:
-        """Add received bytes; return every message they complete (and those still pending).
-
-        A message of an unknown type or malformed comes out as :class:`Malformed`.
-
-        Raises
-        ------
-        ProtocolError
-            For a frame too large or a binary record of an unknown kind: the stream cannot be read further.
-        """
-        self._buffer += data
-        while len(self._buffer) >= _HEADER.size:
-            (header,) = _HEADER.unpack_from(self._buffer)
-            length = header & ~BINARY
-            if length > MAX_MESSAGE:
-                raise ProtocolError(f"message of {length} bytes exceeds the {MAX_MESSAGE}-byte limit")
-            end = _HEADER.size + length
-            if len(self._buffer) < end:
-                break
-            payload = bytes(self._buffer[_HEADER.size : end])
-            del self._buffer[:end]
-            self.pending.append(_decode_binary(payload) if header & BINARY else self._decode(payload))
-        out = list(self.pending)
-        self.pending.clear()
-        return out
-
-    def _decode(self, payload: bytes) -> Any:
-        try:
-            return self._decoder.decode(payload)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            return Malformed(
-                f"unreadable message ({exc}); expected one of {', '.join(_names_of(self._kinds))}. Do the rank and "
-                "the runtime run the same doreisa version?"
-            )
-
-
-def _names_of(kinds: Any) -> list[str]:
-    return [k.__name__ for k in getattr(kinds, "__args__", (kinds,))]
-
-
-def recv_one(sock: socket.socket, reader: MessageReader, timeout: float) -> Any:
-    """Block until one message arrives (``TimeoutError`` after ``timeout`` s, ``EOFError`` if closed).
-
-    Messages that arrived in the same read stay in ``reader.pending`` for the next call.
-    """
-    if reader.pending:
-        return reader.pending.popleft()
-    sock.settimeout(timeout)
-    try:
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                raise EOFError("the node actor closed the connection")
-            messages = reader.feed(data)
-            if messages:
-                reader.pending.extend(messages[1:])
-                return messages[0]
-    finally:
-        sock.settimeout(None)

@@ -44,7 +44,6 @@ from doreisa.runtime.protocol import (
     Done,
     Event,
     Hello,
-    Malformed,
     MonitorBatch,
     NodeCounts,
     NodeInfo,
@@ -56,13 +55,11 @@ from doreisa.runtime.protocol import (
     RankMessage,
     RingOpened,
     TriggerFailed,
-    Wake,
     Welcome,
     describe,
-    encode,
-    free_record,
 )
 from doreisa.runtime.ring import ASLEEP, TOTAL_STORE_ORDER, fence
+from doreisa.runtime.wire import Malformed, Wake, encode, free_record
 
 #: What a node actor reports to the head, in batches.
 Report = BlockRecord | Event

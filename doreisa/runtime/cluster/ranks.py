@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from doreisa.runtime.protocol import Done, MessageReader, RankMessage, RingOpened, Wake, Welcome, encode
+from doreisa.runtime.protocol import Done, RankMessage, RingOpened, Welcome
 from doreisa.runtime.ring import ASLEEP, POSTS, ShmRing
+from doreisa.runtime.wire import MessageReader, Wake, encode
 
 log = logging.getLogger("doreisa.node")
 

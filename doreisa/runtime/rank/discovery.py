@@ -11,7 +11,8 @@ import msgspec
 
 from doreisa.errors import ProtocolError, RuntimeUnavailableError
 from doreisa.runtime import _names
-from doreisa.runtime.protocol import Hello, Malformed, MessageReader, NodeInfo, Welcome, encode, recv_one
+from doreisa.runtime.protocol import Hello, NodeInfo, Welcome
+from doreisa.runtime.wire import Malformed, MessageReader, encode, recv_one
 
 
 def connect_to_node(

@@ -25,24 +25,11 @@ import numpy as np
 from doreisa.contract import Backpressure
 from doreisa.errors import BridgeError
 from doreisa.runtime import _names
-from doreisa.runtime.protocol import (
-    WAKE,
-    Close,
-    Done,
-    Free,
-    Malformed,
-    MessageReader,
-    NodeMessage,
-    RankMessage,
-    RankStats,
-    RingOpened,
-    Welcome,
-    encode,
-    recv_one,
-)
+from doreisa.runtime.protocol import Close, Done, NodeMessage, RankMessage, RankStats, RingOpened, Welcome
 from doreisa.runtime.rank.arrays import BlockCopy, RankArray
 from doreisa.runtime.rank.discovery import connect_to_node
 from doreisa.runtime.ring import ASLEEP, NAN, POSTS, ShmRing, fence, slot_bytes
+from doreisa.runtime.wire import WAKE, Free, Malformed, MessageReader, encode, recv_one
 
 log = logging.getLogger("doreisa.bridge")
 

@@ -21,12 +21,9 @@ from doreisa.errors import BlockMismatchError, BridgeError, RuntimeUnavailableEr
 from doreisa.runtime import _names
 from doreisa.runtime.cadence import ArrayCadence
 from doreisa.runtime.protocol import (
-    WAKE,
     Close,
     Done,
-    Free,
     Hello,
-    MessageReader,
     MonitorBatch,
     RankClosed,
     RankError,
@@ -35,14 +32,13 @@ from doreisa.runtime.protocol import (
     RankStats,
     RingOpened,
     Welcome,
-    encode,
-    recv_one,
 )
 from doreisa.runtime.rank import steering as _steer
 from doreisa.runtime.rank.bridge import Bridge
 from doreisa.runtime.rank.comm import SingleProcessComm
 from doreisa.runtime.rank.shm import MAX_RING_SLOTS, MIN_RING_SLOTS, RingStaging, ring_slots
 from doreisa.runtime.ring import ASLEEP, NAN, POSTS, ShmRing, slot_bytes
+from doreisa.runtime.wire import WAKE, Free, MessageReader, encode, recv_one
 
 Rig = Any  # conftest.Rig
 MakeRig = Callable[[str], tuple[Rig, Bridge]]

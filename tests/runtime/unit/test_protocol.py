@@ -13,9 +13,6 @@ import pytest
 
 from doreisa.errors import ProtocolError
 from doreisa.runtime.protocol import (
-    BINARY,
-    MAX_MESSAGE,
-    WAKE,
     Applied,
     BlockRecord,
     CadenceChange,
@@ -23,10 +20,7 @@ from doreisa.runtime.protocol import (
     CompleteStep,
     Decision,
     Done,
-    Free,
     Hello,
-    Malformed,
-    MessageReader,
     MonitorBatch,
     MonitorValues,
     NodeMessage,
@@ -36,8 +30,16 @@ from doreisa.runtime.protocol import (
     StepLost,
     Taken,
     TriggerFailed,
-    Wake,
     Welcome,
+)
+from doreisa.runtime.wire import (
+    BINARY,
+    MAX_MESSAGE,
+    WAKE,
+    Free,
+    Malformed,
+    MessageReader,
+    Wake,
     encode,
     free_record,
     recv_one,
