@@ -1,6 +1,7 @@
 """The contract layer: pure data. Never imports ray, dask or mpi4py."""
 
 from doreisa.contract.document import Contract
+from doreisa.contract.events import FeedbackPolicy, Monitor, Trigger, TriggerAction
 from doreisa.contract.expressions import Expression, parse_expression
 from doreisa.contract.loader import load_contract, parse_contract
 from doreisa.contract.models import (
@@ -8,16 +9,12 @@ from doreisa.contract.models import (
     ArraySpec,
     Backpressure,
     Cadence,
-    FeedbackPolicy,
     Handover,
-    Monitor,
     Outputs,
     Placement,
     Preprocess,
     Slice,
     Timeouts,
-    Trigger,
-    TriggerAction,
 )
 
 __all__ = [

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Self, cast
 
 from pydantic import Field, field_validator, model_validator
 
+from doreisa.contract.events import FeedbackPolicy, Monitor, Trigger
 from doreisa.contract.expressions import Expression
 from doreisa.contract.expressions import parse_expression as _parse
 from doreisa.contract.models import (
@@ -24,18 +25,15 @@ from doreisa.contract.models import (
     ArraySpec,
     Backpressure,
     Cadence,
-    FeedbackPolicy,
     Handover,
     Identifier,
     Loc,
     LocatedError,
     LocatedErrors,
-    Monitor,
     Outputs,
     Placement,
     StrictModel,
     Timeouts,
-    Trigger,
 )
 from doreisa.errors import ExpressionError
 
@@ -46,7 +44,7 @@ class Contract(StrictModel):
     version: Literal[1] = 1
     arrays: Annotated[dict[Identifier, ArraySpec], Field(min_length=1)]
     cadence: Cadence = Field(default_factory=lambda: Cadence(every=1))
-    triggers: tuple[Trigger, ...] = ()
+    triggers: tuple[Trigger, ...] = Field(default=(), max_length=64)  # one bit each in a block's tags
     monitors: tuple[Monitor, ...] = ()
     feedback: FeedbackPolicy = Field(default_factory=FeedbackPolicy)
     analytics: tuple[AnalyticSpec, ...] = ()
@@ -154,6 +152,22 @@ class Contract(StrictModel):
                     raise LocatedError(("triggers", i, key), str(exc)) from exc
         for k, name in enumerate(trig.action.arrays or ()):
             self._check_known(("triggers", i, "action", "arrays", k), name)
+        labels = [a.label for a in self.analytics]
+        for k, label in enumerate(trig.action.analytics or ()):
+            if label not in labels:
+                raise LocatedError(
+                    ("triggers", i, "action", "analytics", k),
+                    f"unknown analytic {label!r}; the contract's analytics are named {', '.join(labels) or 'nothing'}",
+                )
+
+    @cached_property
+    def gated(self) -> dict[str, list[Trigger]]:
+        """The analytics that run only while a trigger is active, with the triggers that let them run."""
+        out: dict[str, list[Trigger]] = {}
+        for trig in self.triggers:
+            for label in trig.action.analytics or ():
+                out.setdefault(label, []).append(trig)
+        return out
 
     def _check_analytic(self, i: int, spec: AnalyticSpec) -> None:
         keys = list(spec.arrays) if isinstance(spec.arrays, dict) else range(len(spec.arrays))

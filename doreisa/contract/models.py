@@ -264,25 +264,6 @@ class ArraySpec(StrictModel):
         return tuple(math.ceil((stop - start) / step) for start, stop, step in self.region)
 
 
-class TriggerAction(StrictModel):
-    """What a trigger does while it is active."""
-
-    cadence: Cadence
-    arrays: tuple[Identifier, ...] | None = Field(default=None, description="arrays affected; default: all")
-
-
-class Trigger(StrictModel):
-    """Change the cadence while ``when`` holds, until ``until`` holds (hysteresis)."""
-
-    name: Identifier
-    when: ExpressionText
-    until: ExpressionText | None = Field(
-        default=None, description="release condition; default: as soon as 'when' no longer holds"
-    )
-    action: TriggerAction
-    priority: Int = Field(default=0, description="the active trigger with the highest priority wins")
-
-
 class AnalyticSpec(StrictModel):
     """One analytic to run: a registered function bound to arrays of the contract."""
 
@@ -379,33 +360,3 @@ class Outputs(StrictModel):
             if missing:
                 raise LocatedError((i,), f"output format {name!r} cannot be written here: {missing}")
         return formats
-
-
-class Monitor(StrictModel):
-    """Scalar reductions of an array computed in the simulation on every ``every``-th step, copied or not.
-
-    Each rank reduces its own block (or the part inside ``select``) and the ranks combine the
-    results with one small ``allgather``. A trigger whose reductions are all monitored is
-    evaluated in the simulation itself, at the step the event happens.
-    """
-
-    array: Identifier
-    reductions: Annotated[tuple[Literal["max", "min", "sum", "mean", "nonfinite"], ...], Field(min_length=1)]
-    every: PositiveInt = Field(default=1, description="compute on every N-th step")
-    select: tuple[Slice, ...] | None = Field(default=None, description="region to reduce; default: the whole array")
-
-
-class FeedbackPolicy(StrictModel):
-    """How decisions of the analytics (trigger changes, steering values) reach the ranks."""
-
-    mode: Literal["async", "deterministic"] = Field(
-        default="async",
-        description="async: applied as soon as the ranks agree, never waiting; deterministic: at step t + lag",
-    )
-    lag: PositiveInt = Field(default=2, description="deterministic: a decision taken on step t applies at t + lag")
-    sync_every: PositiveInt = Field(
-        default=1, description="async: the ranks agree on pending decisions every N steps (one small broadcast)"
-    )
-    enabled: bool = Field(
-        default=False, description="let analytics send steering values and cadence changes (implied by triggers)"
-    )

@@ -178,7 +178,7 @@ def _read_provenance(path: Path, notes: list[str]) -> tuple[tuple[Change, ...], 
                 changes.append(_change(record))
             elif kind == "skipped":
                 skipped.append(Skipped(int(record["step"]), tuple(map(str, record.get("arrays", ())))))
-            else:
+            elif kind != "action":  # a trigger's analytic ran: its values are in the results already
                 unknown.add(str(kind))
         except (ValueError, TypeError, KeyError):
             unreadable.append(number)

@@ -191,6 +191,7 @@ class BlockRecord(Record, frozen=True):
     where: str  # the Ray node whose store holds it (an analytics node in transit)
     ref: Any  # the ray.ObjectRef of the object that holds it
     part: int | None = None  # None: the object is the block; i: the block is the object's i-th
+    tags: int = 0  # the triggers active on every rank at this step, one bit per trigger of the contract
 
 
 class RankJoined(Record, frozen=True):
@@ -269,6 +270,7 @@ class CompleteStep(Record, frozen=True):
     blocks: dict[tuple[int, ...], Any]  # grid index -> object reference (numpy blocks in unit tests)
     nodes: dict[tuple[int, ...], str] = msgspec.field(default_factory=dict)  # index -> Ray node holding it
     parts: dict[tuple[int, ...], int] = msgspec.field(default_factory=dict)  # index -> position in its object
+    tags: int = 0  # the triggers active at this step, one bit per trigger of the contract
 
 
 class Taken(Record, frozen=True):

@@ -70,7 +70,7 @@ class ShmRing:
         self.path = path
         self.slots = slots
         self.slot_size = slot_size
-        self.header_bytes = -(-(8 * (2 + 4 * slots)) // PAGE) * PAGE  # slots start on a page
+        self.header_bytes = -(-(8 * (2 + 5 * slots)) // PAGE) * PAGE  # slots start on a page
         size = self.header_bytes + slots * slot_size
         flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
         fd = os.open(path, flags, 0o600)
@@ -90,7 +90,9 @@ class ShmRing:
         self.posted: memoryview = field(1, "Q")
         self.steps: memoryview = field(2, "q")
         self.times: memoryview[float] = field(3, "d")
-        self._words = (words, self.control, self.freed, self.posted, self.steps, self.times)
+        #: the triggers active on every rank at the block's step, one bit per trigger of the contract
+        self.tags: memoryview = field(4, "Q")
+        self._words = (words, self.control, self.freed, self.posted, self.steps, self.times, self.tags)
         if create:
             self.control[ASLEEP] = 1
 

@@ -8,7 +8,7 @@ feedback request), ``steering`` updates the values the simulation reads.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,10 +114,10 @@ class CadenceState:
         best = None
         for trig in self._contract.triggers:
             arrays = trig.action.arrays
-            applies = self.active[trig.name] and (arrays is None or array in arrays)
+            applies = self.active[trig.name] and trig.action.cadence is not None and (arrays is None or array in arrays)
             if applies and (best is None or trig.priority > best.priority):
                 best = trig
-        return best.action.cadence if best is not None else self.base[array]
+        return best.action.cadence if best is not None and best.action.cadence is not None else self.base[array]
 
     def apply(self, decision: Decision) -> list[CadenceChange]:
         """Apply a decision; return the arrays whose cadence changed, with old and new cadence."""
@@ -173,3 +173,39 @@ def combine_reductions(monitor: Monitor, parts: list[dict[str, float]]) -> dict[
             value = sum(p.get("sum", 0.0) for p in parts) / count if count else float("nan")
         out[(red, monitor.array)] = value
     return out
+
+
+class TriggerGates:
+    """The analytics that a trigger's ``action.analytics`` owns: may one run on a step?
+
+    The ranks tag each block with the triggers active at its step (one bit per trigger of the
+    contract, :attr:`~doreisa.runtime.protocol.CompleteStep.tags`), so the answer is the
+    simulation's own view of the trigger, wherever the trigger is evaluated.
+    """
+
+    def __init__(self, contract: Contract) -> None:
+        #: label -> (the trigger's bit, its name, once) for each trigger that owns the analytic
+        self._gates = {
+            label: [(contract.triggers.index(t), t.name, t.action.once) for t in triggers]
+            for label, triggers in contract.gated.items()
+        }
+        self._was_active: dict[tuple[str, str], bool] = {}
+
+    def let(self, label: str, step: int, tags: int, record: Callable[[int, str, list[str], bool], None]) -> bool:
+        """True if analytic ``label`` runs at ``step``: always, unless triggers own it; then while one is
+        active, or with ``once`` on the first step after it fired. Each such run is ``record``-ed."""
+        gates = self._gates.get(label)
+        if not gates:
+            return True
+        by: list[str] = []
+        once = True
+        for bit, trigger, only_once in gates:
+            active = bool(tags >> bit & 1)
+            fired = active and not self._was_active.get((label, trigger), False)
+            self._was_active[label, trigger] = active
+            if fired or (active and not only_once):
+                by.append(trigger)
+                once = once and only_once
+        if by:
+            record(step, label, by, once)
+        return bool(by)

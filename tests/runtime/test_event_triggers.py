@@ -94,3 +94,50 @@ def test_a_delta_trigger_in_the_analytics_reads_the_previous_analysed_step(ray_c
     first = run.session.provenance.records[0]
     assert (first["decided_at"], first["triggers"]) == (15, {"heating": True})
     assert first["values"] == {"max(field)": 7122.0, "prev(max(field))": 7017.0}, "steps 15 and 10"
+
+
+ACTIONS_CONTRACT = """
+arrays:
+  field: {dtype: float64, shape: [8, 8]}
+cadence: {every: 2}
+monitors:
+  - {array: field, reductions: [max]}
+triggers:
+  - name: hot
+    when: max(field) > 7100
+    until: max(field) < 7050
+    action: {analytics: [hot_mean]}
+  - name: hot_once
+    when: max(field) > 7100
+    until: max(field) < 7050
+    action: {analytics: [snapshot], once: true}
+analytics:
+  - {function: max, arrays: [field]}
+  - {function: mean, name: hot_mean, arrays: [field]}
+  - {function: max, name: snapshot, arrays: [field]}
+"""
+
+
+def test_trigger_actions_run_analytics_only_while_active_and_once(ray_cluster: Any) -> None:
+    """max(field) = step + 7007, +100 at steps 10-15: both triggers fire at 10 and release at 16 (applied at
+    the next step), so they are active on steps 11 to 16; the cadence (every 2) does not change."""
+    sim = [sys.executable, str(SIM), "--shape", "8,8", "--steps", "30", "--bump", "10:16:100"]
+    run = run_coupled(ACTIONS_CONTRACT, sim, nranks=2)
+    assert run.returncode == 0, run.output
+    assert sorted(run.values["max"]) == list(range(0, 30, 2)), "the other analytics and the cadence: unchanged"
+    assert run.values["hot_mean"] == {s: s + 3503.5 + 100 * (s < 16) for s in (12, 14, 16)}
+    assert run.values["snapshot"] == {12: 12 + 7007.0 + 100}, "once: the first copied step after it fired"
+    records = run.session.provenance.records
+    changes = [r for r in records if r["kind"] == "change"]
+    assert [(r["step"], r["decided_at"], r["triggers"]) for r in changes] == [
+        (11, 10, {"hot": True, "hot_once": True}),
+        (17, 16, {"hot": False, "hot_once": False}),
+    ]
+    assert all(r["changes"] == [] for r in changes), "no cadence in these actions"
+    actions = [(r["step"], r["analytic"], r["triggers"], r["once"]) for r in records if r["kind"] == "action"]
+    assert actions == [
+        (12, "hot_mean", ["hot"], False),
+        (12, "snapshot", ["hot_once"], True),
+        (14, "hot_mean", ["hot"], False),
+        (16, "hot_mean", ["hot"], False),
+    ]

@@ -35,7 +35,7 @@ from doreisa.runtime.cluster.deadline import CallThread
 from doreisa.runtime.cluster.results import ResultWriter
 from doreisa.runtime.protocol import CompleteStep, Decision, Done
 from doreisa.runtime.scheduling.graphs import bind, blocks_array, bound, placeholder_array
-from doreisa.runtime.triggers import Transition, TriggerMachine, transitions_decision
+from doreisa.runtime.triggers import Transition, TriggerGates, TriggerMachine, transitions_decision
 
 log = logging.getLogger("doreisa.driver")
 
@@ -141,6 +141,7 @@ class AnalyticsDriver:
         scheduler: Scheduler,
         scheduler_for: SchedulerFor | None = None,
         on_done: Callable[[Done], None] = lambda done: None,
+        on_action: Callable[[int, str, list[str], bool], None] = lambda step, label, triggers, once: None,
     ) -> None:
         self.contract = contract
         self.bound = bound
@@ -149,6 +150,8 @@ class AnalyticsDriver:
         self.scheduler_for = scheduler_for or (lambda arrays, nodes, nbytes, bindings: _binding(scheduler, bindings))
         self._local = threading.local()
         self.on_done = on_done
+        self.on_action = on_action
+        self.gates = TriggerGates(contract)
         self.failures = Failures()
         #: runs the analytic calls, each within timeouts.analytic
         self.runner = CallThread()
@@ -178,7 +181,7 @@ class AnalyticsDriver:
         # thread alone; analytics threads choose their scheduler through a thread-local instead.
         with dask_config_set(scheduler=self._dispatch):
             for b in self._readers.get(name, []):
-                if self._ready(b, step):
+                if self.gates.let(b.label, complete.step, complete.tags, self.on_action) and self._ready(b, step):
                     self._run(b, step, feedback)
             transitions = self._evaluate_triggers(name, step, complete.time)
         decision = self._decide(step, transitions, feedback)

@@ -34,6 +34,7 @@ class _Partial:
     # a block stored with others of its step in one object: its position in that object
     parts: dict[tuple[int, ...], int] = field(default_factory=dict[tuple[int, ...], int])
     ranks: set[int] = field(default_factory=set[int])
+    tags: int = 0
 
 
 class HeadState:
@@ -100,6 +101,7 @@ class HeadState:
         if item.part is not None:
             partial.parts[item.index] = item.part
         partial.ranks.add(item.rank)
+        partial.tags |= item.tags  # the same on every rank: each applies a decision at the same step
         if len(partial.blocks) == partial.n:
             del self._partial[key]
             if len(self._done) == self._done.maxlen:
@@ -116,6 +118,7 @@ class HeadState:
                     partial.blocks,
                     partial.nodes,
                     partial.parts,
+                    partial.tags,
                 )
             )
 

@@ -312,6 +312,7 @@ class NodeServer:
             where,
             ref,
             part,
+            put.tags,
         )
 
     @staticmethod

@@ -55,7 +55,8 @@ class RankRing:
             if count != seen[slot]:
                 seen[slot] = count
                 tm = ring.times[slot]  # NaN: none
-                into.append(PostedSlot(conn, self, slot, ring_id, ring.steps[slot], None if tm != tm else tm))
+                step, tags = ring.steps[slot], ring.tags[slot]
+                into.append(PostedSlot(conn, self, slot, ring_id, step, None if tm != tm else tm, tags))
 
 
 @dataclass
@@ -68,6 +69,7 @@ class PostedSlot:
     ring_id: int
     step: int
     time: float | None
+    tags: int = 0
 
 
 @dataclass

@@ -121,6 +121,10 @@ class Provenance:
         }
         self._emit(record)
 
+    def action(self, step: int, analytic: str, triggers: list[str], once: bool) -> None:
+        """Record that ``analytic`` ran at ``step`` because ``triggers`` were active (``action.analytics``)."""
+        self._emit({"kind": "action", "step": step, "analytic": analytic, "triggers": triggers, "once": once})
+
     def skipped(self, closed: Mapping[int, RankStats]) -> None:
         """Record the steps skipped by backpressure (every rank skips the same; rank 0's list)."""
         stats = closed.get(0) or next(iter(closed.values()), None)

@@ -111,6 +111,7 @@ class Session:
             scheduler=ray_dask_get,
             scheduler_for=self.scheduler_for,
             on_done=self._notify_done,
+            on_action=self.provenance.action,
         )
         self.started_at = time.monotonic()
         self.cpu_started = time.process_time()  # this process's own CPU: the driver's share of the cost

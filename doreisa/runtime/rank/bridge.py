@@ -372,7 +372,7 @@ class Bridge:
         if not staging.has_slot() and not self._wait_or_drop(staging.has_slot, "a free staging slot"):
             return False
         self._in_flight.add(step, array.name)
-        dst = staging.reserve(step, time)  # the bookkeeping before the copy, which leaves the caches cold
+        dst = staging.reserve(step, time, self._steer.tags)  # the bookkeeping before the copy, which leaves caches cold
         stats = self.stats
         stats.max_in_flight = max(stats.max_in_flight, len(self._in_flight))
         # dtype and shape are checked above: a plain assignment, which costs half np.copyto's call when cold

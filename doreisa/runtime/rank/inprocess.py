@@ -36,6 +36,7 @@ class Posted:
     time: float | None
     index: tuple[int, ...]
     block: np.ndarray[Any, Any]
+    tags: int = 0  # the triggers active at the step, one bit each
 
 
 class _Slots:
@@ -44,20 +45,20 @@ class _Slots:
     def __init__(self, transport: InProcessTransport, array: str, copy: BlockCopy) -> None:
         self._transport, self._array, self._index = transport, array, copy.index
         self._buffer = np.empty(copy.shape, copy.dtype)
-        self._label: tuple[int, float | None] = (-1, None)
+        self._label: tuple[int, float | None, int] = (-1, None, 0)
 
     def has_slot(self) -> bool:
         return True
 
-    def reserve(self, step: int, time: float | None) -> np.ndarray[Any, Any]:
-        self._label = (step, time)
+    def reserve(self, step: int, time: float | None, tags: int = 0) -> np.ndarray[Any, Any]:
+        self._label = (step, time, tags)
         return self._buffer
 
     def post(self) -> bool:
         if self._transport.detached is not None:
             return False
-        step, time = self._label
-        self._transport.posted.append(Posted(self._array, step, time, self._index, self._buffer.copy()))
+        step, time, tags = self._label
+        self._transport.posted.append(Posted(self._array, step, time, self._index, self._buffer.copy(), tags))
         return True
 
     def idle(self) -> bool:

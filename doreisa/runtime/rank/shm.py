@@ -77,11 +77,12 @@ class RingStaging:
         self.posted = still
         return bool(self.free)
 
-    def reserve(self, step: int, time: float | None) -> np.ndarray[Any, Any]:
+    def reserve(self, step: int, time: float | None, tags: int = 0) -> np.ndarray[Any, Any]:
         slot = self._slot = self.free.pop()
         ring = self.ring
         ring.steps[slot] = step
         ring.times[slot] = NAN if time is None else time
+        ring.tags[slot] = tags
         self.posted.append(slot)
         return self.views[slot]
 

@@ -82,6 +82,8 @@ class RankFeedback:
         self._trigger_failed: TriggerFailed | None = None  # the first failure, counting the steps since
         self._monitored_since = 0.0
         self._nonfinite_logged: dict[str, int] = {}
+        #: the active triggers, one bit per trigger of the contract: what the blocks of this step carry
+        self.tags = 0
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -159,6 +161,7 @@ class RankFeedback:
 
     def _apply(self, decision: Decision, step: int) -> None:
         changes = self.plan.apply(decision)
+        self.tags = sum(1 << i for i, t in enumerate(self.contract.triggers) if self.plan.active[t.name])
         for change in changes:
             self._schedules[change.array].set_cadence(self.plan.effective(change.array))
         if self._rank == 0:

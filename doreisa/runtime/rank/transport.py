@@ -32,8 +32,11 @@ class Staging(Protocol):
         """Is a slot free now (without waiting)?"""
         ...
 
-    def reserve(self, step: int, time: float | None) -> np.ndarray[Any, Any]:
+    def reserve(self, step: int, time: float | None, tags: int = 0) -> np.ndarray[Any, Any]:
         """Label a free slot with the step and time of the block about to be copied; the slot to copy into.
+
+        ``tags``: the triggers active at that step, one bit per trigger of the contract (the
+        analytics run a trigger's own analytics on the blocks it tags).
 
         Before the copy: the copy of a large block evicts the caches, and what follows it runs cold.
         """

@@ -68,9 +68,9 @@ def test_view_offsets_per_slot(tmp_path: Path) -> None:
 
 def test_header_words_are_shared(tmp_path: Path) -> None:
     path = str(tmp_path / "ring")
-    rank = ShmRing(path, 600, 64, create=True)  # 2 + 4 x 600 words: the header spans five pages
+    rank = ShmRing(path, 600, 64, create=True)  # 2 + 5 x 600 words: the header spans six pages
     node = ShmRing(path, 600, 64, create=False)
-    assert rank.header_bytes == 5 * 4096
+    assert rank.header_bytes == 6 * 4096
     assert (rank.control[ASLEEP], rank.control[POSTS]) == (1, 0)  # asleep until the node says otherwise
     assert list(rank.freed[:3]) == list(rank.posted[:3]) == [0, 0, 0]
     node.control[ASLEEP] = 0
@@ -78,9 +78,11 @@ def test_header_words_are_shared(tmp_path: Path) -> None:
     node.freed[1] = 2**40
     rank.posted[599] = 3
     rank.steps[599], rank.times[599], rank.times[0] = -(2**40), 0.25, NAN
+    rank.tags[599], rank.tags[0] = 2**63 + 5, 1  # one bit per trigger: 64 of them
     rank.control[POSTS] += 1
     assert (rank.control[ASLEEP], rank.freed[599], rank.freed[1]) == (0, 1, 2**40)
     assert (node.control[POSTS], node.posted[599], node.steps[599], node.times[599]) == (1, 3, -(2**40), 0.25)
+    assert (node.tags[599], node.tags[0], node.tags[598]) == (2**63 + 5, 1, 0)
     assert node.times[0] != node.times[0] and node.posted[598] == node.freed[598] == 0  # the words do not overlap
     rank.views((8,), np.dtype("float64"))[599][...] = 7.0  # the last slot ends at the end of the file
     assert node.view(599, (8,), np.dtype("float64"))[-1] == 7.0
