@@ -297,8 +297,10 @@ class Backpressure(StrictModel):
     """At most ``max_in_flight`` published steps not yet analysed; what to do when full."""
 
     max_in_flight: PositiveInt = 4
-    policy: Literal["block", "skip"] = Field(
-        default="block", description="block: the simulation waits; skip: the step is not copied, and counted"
+    policy: Literal["block", "skip", "latest"] = Field(
+        default="block",
+        description="block: the simulation waits; skip: the step is not copied, and counted; latest: the step is "
+        "copied, and the oldest step waiting for the analytics (not yet started) is dropped, and counted",
     )
     staging_mb: PositiveInt = Field(
         default=64,

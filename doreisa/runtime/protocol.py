@@ -235,8 +235,25 @@ class StepLost(Record, frozen=True):
     ranks_seen: tuple[int, ...]
 
 
+class StepDropped(Record, frozen=True):
+    """A complete step the analytics never started: newer ones came (``backpressure.policy: latest``)."""
+
+    array: str
+    step: int
+    blocks: int  # how many: they count as delivered
+
+
 Event: TypeAlias = (
-    RankJoined | RankClosed | RankLost | RankError | Applied | MonitorBatch | TriggerFailed | StepLost | Publishing
+    RankJoined
+    | RankClosed
+    | RankLost
+    | RankError
+    | Applied
+    | MonitorBatch
+    | TriggerFailed
+    | StepLost
+    | StepDropped
+    | Publishing
 )
 
 

@@ -348,7 +348,7 @@ CASES = [
         ARRAY + "backpressure:\n  policy: drop\n",
         7,
         "backpressure.policy",
-        "'block' or 'skip'",
+        "'block', 'skip' or 'latest'",
     ),
     Bad("bad-max-in-flight", ARRAY + "backpressure:\n  max_in_flight: 0\n", 7, "backpressure.max_in_flight", "than 0"),
     Bad("bad-staging", ARRAY + "backpressure:\n  staging_mb: 0.5\n", 7, "backpressure.staging_mb", "integer"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import doreisa
 from doreisa.analytics import Registry
 from doreisa.contract import parse_contract
 from doreisa.runtime.cluster.session import Session
@@ -104,3 +106,34 @@ def test_simulation_may_start_before_the_analytics(ray_cluster: Any, tmp_path: P
         shutil.rmtree(run_dir, ignore_errors=True)
     assert proc.returncode == 0, out
     assert sorted(session.results.values["sum"]) == list(range(6))
+
+
+LATEST = """
+arrays:
+  field: {dtype: float64, shape: [8, 8]}
+cadence: {every: 1}
+backpressure: {max_in_flight: 1, policy: latest}
+analytics:
+  - {function: slow_max_latest, arrays: [field]}
+"""
+
+
+@doreisa.analytic("slow_max_latest")
+def _slow_max(x: Any) -> Any:
+    time.sleep(0.3)  # a visualization far slower than the simulation
+    return x.max()
+
+
+def test_policy_latest_analyses_the_newest_whole_steps_and_never_makes_the_simulation_wait(ray_cluster: Any) -> None:
+    run = run_coupled(LATEST, [sys.executable, str(SIM), "--shape", "8,8", "--steps", "30"], nranks=2)
+    assert run.returncode == 0, run.output
+    analysed = sorted(run.values["slow_max_latest"])
+    superseded = sorted(step for _, step in run.session.state.dropped_latest)
+    assert sorted(analysed + superseded) == list(range(30)), "every step is analysed or said superseded, once"
+    assert superseded and 29 in analysed, "the newest step is always analysed; older waiting ones give way"
+    assert all(run.values["slow_max_latest"][s] == s + 7007 for s in analysed), "whole steps only"
+    skipped = [(r["step"], r["source"]) for r in run.session.provenance.records if r["kind"] == "skipped"]
+    assert skipped == [(s, "latest") for s in superseded]
+    for rank in (0, 1):  # every step was copied: none skipped or dropped at the ranks
+        stats = json.loads(run.output.split(f"rank {rank} done ")[1].splitlines()[0])
+        assert (stats["published"], stats["skipped"], stats["dropped"]) == (30, 0, 0)

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from doreisa.runtime.protocol import BlockRecord, CompleteStep, Event, StepLost, Taken
+from doreisa.runtime.protocol import BlockRecord, CompleteStep, Event, StepDropped, StepLost, Taken
 
 
 @dataclass
@@ -40,8 +40,10 @@ class _Partial:
 class HeadState:
     """Step assembly and run events (ranks arriving, closing, lost)."""
 
-    def __init__(self, *, step_timeout: float) -> None:
+    def __init__(self, *, step_timeout: float, keep_latest: int | None = None) -> None:
         self._step_timeout = step_timeout
+        #: backpressure.policy latest: at most this many complete steps of an array wait for the analytics
+        self._keep = keep_latest
         self._cond = threading.Condition()
         self._partial: dict[tuple[str, int], _Partial] = {}
         self._ready: list[CompleteStep] = []
@@ -108,6 +110,7 @@ class HeadState:
                 self._done_set.discard(self._done[0])
             self._done.append(key)
             self._done_set.add(key)
+            self._make_room(partial.array)
             self._ready.append(
                 CompleteStep(
                     partial.array,
@@ -121,6 +124,15 @@ class HeadState:
                     partial.tags,
                 )
             )
+
+    def _make_room(self, array: str) -> None:
+        """Policy latest: drop the oldest waiting step of ``array`` once ``keep`` are waiting (its refs go)."""
+        if self._keep is None:
+            return
+        waiting = [i for i, s in enumerate(self._ready) if s.array == array]
+        if len(waiting) >= self._keep:
+            dropped = self._ready.pop(waiting[0])
+            self._events.append(StepDropped(dropped.array, dropped.step, len(dropped.blocks)))
 
     def take(self, timeout: float) -> Taken:
         """Wait up to ``timeout`` s for complete steps or events; return and forget them."""

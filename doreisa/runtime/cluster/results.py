@@ -125,6 +125,10 @@ class Provenance:
         """Record that ``analytic`` ran at ``step`` because ``triggers`` were active (``action.analytics``)."""
         self._emit({"kind": "action", "step": step, "analytic": analytic, "triggers": triggers, "once": once})
 
+    def dropped(self, array: str, step: int) -> None:
+        """Record a complete step the analytics never started because newer ones came (policy latest)."""
+        self._emit({"kind": "skipped", "step": step, "arrays": [array], "source": "latest"})
+
     def skipped(self, closed: Mapping[int, RankStats]) -> None:
         """Record the steps skipped by backpressure (every rank skips the same; rank 0's list)."""
         stats = closed.get(0) or next(iter(closed.values()), None)

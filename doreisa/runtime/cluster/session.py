@@ -45,6 +45,7 @@ from doreisa.runtime.protocol import (
     RankError,
     RankJoined,
     RankLost,
+    StepDropped,
     StepLost,
     Taken,
     TransitCounts,
@@ -123,13 +124,18 @@ class Session:
         """Environment variables a rank needs to find this session."""
         return {_names.ENV_RUN_DIR: str(self.run_dir), _names.ENV_CONNECT_TIMEOUT: str(self.contract.timeouts.connect)}
 
+    @property
+    def _keep_latest(self) -> int | None:
+        policy = self.contract.backpressure
+        return policy.max_in_flight if policy.policy == "latest" else None
+
     def start(self) -> None:
         """Start the head and a node actor on every alive Ray node; return once ranks can connect."""
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         head_cls = ray.remote(HeadState)
         self._head = head_cls.options(
             name=f"{_names.HEAD_ACTOR}-{uuid.uuid4().hex[:8]}", num_cpus=0, max_concurrency=8
-        ).remote(step_timeout=self.contract.timeouts.step)
+        ).remote(step_timeout=self.contract.timeouts.step, keep_latest=self._keep_latest)
         alive = [node for node in ray.nodes() if node["Alive"]]
         transit_arrays = [a for a in self.contract.arrays if self.contract.placement_of(a).mode == "in_transit"]
         analytics = [node for node in alive if self._is_analytics_node(node)] if transit_arrays else []
@@ -215,6 +221,11 @@ class Session:
                     self.state.count_nonfinite(record.step, record.values)
             case StepLost():
                 self._step_lost(event)
+            case StepDropped(array=array, step=step, blocks=blocks):  # policy latest: newer steps came first
+                self.state.dropped_latest.append((array, step))
+                self.state.blocks += blocks
+                self.provenance.dropped(array, step)
+                self._notify_done(Done(((array, step),)))
             case _:
                 raise ProtocolError(f"the head reported {describe(event)}, which the session does not take")
 

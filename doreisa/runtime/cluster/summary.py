@@ -41,6 +41,8 @@ def run_summary(
         "blocks_published": sum(c.blocks for c in taken) if taken else sum(s.published for s in closed),
         "bytes_copied": sum(s.bytes_copied for s in closed),
         "steps_skipped": len(skipped),
+        # complete, never analysed: newer steps came while the analytics were busy (backpressure.policy latest)
+        "steps_superseded": len(state.dropped_latest),
         # a step a rank dropped is dropped by every rank that was still attached: the most any rank dropped
         "steps_dropped": max((s.dropped for s in closed), default=0),
         "blocks_dropped": sum(s.dropped for s in closed),
@@ -137,6 +139,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("cadence changes / steering", str(len(summary["cadence_changes"]))),
         ("task graphs cut / reused", f"{summary['graphs']['cut']} / {summary['graphs']['reused']}"),
     ]
+    if summary.get("steps_superseded"):
+        rows.append(("steps superseded (policy latest)", str(summary["steps_superseded"])))
     if summary.get("cost"):
         rows.append(("cost (estimate)", cost_text(summary["cost"])))
     if summary["error"]:

@@ -41,6 +41,8 @@ class RunState:
     closed: dict[int, RankStats] = field(default_factory=dict[int, RankStats])
     lost_order: list[int] = field(default_factory=list[int])  # ranks gone without close(), first first
     lost_steps: list[StepLost] = field(default_factory=list[StepLost])
+    #: (array, step) complete but never analysed: newer steps came (backpressure.policy latest)
+    dropped_latest: list[tuple[str, int]] = field(default_factory=list[tuple[str, int]])
     errors: list[RankError | TriggerFailed] = field(default_factory=list[RankError | TriggerFailed])
     #: per array, the ranks that have entered their first publish of it, and when (monotonic seconds)
     publishing: dict[str, dict[int, float]] = field(default_factory=dict[str, dict[int, float]])

@@ -329,7 +329,9 @@ class Bridge:
         policy, link, in_flight = self.contract.backpressure, self._link, self._in_flight
         # Credits only grow while unread, so stale counts that show room are right: read the socket
         # only when they show none, or every so many copies (free slots are seen in shared memory).
-        link.poll(now=len(in_flight) >= policy.max_in_flight)
+        link.poll(now=len(in_flight) >= policy.max_in_flight and policy.policy != "latest")
+        if policy.policy == "latest":  # never waits: the runtime drops the oldest step waiting for the analytics
+            return True
         if link.detached is not None and policy.policy == "block":
             self.stats.dropped += 1
             return False

@@ -10,7 +10,16 @@ import pytest
 
 from doreisa.runtime.cluster import head as _head
 from doreisa.runtime.cluster.head import HeadState
-from doreisa.runtime.protocol import BlockRecord, CompleteStep, RankClosed, RankJoined, RankStats, StepLost, Taken
+from doreisa.runtime.protocol import (
+    BlockRecord,
+    CompleteStep,
+    RankClosed,
+    RankJoined,
+    RankStats,
+    StepDropped,
+    StepLost,
+    Taken,
+)
 
 CHUNKS = ((2, 2), (3,))
 
@@ -187,3 +196,23 @@ def test_a_batch_that_never_comes_is_skipped_after_the_step_timeout(clock: Clock
     assert head.take(0).steps == ()
     clock.advance(0.02)
     assert [s.step for s in head.take(0).steps] == [3], "expiry applies what waited behind the gap"
+
+
+def test_policy_latest_keeps_the_newest_complete_steps_and_says_which_it_dropped() -> None:
+    head = HeadState(step_timeout=60, keep_latest=2)
+    for step in range(5):  # the analytics are busy: nothing is taken meanwhile
+        head.add([_block(step, (0,), 0), _block(step, (1,), 1)])
+    head.add([_block(0, (0,), 0, array="other")])  # another array's steps do not count against this one's
+    head.add([_block(7, (0,), 0)])  # incomplete: never dropped for being waiting
+    taken = head.take(timeout=0)
+    assert [(s.array, s.step) for s in taken.steps] == [("field", 3), ("field", 4)]
+    assert taken.events == tuple(StepDropped("field", s, 2) for s in (0, 1, 2)), "oldest first, never started"
+    assert taken.partial == 2
+
+
+def test_without_policy_latest_every_complete_step_waits() -> None:
+    head = HeadState(step_timeout=60)
+    for step in range(5):
+        head.add([_block(step, (0,), 0), _block(step, (1,), 1)])
+    taken = head.take(timeout=0)
+    assert [s.step for s in taken.steps] == [0, 1, 2, 3, 4] and taken.events == ()
