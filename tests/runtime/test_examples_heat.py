@@ -108,3 +108,42 @@ def test_heat_outputs_open_in_xarray_and_pandas(ray_cluster: Any, tmp_path: Path
         assert ds["mean_T"].values.tolist() == means["value"].tolist()
     with xr.open_zarr(tmp_path / "zarr" / "dTdt_mean.zarr") as ds:
         assert ds["step"].values.tolist() == steps[1:], "a window of 2 starts at the second analysed step"
+
+
+@pytest.mark.slow
+def test_event_demo_under_doreisa_run(tmp_path: Path) -> None:
+    """examples/heat/contract_events.yaml as its comment says to run it: a rate trigger catches the heat
+    source early, the histogram runs only while it lasts, one snapshot of its first step is written."""
+    out = tmp_path / "events"
+    doreisa = Path(sys.executable).parent / "doreisa"
+    sim = [
+        "python",
+        str(HEAT / "simulation.py"),
+        "--size",
+        "128",
+        "--steps",
+        "160",
+        "--spot",
+        "40",
+        "--source",
+        "60:120",
+    ]
+    command = [str(doreisa), "run", str(HEAT / "contract_events.yaml"), "--np", "4", "--output", str(out), "--quiet"]
+    proc = subprocess.run([*command, "--", *sim], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ok"] and summary["nonfinite"] == {}
+    records = [json.loads(line) for line in (out / "provenance.jsonl").read_text().splitlines()]
+    on, off = [r for r in records if r["kind"] == "change"]
+    assert on["triggers"] == {"heating": True, "first_hot_step": True} and 60 < on["decided_at"] < 120
+    rise = on["values"]["max(temperature)"] - on["values"]["prev(max(temperature))"]
+    assert rise / 0.2 > 2, "the rate that fired, K per unit of simulation time (dt 0.2)"
+    assert off["triggers"] == {"heating": False, "first_hot_step": False} and 120 <= off["decided_at"] < 130
+    rows = pd.read_csv(out / "results.csv")
+    hot = sorted(rows[rows.analytic == "hot_histogram"].step)
+    assert hot == [s for s in range(on["step"], off["step"]) if s % 2 == 0], "only while active, every 2nd step"
+    assert sorted(rows[rows.analytic == "max_T"].step) == sorted({0, 50, 150, *hot})
+    actions = [(r["step"], r["analytic"]) for r in records if r["kind"] == "action"]
+    assert actions.count((hot[0], "first_hot_snapshot")) == 1 and len(actions) == len(hot) + 1
+    snapshot = xr.open_zarr(out / "snapshots" / "first_hot_snapshot.zarr")
+    assert list(snapshot.step.values) == [hot[0]] and snapshot.first_hot_snapshot.shape == (1, 128, 128)
