@@ -229,7 +229,7 @@ int doreisa_publish_strided(doreisa_bridge *bridge, const char *name, const void
         bridge->calls_here++;
         return DOREISA_OK;
     }
-    Py_ssize_t nbytes;
+    Py_ssize_t nbytes = 0;
     if ((rc = block_args(name, data, dtype, ndim, shape, strides, &nbytes))) {
         bridge->calls_here++; /* a call all the same, as in Python */
         return rc;

@@ -79,12 +79,9 @@ class NativeBridge:
         run = bridge._arrays.get(name)  # the fast path's state: the C side keeps a copy
         if run is not None and last_seen > run.last_step:
             run.last_step = last_seen
-        flat = np.frombuffer(view, dtype=DTYPES[dtype])
-        if strides is None:
-            block = flat.reshape(shape)
-        else:  # a view of the caller's memory with its strides, in elements: no copy
-            size = flat.itemsize
-            block = np.lib.stride_tricks.as_strided(flat, shape, tuple(s * size for s in strides), writeable=False)
+        kind = DTYPES[dtype]
+        steps = None if strides is None else tuple(s * kind.itemsize for s in strides)
+        block = np.ndarray(shape, kind, buffer=view, strides=steps)  # the caller's memory, read-only: no copy
         copied = bridge.publish(name, block, step=step, time=time, offset=offset)
         run = bridge._arrays[name]  # publish raised if the array is unknown
         return copied, run.last_step, min(run.skip_below, INT64_MAX)
