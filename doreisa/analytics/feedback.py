@@ -58,10 +58,11 @@ class Feedback:
         *,
         every: int | None = None,
         every_time: float | None = None,
+        never: bool = False,
         start: float = 0,
         stop: float | None = None,
     ) -> None:
-        """Change the base cadence of ``array`` (active triggers still take precedence).
+        """Change the base cadence of ``array`` (active triggers still take precedence); ``never``: copy none.
 
         Raises
         ------
@@ -71,7 +72,7 @@ class Feedback:
         if array not in self._arrays:
             raise AnalyticsError(f"feedback.set_cadence: unknown array {array!r}; known: {sorted(self._arrays)}")
         try:
-            cadence = Cadence(every=every, every_time=every_time, start=start, stop=stop)
+            cadence = Cadence(every=every, every_time=every_time, never=never or None, start=start, stop=stop)
         except ValueError as exc:
             raise AnalyticsError(f"feedback.set_cadence({array!r}): {exc}") from None
         self.cadence[array] = cadence.model_dump(exclude_none=True)

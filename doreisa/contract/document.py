@@ -56,6 +56,34 @@ class Contract(StrictModel):
 
     @model_validator(mode="before")
     @classmethod
+    def _views_take_their_arrays_layout(cls, data: Any) -> Any:
+        """A view (``of: NAME``) has the dtype, shape, block and dims of the array it views."""
+        if not isinstance(data, Mapping):
+            return data
+        raw = cast(Mapping[str, Any], data)
+        arrays = raw.get("arrays")
+        if not isinstance(arrays, Mapping):
+            return raw
+        specs = cast(Mapping[str, Any], arrays)
+        filled = dict(specs)
+        for name, spec in specs.items():
+            of = _field(spec, "of") if isinstance(spec, Mapping) else None
+            if not isinstance(of, str):
+                continue
+            base = specs.get(of)
+            if base is None:  # said before the dtype and shape the view would have taken from it
+                raise LocatedError((name, "of"), f"unknown array {of!r}; known arrays: {', '.join(sorted(specs))}")
+            if _field(base, "of") is not None:
+                raise LocatedError(
+                    (name, "of"), f"{of!r} is itself a view of {_field(base, 'of')!r}: view that instead"
+                )
+            if isinstance(base, Mapping):
+                inherited = {k: v for k, v in cast(Mapping[str, Any], base).items() if k in _LAYOUT}
+                filled[name] = {**inherited, **cast(Mapping[str, Any], spec)}
+        return {**raw, "arrays": filled} if filled != specs else raw
+
+    @model_validator(mode="before")
+    @classmethod
     def _finite_is_a_monitor(cls, data: Any) -> Any:
         """``finite: true`` on an array is short for a monitor of ``nonfinite(ARRAY)`` on every step."""
         if not isinstance(data, Mapping):
@@ -110,6 +138,8 @@ class Contract(StrictModel):
         for i, mon in enumerate(self.monitors):
             check(lambda i=i, mon=mon: self._check_monitor(i, mon))
         check(self._check_monitored_once)
+        for name, spec in self.arrays.items():
+            check(lambda name=name, spec=spec: self._check_view(name, spec))
         if errors:
             raise LocatedErrors(errors)
         return self
@@ -142,6 +172,31 @@ class Contract(StrictModel):
                     ("monitors", i, "select", d),
                     f"{start}:{stop} is outside dimension {d} of {mon.array!r} (size {size}) or empty",
                 )
+
+    def _check_view(self, name: str, spec: ArraySpec) -> None:
+        if spec.of is None:
+            return
+        base = self.arrays.get(spec.of)
+        if base is None:
+            raise LocatedError(
+                (name, "of"), f"unknown array {spec.of!r}; known arrays: {', '.join(sorted(self.arrays))}"
+            )
+        if base.of is not None:
+            raise LocatedError((name, "of"), f"{spec.of!r} is itself a view of {base.of!r}: view that instead")
+        for key in sorted(_LAYOUT):
+            if getattr(spec, key) != getattr(base, key):
+                raise LocatedError(
+                    (name, key), f"a view has the {key} of the array it views ({spec.of!r}): leave {key} out"
+                )
+
+    @cached_property
+    def views(self) -> dict[str, list[str]]:
+        """The views (``of:``) of each array that has some, in the contract's order."""
+        out: dict[str, list[str]] = {}
+        for name, spec in self.arrays.items():
+            if spec.of is not None:
+                out.setdefault(spec.of, []).append(name)
+        return out
 
     def _check_trigger(self, i: int, trig: Trigger) -> None:
         for key, text in (("when", trig.when), ("until", trig.until)):
@@ -235,6 +290,10 @@ class Contract(StrictModel):
             )
             for t in self.triggers
         }
+
+
+#: What a view takes from the array it views.
+_LAYOUT = frozenset({"dtype", "shape", "block", "dims"})
 
 
 def _field(item: Any, key: str) -> Any:

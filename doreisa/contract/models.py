@@ -93,6 +93,9 @@ class Cadence(StrictModel):
 
     every: PositiveInt | None = Field(default=None, description="copy every N steps")
     every_time: PositiveFloat | None = Field(default=None, description="copy every T units of simulation time")
+    never: bool | None = Field(
+        default=None, description="true: copy no step (until a trigger or the analytics change it)"
+    )
     start: NonNegativeFloat = 0
     stop: NonNegativeFloat | None = None
 
@@ -100,8 +103,10 @@ class Cadence(StrictModel):
     def _one_kind(self) -> Self:
         if self.every is not None and self.every_time is not None:
             raise LocatedError(("every_time",), "give only one of 'every' (steps) or 'every_time' (simulation time)")
-        if self.every is None and self.every_time is None:
-            raise ValueError("give exactly one of 'every' (steps) or 'every_time' (simulation time)")
+        if self.never and (self.every is not None or self.every_time is not None):
+            raise LocatedError(("never",), "'never' copies no step: give it alone, without 'every' or 'every_time'")
+        if self.every is None and self.every_time is None and not self.never:
+            raise ValueError("give exactly one of 'every' (steps), 'every_time' (simulation time) or 'never: true'")
         if self.stop is not None and self.stop < self.start:
             raise LocatedError(("stop",), f"stop ({self.stop}) is before start ({self.start}); use stop >= start")
         if self.every is not None and not float(self.start).is_integer():
@@ -192,6 +197,12 @@ class ArraySpec(StrictModel):
     )
     cadence: Cadence | None = Field(default=None, description="overrides the contract's cadence for this array")
     placement: Placement | None = Field(default=None, description="overrides the contract's placement")
+    of: Identifier | None = Field(
+        default=None,
+        description="a view of another array: the simulation publishes that one, and the bridge copies this "
+        "array's own select of it at its own cadence (a zoom that a trigger turns on); dtype, shape, block and "
+        "dims come from that array",
+    )
     finite: bool = Field(
         default=False,
         description="count NaN and Inf in every rank's block at every step, copied or not, and report the steps "

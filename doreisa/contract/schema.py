@@ -19,6 +19,9 @@ def contract_json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "urn:doreisa:contract:1"  # version 1 of the contract (its `version` key)
     schema["title"] = "doreisa contract"
+    array = schema["$defs"]["ArraySpec"]
+    # a view (`of:`) takes dtype and shape from the array it views (Contract fills them in before validation)
+    array["anyOf"] = [{"required": array.pop("required")}, {"required": ["of"]}]
     return schema
 
 

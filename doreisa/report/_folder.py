@@ -204,6 +204,8 @@ def _change(record: dict[str, Any]) -> Change:
 
 
 def _cadence(cadence: Any) -> str:
+    if isinstance(cadence, dict) and cadence.get("never"):
+        return "never"
     if isinstance(cadence, dict) and "every" in cadence:
         return f"every {cadence['every']} steps"
     if isinstance(cadence, dict) and "every_time" in cadence:

@@ -47,6 +47,8 @@ class ArrayCadence:
         Only for ``every`` cadences (a time cadence depends on times not seen yet).
         """
         c = self.cadence
+        if c.never:
+            return None
         assert c.every is not None, "only step-count cadences can tell in advance"
         start = int(c.start)
         nxt = start if step < start else start + ((step - start) // c.every + 1) * c.every
@@ -54,6 +56,8 @@ class ArrayCadence:
 
     def _decide(self, step: int, time: float | None) -> bool:
         c = self.cadence
+        if c.never:
+            return False
         if c.every is not None:
             return step >= c.start and (c.stop is None or step <= c.stop) and (step - int(c.start)) % c.every == 0
         if time is None:

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-import doreisa
 from doreisa.analytics import Registry
 from doreisa.contract import parse_contract
 from doreisa.runtime.cluster.session import Session
@@ -118,14 +117,17 @@ analytics:
 """
 
 
-@doreisa.analytic("slow_max_latest")
+SLOW = Registry()
+
+
+@SLOW.analytic("slow_max_latest")
 def _slow_max(x: Any) -> Any:
     time.sleep(0.3)  # a visualization far slower than the simulation
     return x.max()
 
 
 def test_policy_latest_analyses_the_newest_whole_steps_and_never_makes_the_simulation_wait(ray_cluster: Any) -> None:
-    run = run_coupled(LATEST, [sys.executable, str(SIM), "--shape", "8,8", "--steps", "30"], nranks=2)
+    run = run_coupled(LATEST, [sys.executable, str(SIM), "--shape", "8,8", "--steps", "30"], nranks=2, registry=SLOW)
     assert run.returncode == 0, run.output
     analysed = sorted(run.values["slow_max_latest"])
     superseded = sorted(step for _, step in run.session.state.dropped_latest)

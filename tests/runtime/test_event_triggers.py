@@ -3,6 +3,7 @@ reported, a trigger on them) and the history of a reduction (``prev``, ``delta``
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -141,3 +142,41 @@ def test_trigger_actions_run_analytics_only_while_active_and_once(ray_cluster: A
         (14, "hot_mean", ["hot"], False),
         (16, "hot_mean", ["hot"], False),
     ]
+
+
+ZOOM_CONTRACT = """
+arrays:
+  field: {dtype: float64, shape: [8, 8], dims: [y, x]}
+  zone:
+    of: field
+    select: {y: {start: 4, stop: 8}, x: {start: 2, stop: 6}}
+    cadence: {never: true}
+cadence: {every: 10}
+monitors:
+  - {array: field, reductions: [max]}
+triggers:
+  - name: heating
+    when: rate(max(field)) > 500
+    until: delta(max(field)) < 0
+    action:
+      cadence: {every: 1}
+      arrays: [zone]
+analytics:
+  - {function: max, arrays: [field]}
+  - {function: max, name: zone_max, arrays: [zone]}
+"""
+
+
+def test_a_view_zooms_on_a_region_at_every_step_while_a_trigger_holds(ray_cluster: Any) -> None:
+    """field = step + 1000 y + x (+100 from step 12 to 19) on 2 ranks (rows 0-3, 4-7); the zone is rows 4-7,
+    columns 2-5: rank 1's only. The trigger fires at 12 and releases at 20, each applied at the next step."""
+    sim = [sys.executable, str(SIM), "--shape", "8,8", "--steps", "30", "--bump", "12:20:100"]
+    run = run_coupled(ZOOM_CONTRACT, sim, nranks=2)
+    assert run.returncode == 0, run.output
+    on, off = run.session.provenance.records
+    assert (on["decided_at"], off["decided_at"]) == (12, 20) and on["arrays"] == ["zone"]
+    assert run.values["max"] == {s: s + 7007.0 for s in (0, 10, 20)}, "the array itself: its own cadence"
+    assert run.values["zone_max"] == {s: s + 7005.0 + 100 * (s < 20) for s in range(13, 21)}, "the region only"
+    stats = [json.loads(run.output.split(f"rank {r} done ")[1].splitlines()[0]) for r in (0, 1)]
+    assert [s["published"] for s in stats] == [3, 3 + 8], "rank 0 holds none of the zone"
+    assert stats[0]["not_selected"] == 8 and stats[1]["bytes_copied"] == 3 * 4 * 8 * 8 + 8 * 4 * 4 * 8

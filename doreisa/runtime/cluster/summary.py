@@ -164,4 +164,6 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def _cadence(c: dict[str, Any]) -> str:
+    if c.get("never"):
+        return "never"
     return f"every {c['every']} steps" if "every" in c else f"every {c['every_time']:g} time units"

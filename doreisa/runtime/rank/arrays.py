@@ -94,7 +94,7 @@ class BlockCopy:
 class ArrayRun:
     """What changes while a rank publishes an array: its cadence, last step, and what the fast path knows."""
 
-    __slots__ = ("array", "copy", "last_step", "last_wanted", "schedule", "skip_below", "staging", "stride")
+    __slots__ = ("array", "copy", "last_step", "last_wanted", "schedule", "skip_below", "staging", "stride", "views")
 
     def __init__(self, array: RankArray, schedule: ArrayCadence) -> None:
         self.array = array
@@ -107,6 +107,24 @@ class ArrayRun:
         self.last_wanted: float = float("inf")
         #: steps below this are known unwanted, and this one wanted (when ``stride``)
         self.skip_below = -1
+        #: the arrays that view this one (``of:``): published with it
+        self.views: tuple[ArrayRun, ...] = ()
+
+    @classmethod
+    def all_of(cls, contract: Contract) -> dict[str, ArrayRun]:
+        """A run of every array of ``contract``, each array's views attached to it."""
+        runs = {a.name: ArrayRun(a, ArrayCadence(contract.cadence_of(a.name))) for a in RankArray.all_of(contract)}
+        for base, views in contract.views.items():
+            runs[base].views = tuple(runs[v] for v in views)
+        return runs
+
+    def views_skip(self, step: int) -> bool:
+        """True if every view of this array would take the fast path at ``step`` too (their last step moves)."""
+        if all(v.last_step < step < v.skip_below for v in self.views):
+            for view in self.views:
+                view.last_step = step
+            return True
+        return False
 
 
 class InFlight:

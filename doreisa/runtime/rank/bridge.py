@@ -25,13 +25,11 @@ import numpy as np
 from doreisa.contract import Contract
 from doreisa.errors import BlockMismatchError, BridgeError, RuntimeUnavailableError
 from doreisa.runtime import _names
-from doreisa.runtime.cadence import ArrayCadence
 from doreisa.runtime.protocol import Done, Publishing, RankMessage, RankStats
 from doreisa.runtime.rank.arrays import (
     NEVER,
     ArrayRun,
     InFlight,
-    RankArray,
     agree_on_layout,
     check_same_block,
     checked_step,
@@ -114,9 +112,9 @@ class Bridge:
         self.node_id: str = self._link.welcome.node_id
         self.contract: Contract = Contract.from_plain(self._link.welcome.contract)
         self._in_flight = InFlight()
-        self._arrays = {
-            a.name: ArrayRun(a, ArrayCadence(self.contract.cadence_of(a.name))) for a in RankArray.all_of(self.contract)
-        }
+        self._arrays = ArrayRun.all_of(self.contract)
+        #: what the simulation publishes: every array but the views, which are copied from those
+        self._published = {name: run for name, run in self._arrays.items() if run.array.spec.of is None}
         self._steer = RankFeedback(
             self.contract,
             self._comm,
@@ -147,6 +145,8 @@ class Bridge:
             if cadence.every is not None and self._steer.fixed_cadence(name):
                 run.stride = cadence.every
                 run.last_wanted = math.inf if cadence.stop is None else cadence.stop
+            elif cadence.never and self._steer.fixed_cadence(name):
+                run.stride, run.last_wanted = 1, -1  # after the first publish, every step takes the fast path
 
     def _on_done(self, done: Done) -> None:
         self._steer.on_done(done.items, done.decisions)
@@ -169,7 +169,8 @@ class Bridge:
         run = self._array(name)
         step = operator.index(step)
         self._begin_step(step, time)
-        return run.schedule.wanted(step, time) and self._link.detached is None
+        wanted = run.schedule.wanted(step, time) or any(v.schedule.wanted(step, time) for v in run.views)
+        return wanted and self._link.detached is None
 
     def publish(
         self,
@@ -211,20 +212,40 @@ class Bridge:
             At the first publish of an array, if the ranks' blocks do not tile it.
         """
         self.stats.calls += 1
-        run = self._arrays.get(name)
-        if run is not None and type(step) is int and run.last_step < step < run.skip_below:
+        run = self._published.get(name)
+        if (
+            run is not None
+            and type(step) is int
+            and run.last_step < step < run.skip_below
+            and (not run.views or run.views_skip(step))
+        ):
             run.last_step = step
             return False  # fast path: a valid step that nothing can make wanted
         started = perf_counter()
         try:
-            return self._publish(name, block, step, time, offset)
+            copied = self._publish(name, block, step, time, offset)
+            for view in run.views if run is not None else ():  # the views of the array, from the same block
+                copied = self._publish(view.array.name, block, step, time, offset, view=True) or copied
+            return copied
         finally:
             self.stats.publish_s += perf_counter() - started
 
-    def _publish(
-        self, name: str, block: np.ndarray[Any, Any], step: int, time: float | None, offset: tuple[int, ...] | None
+    def _publish(  # the arguments of publish, and whether this is a view of the array published
+        self,
+        name: str,
+        block: Any,
+        step: int,
+        time: float | None,
+        offset: tuple[int, ...] | None,
+        *,
+        view: bool = False,
     ) -> bool:
         run = self._array(name)  # raises with the list of known arrays
+        if run.array.spec.of is not None and not view:
+            raise BlockMismatchError(
+                f"rank {self.rank}: array {name!r} is a view of {run.array.spec.of!r}: publish "
+                f"{run.array.spec.of!r}, and {name!r} is copied from it"
+            )
         step = checked_step(self.rank, run, step)
         run.last_step = step
         known = step == run.skip_below  # the step a fixed cadence wants next: no steering hook to run

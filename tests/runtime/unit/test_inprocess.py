@@ -140,3 +140,25 @@ def test_a_failing_trigger_is_reported_once_then_with_its_count() -> None:
     failed = [m for m in transport.sent if isinstance(m, TriggerFailed)]
     assert [(m.step, m.count) for m in failed] == [(0, 1), (0, 5)]
     assert "division by zero" in failed[0].error and failed[0].error == failed[1].error
+
+
+def test_a_view_is_copied_from_its_arrays_publish_at_its_own_cadence() -> None:
+    view = "  zoom: {of: field, select: [{start: 2, stop: 4}, {start: 1, stop: 3}], cadence: {every: 3}}\n"
+    bridge, transport = _bridge(view + "cadence: {every: 2}\nbackpressure: {max_in_flight: 100}")
+    copied = [bridge.publish("field", _data(s), step=s) for s in range(7)]
+    assert copied == [True, False, True, True, True, False, True], "the array's steps and the view's"
+    assert [(p.array, p.step) for p in transport.posted] == [
+        ("field", 0),
+        ("zoom", 0),
+        ("field", 2),
+        ("zoom", 3),
+        ("field", 4),
+        ("field", 6),
+        ("zoom", 6),
+    ]
+    for p in transport.posted:
+        whole = _data(p.step)
+        np.testing.assert_array_equal(p.block, whole if p.array == "field" else whole[2:4, 1:3])
+    assert bridge.stats.published == 7 and bridge.stats.bytes_copied == 4 * 24 * 8 + 3 * 4 * 8
+    with pytest.raises(BlockMismatchError, match="array 'zoom' is a view of 'field': publish 'field'"):
+        bridge.publish("zoom", _data(7)[2:4, 1:3], step=7)
