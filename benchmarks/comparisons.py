@@ -9,7 +9,10 @@ from typing import Any
 import peers
 from bench_common import Entry, judged, med
 
-TARGET_PEER = "deisa-ray-0.1.8"
+#: The peers whose design is closest to ours (an MPI bridge feeding analytics on a task
+#: cluster, no backpressure): the targets of issue #6 against deisa-ray apply to the Dask
+#: backend of Deisa as well (issue #17). doreisa 0.3.4 is shown for information there.
+TARGET_PEERS = ("deisa-ray-0.1.8", "deisa-dask-0.6.3")
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,7 @@ class Comparison:
     ratio_target: float
     targets: tuple[str, ...]  # peers the target applies to
     what: str
+    also: tuple[tuple[str, Callable[[dict[str, Any]], float | None]], ...] = ()  # more peer figures, in params
 
 
 def _stat(key: str, field: str) -> Callable[[dict[str, Any]], float | None]:
@@ -38,7 +42,7 @@ COMPARISONS = (
         lambda r: r["publish_us"]["median"] / 1e3,
         _stat("b_send_s", "median"),
         0.01,
-        (TARGET_PEER,),
+        TARGET_PEERS,
         "time a rank is blocked per wanted step: our publish vs the peer's send/add_chunk (median)",
     ),
     Comparison(
@@ -47,8 +51,10 @@ COMPARISONS = (
         lambda r: r["service_ms"]["median"],
         peers.service_ms,
         0.3,
-        (TARGET_PEER,),
-        "per-step analytics service time, 16x16 blocks (pure overhead): end(t) - max(end(t-1), data of t)",
+        TARGET_PEERS,
+        "per-step analytics service time, 16x16 blocks (pure overhead): end(t) - max(previous end, data of t)",
+        # deisa-dask's callbacks overlap and end in bursts: its median gap understates its time per step
+        (("peer_mean_ms", peers.service_mean_ms),),
     ),
     Comparison(
         "sparse_need_sim_step_ms",
@@ -87,6 +93,7 @@ def entries(
                 note = f"{len(recs) - len(ok)} of the peer's {len(recs)} runs failed"
             applies = peer in c.targets
             params = {"peer": peer, "scenario": c.scenario, "ranks": 4, "iterations": 100, **_peer_params(ok)}
+            params.update(_also(c, ok))
             if len(mine) > 1 or len(recs) > 1:
                 params["runs_ms"] = {"ours": _rounded(c.ours(r) for r in mine), "peer": _rounded(theirs)}
             entry = Entry(
@@ -115,6 +122,16 @@ def _rounded(values: Iterable[float | None]) -> list[float | None]:
     return [None if v is None else round(v, 4) for v in values]
 
 
+def _also(c: Comparison, recs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The comparison's extra peer figures (median over the peer's working runs)."""
+    out = {}
+    for name, fn in c.also:
+        value = _median([fn(r) for r in recs])
+        if value is not None:
+            out[name] = round(value, 4)
+    return out
+
+
 def _peer_params(recs: list[dict[str, Any]]) -> dict[str, Any]:
     """The foreign CPU share of the peer's (working) runs, the largest if several."""
     shares = [share for r in recs if (share := (r.get("d_memory") or {}).get("foreign_cpu_frac")) is not None]
@@ -125,4 +142,5 @@ def slim(record: dict[str, Any]) -> dict[str, Any]:
     """A peer's record without its raw timeline, plus our service-time reading of it."""
     out = {k: v for k, v in record.items() if k != "raw"}
     out["service_ms"] = peers.service_ms(record)
+    out["service_mean_ms"] = peers.service_mean_ms(record)
     return out

@@ -4,7 +4,7 @@ Writes ``benchmarks/results/latest.json`` (one entry per figure), ``latest.md`` 
 plots. See ``benchmarks/README.md`` for what each metric means and what limits it.
 
     .venv/bin/python benchmarks/run.py --quick            # a few minutes, no peers
-    .venv/bin/python benchmarks/run.py --quick --peers    # + the peers' 6 runs
+    .venv/bin/python benchmarks/run.py --quick --peers    # + the peers' 15 runs (3 peers x 5)
     .venv/bin/python benchmarks/run.py                    # full: more steps, 8/16 ranks, peers
 """
 
