@@ -84,7 +84,8 @@ class NativeBridge:
         block = np.ndarray(shape, kind, buffer=view, strides=steps)  # the caller's memory, read-only: no copy
         copied = bridge.publish(name, block, step=step, time=time, offset=offset)
         run = bridge._arrays[name]  # publish raised if the array is unknown
-        return copied, run.last_step, min(run.skip_below, INT64_MAX)
+        skip_below = min(run.skip_below, *(view.skip_below for view in run.views))  # its views must skip too
+        return copied, run.last_step, min(skip_below, INT64_MAX)
 
     def wants(self, name: str, step: int, time: float | None) -> bool:
         return self.bridge.wants(name, step, time)
