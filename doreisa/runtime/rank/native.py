@@ -29,13 +29,19 @@ DTYPES = {
     9: np.dtype("uint16"),
     10: np.dtype("uint8"),
 }
+
+
+class ArgumentError(TypeError):
+    """An argument the C caller got wrong (``DOREISA_ERR_ARGUMENT``); any other exception is a bug's."""
+
+
 #: doreisa.h's ``doreisa_status`` codes, most specific class first
 CODES: tuple[tuple[type[BaseException], int], ...] = (
     (LayoutError, -3),
     (BlockMismatchError, -2),
     (RuntimeUnavailableError, -4),
     (DoreisaError, -5),
-    (TypeError, -1),
+    (ArgumentError, -1),
 )
 PYTHON_ERROR = -6
 INT64_MAX = 2**63 - 1
@@ -84,7 +90,7 @@ class NativeBridge:
         block = np.ndarray(shape, kind, buffer=view, strides=steps)  # the caller's memory, read-only: no copy
         copied = bridge.publish(name, block, step=step, time=time, offset=offset)
         run = bridge._arrays[name]  # publish raised if the array is unknown
-        skip_below = min(run.skip_below, *(view.skip_below for view in run.views))  # its views must skip too
+        skip_below = min([run.skip_below, *(view.skip_below for view in run.views)])  # its views must skip too
         return copied, run.last_step, min(skip_below, INT64_MAX)
 
     def wants(self, name: str, step: int, time: float | None) -> bool:
@@ -96,7 +102,7 @@ class NativeBridge:
             return False, 0.0
         value: Any = self.bridge.feedback[key]
         if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-            raise TypeError(f"steering value {key!r} is {value!r}, not a number: the C API reads numbers only")
+            raise ArgumentError(f"steering value {key!r} is {value!r}, not a number: the C API reads numbers only")
         return True, float(value)
 
     def close(self, fast_calls: int) -> tuple[int, int, int, int, int, int]:
