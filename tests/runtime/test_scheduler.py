@@ -170,6 +170,7 @@ def test_a_small_graph_on_the_callers_node_runs_in_the_caller(ray_cluster: Any, 
 # -- a graph cut once, reused at the next steps -----------------------------------------------------
 
 
+@pytest.mark.timeout(600)  # it starts 12 actors: minutes when two CPU hogs share the 2 cores
 def test_a_graph_cut_once_is_reused_with_the_next_steps_blocks(nodes: list[str]) -> None:
     cuts = Cuts()
     records = []
