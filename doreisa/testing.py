@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -28,10 +29,12 @@ __all__ = [
     "InProcessTransport",
     "Posted",
     "block_objects",
+    "free_port",
     "local_cluster",
     "mpiexec",
     "object_locations",
     "put_on_node",
+    "routable_address",
     "run_coupled",
     "store_stats",
 ]
@@ -49,6 +52,27 @@ class CoupledRun:
     def values(self) -> dict[str, dict[int, Any]]:
         """Results by analytic label, then step."""
         return dict(self.session.results.values)
+
+
+def routable_address() -> str:
+    """This machine's address on its default route (no packet is sent): where a Ray cluster of
+    separate ``ray start`` processes must listen, since Ray rewrites the loopback address.
+
+    Raises
+    ------
+    OSError
+        Without a default route.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("10.255.255.255", 1))
+        return str(s.getsockname()[0])
+
+
+def free_port() -> int:
+    """A TCP port free at the time of the call."""
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
 
 
 def mpiexec() -> str:

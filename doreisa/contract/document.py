@@ -57,7 +57,10 @@ class Contract(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _views_take_their_arrays_layout(cls, data: Any) -> Any:
-        """A view (``of: NAME``) has the dtype, shape, block and dims of the array it views."""
+        """A view (``of: NAME``) has the dtype, shape, block and dims of the array it views.
+
+        Its array is checked here, for raw data and models alike: before the view's missing dtype and
+        shape would hide what is wrong."""
         if not isinstance(data, Mapping):
             return data
         raw = cast(Mapping[str, Any], data)
@@ -67,7 +70,7 @@ class Contract(StrictModel):
         specs = cast(Mapping[str, Any], arrays)
         filled = dict(specs)
         for name, spec in specs.items():
-            of = _field(spec, "of") if isinstance(spec, Mapping) else None
+            of = _field(spec, "of")
             if not isinstance(of, str):
                 continue
             base = specs.get(of)
@@ -77,7 +80,7 @@ class Contract(StrictModel):
                 raise LocatedError(
                     (name, "of"), f"{of!r} is itself a view of {_field(base, 'of')!r}: view that instead"
                 )
-            if isinstance(base, Mapping):
+            if isinstance(spec, Mapping) and isinstance(base, Mapping):
                 inherited = {k: v for k, v in cast(Mapping[str, Any], base).items() if k in _LAYOUT}
                 filled[name] = {**inherited, **cast(Mapping[str, Any], spec)}
         return {**raw, "arrays": filled} if filled != specs else raw
@@ -176,13 +179,7 @@ class Contract(StrictModel):
     def _check_view(self, name: str, spec: ArraySpec) -> None:
         if spec.of is None:
             return
-        base = self.arrays.get(spec.of)
-        if base is None:
-            raise LocatedError(
-                (name, "of"), f"unknown array {spec.of!r}; known arrays: {', '.join(sorted(self.arrays))}"
-            )
-        if base.of is not None:
-            raise LocatedError((name, "of"), f"{spec.of!r} is itself a view of {base.of!r}: view that instead")
+        base = self.arrays[spec.of]  # known and not a view: checked before validation
         for key in sorted(_LAYOUT):
             if getattr(spec, key) != getattr(base, key):
                 raise LocatedError(

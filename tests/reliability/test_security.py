@@ -14,30 +14,19 @@ from pathlib import Path
 
 import pytest
 
+from doreisa.testing import free_port, routable_address
+
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 BIN = Path(sys.executable).parent
 CONNECT = "import ray; ray.init(address='{address}'); print('CPUs', ray.cluster_resources().get('CPU'))"
 
 
-def _routable_address() -> str:
-    """This machine's address on its default route (no packet is sent): Ray rewrites the loopback."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.connect(("10.255.255.255", 1))
-        return str(s.getsockname()[0])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return int(s.getsockname()[1])
-
-
 def test_S1_a_client_without_the_runs_token_is_refused(tmp_path: Path) -> None:
     """A Ray head started as doreisa's launcher starts it (token authentication, the token its own):
     a client with authentication off and one with another token cannot connect; one with the token can."""
     try:
-        address = f"{_routable_address()}:{_free_port()}"
+        address = f"{routable_address()}:{free_port()}"
     except OSError:
         pytest.skip("no routable address")
     ray_temp = tempfile.mkdtemp(prefix="dr-", dir="/tmp")  # short: Ray's socket paths are limited in length

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+
+from doreisa.testing import free_port, routable_address
 
 pytestmark = [pytest.mark.ray, pytest.mark.mpi, pytest.mark.slow]
 
@@ -51,19 +52,6 @@ exec "$@"
 """
 
 
-def _routable_address() -> str:
-    """This machine's address on its default route (no packet is sent)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.connect(("10.255.255.255", 1))
-        return str(s.getsockname()[0])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return int(s.getsockname()[1])
-
-
 def _fake_slurm(folder: Path) -> Path:
     folder.mkdir()
     for name, text in (("scontrol", SCONTROL), ("srun", SRUN)):
@@ -74,7 +62,7 @@ def _fake_slurm(folder: Path) -> Path:
 
 def test_the_slurm_batch_script_runs_the_heat_example(tmp_path: Path) -> None:
     try:
-        address = _routable_address()
+        address = routable_address()
     except OSError:
         pytest.skip("no routable address: a SLURM job's nodes talk over the network")
     fake = _fake_slurm(tmp_path / "slurm")
@@ -90,7 +78,7 @@ def test_the_slurm_batch_script_runs_the_heat_example(tmp_path: Path) -> None:
         "SLURM_NTASKS": "2",
         "FAKE_NODES": f"{address} {address}",
         "FAKE_SRUN_LOG": str(tmp_path / "srun.log"),
-        "DOREISA_RAY_PORT": str(_free_port()),
+        "DOREISA_RAY_PORT": str(free_port()),
         "DOREISA_RAY_START_ARGS": f"--num-cpus=1 --object-store-memory=200000000 --temp-dir={ray_temp}",
         "DOREISA_OUTPUT": str(tmp_path / "out"),
     }
