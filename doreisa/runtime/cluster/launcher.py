@@ -186,7 +186,9 @@ class _Launch:
 
     def _launch(self, session: Any, progress: Progress) -> subprocess.Popen[bytes]:
         """The simulation under mpiexec. Under a live status line its output is read line by line and
-        printed above it (unbuffered, so that lines come as they are written); else it writes as it likes."""
+        printed above it (unbuffered, so that lines come as they are written: Python's print() then
+        writes a line's text and its newline separately, so lines printed by several ranks at the same
+        moment may merge, as under any mpiexec); else it writes as it likes."""
         argv = [*shlex.split(find_mpiexec(self.mpiexec)), "-n", str(self.nranks), *self.command]
         env = simulation_env({**os.environ, **session.env})
         if not progress.live_terminal:

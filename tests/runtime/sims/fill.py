@@ -100,7 +100,9 @@ def main() -> None:
     if a.stats:
         with open(os.path.join(a.stats, f"rank{rank}.json"), "w") as f:
             json.dump(stats, f)
-    print(f"rank {rank} done {json.dumps(stats)}", flush=True)
+    # One write per line: under ``doreisa run`` on a terminal, PYTHONUNBUFFERED makes print() write
+    # the text and its newline separately, and two ranks' lines could then merge into one.
+    sys.stdout.write(f"rank {rank} done {json.dumps(stats)}\n")
     sys.stdout.flush()
 
 
