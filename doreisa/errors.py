@@ -15,6 +15,8 @@
      ├── ClusterError(RuntimeError)     the Ray side failed: an actor died, or did not answer in time
      └── OutputError(OSError)           an output format could not write results
 
+    StoreWarning(UserWarning)           blocks that will not fit Ray's object store (written to disk)
+
 Every message says what was wrong, where, and what to do.
 """
 
@@ -51,6 +53,10 @@ class LayoutError(BridgeError, ValueError):
 
 class RuntimeUnavailableError(BridgeError):
     """The analytics runtime could not be reached before the deadline."""
+
+
+class StoreWarning(UserWarning):
+    """A block, or what a node's ranks keep in flight, is over ``backpressure.max_store_fraction`` of the store."""
 
 
 class ProtocolError(DoreisaError, RuntimeError):
@@ -105,4 +111,5 @@ __all__ = [
     "ProtocolError",
     "RuntimeUnavailableError",
     "StallError",
+    "StoreWarning",
 ]

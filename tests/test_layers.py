@@ -91,6 +91,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "runtime/triggers.py": (*HEAVY, "doreisa.analytics", "doreisa.runtime.rank", "doreisa.runtime.cluster"),
     "runtime/layout.py": (*HEAVY, "doreisa.analytics", "doreisa.runtime.rank", "doreisa.runtime.cluster"),
     "runtime/ring.py": (*HEAVY, "doreisa.analytics", "doreisa.runtime.rank", "doreisa.runtime.cluster"),
+    "runtime/store.py": (*HEAVY, "doreisa.analytics", "doreisa.runtime.rank", "doreisa.runtime.cluster"),
     "runtime/rank": RANK_FORBIDDEN,
     "runtime/scheduling": ("mpi4py", "doreisa.runtime.rank", "doreisa.runtime.cluster", "doreisa.cli"),
     "runtime/cluster": ("mpi4py", "doreisa.runtime.rank", "doreisa.cli", "doreisa.testing"),

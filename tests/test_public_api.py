@@ -65,9 +65,12 @@ def test_version() -> None:
 
 
 def test_errors_module_exports_the_tree() -> None:
-    assert sorted(doreisa.errors.__all__) == sorted(name for name in PUBLIC if name.endswith("Error"))
-    for name in doreisa.errors.__all__:
+    errors = [name for name in doreisa.errors.__all__ if name.endswith("Error")]
+    assert sorted(errors) == sorted(name for name in PUBLIC if name.endswith("Error"))
+    for name in errors:
         assert issubclass(getattr(doreisa.errors, name), doreisa.DoreisaError)
+    assert set(doreisa.errors.__all__) - set(errors) == {"StoreWarning"}
+    assert issubclass(doreisa.errors.StoreWarning, UserWarning), "warnings filters take it"
     assert issubclass(doreisa.ContractError, ValueError)
     assert issubclass(doreisa.ExpressionError, doreisa.ContractError)
     assert issubclass(doreisa.BridgeError, RuntimeError)

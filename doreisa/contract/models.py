@@ -317,6 +317,13 @@ class Backpressure(StrictModel):
         default=64,
         description="node shared memory (MiB) each rank may fill per array before publish waits for the node actor",
     )
+    max_store_fraction: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="warn when a block, or what a node's ranks can keep in flight, is over this fraction of the "
+        "node's Ray object store (Ray would write it to disk)",
+    )
 
 
 class Handover(StrictModel):

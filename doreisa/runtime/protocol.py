@@ -44,6 +44,7 @@ class Welcome(Record, frozen=True):
 
     node_id: str
     contract: dict[str, Any]
+    store_bytes: int | None = None  # the node's Ray object store; None: unknown (no check of block sizes)
 
 
 class RingOpened(Record, frozen=True):
@@ -225,6 +226,13 @@ class RankError(Record, frozen=True):
     error: str
 
 
+class NodeWarning(Record, frozen=True):
+    """Something a node actor saw that will not fail the run but costs it (blocks that will not fit its store)."""
+
+    node: str
+    message: str
+
+
 class StepLost(Record, frozen=True):
     """A step of an array that stayed incomplete (reported by the head, or at the end of the run)."""
 
@@ -248,6 +256,7 @@ Event: TypeAlias = (
     | RankClosed
     | RankLost
     | RankError
+    | NodeWarning
     | Applied
     | MonitorBatch
     | TriggerFailed

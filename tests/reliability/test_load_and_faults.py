@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from doreisa.runtime.store import size
 from doreisa.testing import run_coupled
 
 pytestmark = [pytest.mark.ray, pytest.mark.mpi]
@@ -54,3 +55,33 @@ analytics:
     assert set(range(5)) <= set(analysed), "the steps before the death are analysed"
     for lost in state.lost_steps:  # steps other ranks had sent: lost, naming who sent what
         assert lost.step >= 5 and 1 not in lost.ranks_seen and lost.have < lost.expected == 4
+
+
+def test_L8_a_node_whose_blocks_in_flight_cannot_fit_its_store_says_so_and_values_stay_right(ray_cluster: Any) -> None:
+    """The store is not over-committed on purpose (that would spill this machine's shared Ray): a tiny
+    ``max_store_fraction`` makes 2 ranks x 4 steps of 4 KiB 'too much', which the node actor reports once, with
+    its store's real size, in the run's warnings; the ranks warn of their own blocks; the analysis goes on."""
+    import ray
+
+    contract = """
+arrays:
+  field: {dtype: float64, shape: [16, 32]}
+cadence: {every: 1}
+backpressure: {max_in_flight: 4, max_store_fraction: 0.000001}
+analytics:
+  - {function: max, arrays: [field]}
+"""
+    sim = [sys.executable, str(SIM), "--shape", "16,32", "--steps", "6"]
+    run = run_coupled(contract, sim, nranks=2)
+    assert run.returncode == 0, run.output
+    assert run.values["max"] == {s: s + 15031.0 for s in range(6)}
+    stores = {n["NodeID"][:8]: n["Resources"]["object_store_memory"] for n in ray.nodes() if n["Alive"]}
+    state = run.session.state
+    nodes = {node[:8] for node in state.hello.values()}
+    assert len(state.warnings) == len(nodes), "once per node actor with ranks"
+    for warning in state.warnings:
+        # said when the first ring that crosses the budget opens: the first of the node's ranks' rings
+        node = warning.removeprefix("node ")[:8]
+        assert node in nodes and f"over 1e-06 of its object store ({size(stores[node])};" in warning, warning
+        assert "this node's 1 rank(s) in flight can reach 8.0 KiB ('field' 2.0 KiB x 4 steps)" in warning, warning
+    assert "rank 0: a block of 'field' is 2.0 KiB, over 1e-06" in run.output, "the ranks say it too"

@@ -47,6 +47,7 @@ from doreisa.runtime.protocol import (
     MonitorBatch,
     NodeCounts,
     NodeInfo,
+    NodeWarning,
     Publishing,
     RankClosed,
     RankError,
@@ -59,6 +60,7 @@ from doreisa.runtime.protocol import (
     describe,
 )
 from doreisa.runtime.ring import ASLEEP, TOTAL_STORE_ORDER, fence
+from doreisa.runtime.store import StoreBudget
 from doreisa.runtime.wire import Malformed, Wake, encode, free_record
 
 #: What a node actor reports to the head, in batches.
@@ -86,6 +88,7 @@ class NodeServer:
         relay: Callable[[Any], tuple[Any, str]] | None = None,
         relayed: frozenset[str] = frozenset(),
         poll: bool = TOTAL_STORE_ORDER,
+        store_bytes: int | None = None,
     ) -> None:
         self.node_id = node_id
         handover = contract.handover
@@ -96,7 +99,9 @@ class NodeServer:
         self._poll = poll and self._linger > 0
         self._asleep = True
         # what every rank of this node receives: the contract as plain data, encoded once
-        self._welcome = encode(Welcome(node_id, contract.to_plain()))
+        self._welcome = encode(Welcome(node_id, contract.to_plain(), store_bytes))
+        held = {n: contract.backpressure.max_in_flight + (a.window or 1) - 1 for n, a in contract.arrays.items()}
+        self._budget = StoreBudget(store_bytes, contract.backpressure.max_store_fraction, held)
         self._put = put
         self._relay = relay
         self._relayed = relayed
@@ -243,6 +248,11 @@ class NodeServer:
             return
         if isinstance(message, RingOpened):
             conn.map_ring(message, asleep=self._asleep)
+            nbytes = int(np.prod(message.shape)) * np.dtype(message.dtype).itemsize
+            warning = self._budget.add(message.array, conn.rank if conn.rank is not None else -1, nbytes)
+            if warning is not None:
+                log.warning("node %s: %s", self.node_id[:8], warning)
+                batch.append(NodeWarning(self.node_id, warning))
             return
         self._ingest(batch)  # what a rank says next follows its blocks
         match message:
@@ -362,6 +372,7 @@ class NodeActor:
         self._seq = 0  # batches to the head are numbered: the head applies them in order
         node_id = ray.get_runtime_context().get_node_id()
         self._sender = f"node-{node_id}"
+        store = next((n["Resources"].get("object_store_memory") for n in ray.nodes() if n["NodeID"] == node_id), None)
         self._server = NodeServer(
             run_dir=run_dir,
             node_id=node_id,
@@ -372,6 +383,7 @@ class NodeActor:
             ingest=ingest,
             relay=self._relay if self._transit else None,
             relayed=frozenset(relayed or ()),
+            store_bytes=int(store) if store else None,
         )
         self._server.start()
         self._cpu_start = tree_cpu(os.getppid())  # the raylet of this node, and every process it started

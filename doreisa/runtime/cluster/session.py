@@ -40,6 +40,7 @@ from doreisa.runtime.protocol import (
     Event,
     MonitorBatch,
     NodeCounts,
+    NodeWarning,
     Publishing,
     RankClosed,
     RankError,
@@ -210,7 +211,9 @@ class Session:
 
     def _event(self, event: Event) -> None:
         match event:
-            case RankJoined() | RankClosed() | Publishing() | RankLost() | RankError() | TriggerFailed():
+            case (
+                RankJoined() | RankClosed() | Publishing() | RankLost() | RankError() | TriggerFailed() | NodeWarning()
+            ):
                 self.state.record(event)
             case Applied():
                 self.provenance.write(event)

@@ -57,7 +57,7 @@ def run_summary(
         "cadence_changes": [r for r in session.provenance.records if r["kind"] == "change"],
         "errors": [*msgspec.to_builtins(state.errors), *shutdown],
         "nonfinite": dict(state.nonfinite),
-        "warnings": _unfilled_windows(session) + _nonfinite_warnings(state.nonfinite),
+        "warnings": state.warnings + _unfilled_windows(session) + _nonfinite_warnings(state.nonfinite),
         "cost": _cost(session, closed),
         "per_rank": ranks,
     }

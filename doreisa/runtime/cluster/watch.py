@@ -17,6 +17,7 @@ from pathlib import Path
 from doreisa.contract import Timeouts
 from doreisa.errors import RuntimeUnavailableError, StallError
 from doreisa.runtime.protocol import (
+    NodeWarning,
     Publishing,
     RankClosed,
     RankError,
@@ -44,6 +45,8 @@ class RunState:
     #: (array, step) complete but never analysed: newer steps came (backpressure.policy latest)
     dropped_latest: list[tuple[str, int]] = field(default_factory=list[tuple[str, int]])
     errors: list[RankError | TriggerFailed] = field(default_factory=list[RankError | TriggerFailed])
+    #: what node actors warned of (blocks that will not fit their object store), once each
+    warnings: list[str] = field(default_factory=list[str])
     #: per array, the ranks that have entered their first publish of it, and when (monotonic seconds)
     publishing: dict[str, dict[int, float]] = field(default_factory=dict[str, dict[int, float]])
     #: the communicator sizes the ranks reported when they joined (one, the run's, unless MPI is misconfigured)
@@ -64,7 +67,9 @@ class RunState:
         if rank not in self.lost_order:
             self.lost_order.append(rank)
 
-    def record(self, event: RankJoined | RankClosed | Publishing | RankLost | RankError | TriggerFailed) -> None:
+    def record(
+        self, event: RankJoined | RankClosed | Publishing | RankLost | RankError | TriggerFailed | NodeWarning
+    ) -> None:
         """What a rank (or its node actor) says of itself."""
         match event:
             case RankJoined(rank=rank, size=size, node=node):
@@ -86,6 +91,8 @@ class RunState:
                     self.errors.append(event)
             case RankError():
                 self.errors.append(event)
+            case NodeWarning(node=node, message=message):
+                self.warnings.append(f"node {node[:8]}: {message}")
 
     def count_nonfinite(self, step: int, values: Mapping[str, float]) -> None:
         """A step's monitor values: count the NaN and Inf that ``nonfinite(ARRAY)`` found."""

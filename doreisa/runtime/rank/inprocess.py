@@ -25,6 +25,7 @@ from doreisa.contract import Backpressure, Contract
 from doreisa.errors import BridgeError
 from doreisa.runtime.protocol import Close, Decision, Done, RankMessage, RankStats, RingOpened, Welcome
 from doreisa.runtime.rank.arrays import BlockCopy, RankArray
+from doreisa.runtime.store import warn_if_over_store
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,13 @@ class InProcessTransport:
         What the runtime would hand the rank.
     node_id : str
         What the rank reports as its node (``Bridge.node_id``).
+    store_bytes : int, optional
+        The object store size a node actor would report: blocks over
+        ``backpressure.max_store_fraction`` of it get a :class:`~doreisa.errors.StoreWarning`.
     """
 
-    def __init__(self, contract: Contract, *, node_id: str = "in-process") -> None:
-        self.welcome = Welcome(node_id, contract.to_plain())
+    def __init__(self, contract: Contract, *, node_id: str = "in-process", store_bytes: int | None = None) -> None:
+        self.welcome = Welcome(node_id, contract.to_plain(), store_bytes)
         self.detached: str | None = None
         self.wakes = 0
         #: every block handed over, in order
@@ -101,6 +105,8 @@ class InProcessTransport:
 
     def open(self, array: RankArray, copy: BlockCopy, backpressure: Backpressure) -> _Slots:
         shape, dtype = copy.shape, copy.dtype.str
+        nbytes = int(np.prod(shape)) * copy.dtype.itemsize
+        warn_if_over_store(self._rank, array.name, nbytes, self.welcome.store_bytes, backpressure.max_store_fraction)
         self.sent.append(
             RingOpened(array.name, array.ring_id, copy.index, "", 1, 0, shape, dtype, copy.chunks, copy.nblocks)
         )

@@ -29,6 +29,7 @@ from doreisa.runtime.protocol import Close, Done, NodeMessage, RankMessage, Rank
 from doreisa.runtime.rank.arrays import BlockCopy, RankArray
 from doreisa.runtime.rank.discovery import connect_to_node
 from doreisa.runtime.ring import ASLEEP, NAN, POSTS, ShmRing, fence, slot_bytes
+from doreisa.runtime.store import warn_if_over_store
 from doreisa.runtime.wire import WAKE, Free, Malformed, MessageReader, encode, recv_one
 
 log = logging.getLogger("doreisa.bridge")
@@ -138,7 +139,9 @@ class ShmTransport:
 
     def open(self, array: RankArray, copy: BlockCopy, backpressure: Backpressure) -> RingStaging:
         """Create the array's ring in shared memory and tell the node actor how to read it."""
-        size = slot_bytes(int(np.prod(copy.shape)) * copy.dtype.itemsize)
+        nbytes = int(np.prod(copy.shape)) * copy.dtype.itemsize
+        warn_if_over_store(self._rank, array.name, nbytes, self.welcome.store_bytes, backpressure.max_store_fraction)
+        size = slot_bytes(nbytes)
         # a burst of steps faster than the node actor ingests them fills the ring before publish waits
         slots = ring_slots(size, backpressure.max_in_flight, backpressure.staging_mb << 20)
         base = _names.SHM_DIR if os.path.isdir(_names.SHM_DIR) else str(self._run_dir)
