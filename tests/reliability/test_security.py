@@ -66,3 +66,116 @@ def test_S1_a_client_without_the_runs_token_is_refused(tmp_path: Path) -> None:
         shutil.rmtree(ray_temp, ignore_errors=True)
     left = subprocess.run(["pgrep", "-f", f"port={port}"], capture_output=True, text=True).stdout
     assert not left, f"processes of the test's Ray left behind: {left}"
+
+
+# == S2: what a local run listens on ==========================================================
+
+SIM = Path(__file__).parents[1] / "runtime" / "sims" / "fill.py"
+S2_CONTRACT = """
+arrays:
+  field: {dtype: float64, shape: [8, 8]}
+cadence: {every: 5}
+analytics:
+  - {function: max, arrays: [field]}
+"""
+
+
+def _process_tree(root: int) -> dict[int, str]:
+    """``root`` and every process below it: pid -> command line."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text() if entry.isdigit() else ""
+        except OSError:
+            continue
+        if stat:
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    tree: dict[int, str] = {}
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            tree[pid] = Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ").strip()
+        except OSError:
+            continue
+        todo += children.get(pid, [])
+    return tree
+
+
+def _address(hex_address: str) -> str:
+    """An address of /proc/net/tcp or tcp6 (little-endian 32-bit words) as text."""
+    import ipaddress
+
+    raw = bytes.fromhex(hex_address)
+    native = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(native))
+
+
+def _listeners(pids: dict[int, str]) -> list[tuple[str, int, str]]:
+    """The TCP sockets these processes listen on: (address, port, command)."""
+    inodes: dict[str, str] = {}
+    for pid, command in pids.items():
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes[target[8:-1]] = command
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+                address, port = fields[1].split(":")
+                found.append((_address(address), int(port, 16), inodes[fields[9]][:160]))
+    return found
+
+
+def _is_loopback(address: str) -> bool:
+    import ipaddress
+
+    ip = ipaddress.ip_address(address)
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+@pytest.mark.mpi
+def test_S2_a_local_run_listens_on_loopback_only_and_starts_no_dashboard(tmp_path: Path) -> None:
+    """While ``doreisa run`` runs a simulation on this machine, every TCP socket its Ray processes
+    listen on is bound to a loopback address (no 0.0.0.0, no routable address: Ray rewrites
+    127.0.0.1 to the routable address unless told not to), and nothing listens on the dashboard's port."""
+    assert _address("0100007F") == "127.0.0.1" and _address("020200C0") == "192.0.2.2"
+    assert _is_loopback(_address("0000000000000000FFFF00000100007F")), "::ffff:127.0.0.1, as /proc/net/tcp6 shows it"
+    assert not _is_loopback("0.0.0.0") and not _is_loopback("::")
+    contract = tmp_path / "contract.yaml"
+    contract.write_text(S2_CONTRACT)
+    argv = [str(BIN / "doreisa"), "run", str(contract), "--np", "2", "--output", str(tmp_path / "out"), "--quiet"]
+    argv += ["--", sys.executable, str(SIM), "--shape", "8,8", "--steps", "400", "--sleep", "0.05"]
+    run = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen: list[tuple[str, int, str]] = []
+    try:
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and run.poll() is None:
+            tree = _process_tree(run.pid)
+            if any(str(SIM) in command for command in tree.values()) and any("raylet" in c for c in tree.values()):
+                time.sleep(2)  # the ranks are up: Ray's workers and agents have started
+                # the simulation's side is the site's MPI (MPICH's TCP netmod listens on every interface)
+                mpi = ("mpiexec", "hydra", str(SIM))
+                ray_side = {pid: c for pid, c in _process_tree(run.pid).items() if not any(m in c for m in mpi)}
+                seen = _listeners(ray_side)
+                break
+            time.sleep(0.2)
+        output, _ = run.communicate(timeout=150)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, output
+    assert len(seen) >= 3, f"the GCS, the raylet and the workers listen: {seen}"
+    exposed = [s for s in seen if not _is_loopback(s[0])]
+    assert exposed == [], f"listening beyond this machine: {exposed}"
+    assert all(port != 8265 for _, port, _ in seen), "no dashboard"
