@@ -9,7 +9,8 @@
      ├── BridgeError(RuntimeError)      simulation <-> runtime transport
      │    ├── BlockMismatchError        a block disagrees with the contract (dtype, shape, offset)
      │    ├── LayoutError               the ranks' blocks overlap, leave holes or leave the array
-     │    └── RuntimeUnavailableError   the analytics runtime cannot be reached in time
+     │    ├── RuntimeUnavailableError   the analytics runtime cannot be reached in time
+     │    └── DeviceUnavailableError    a block in device memory, and no library here to read it (CuPy)
      ├── ProtocolError(RuntimeError)    a message between doreisa's processes is unknown or malformed
      ├── StallError(RuntimeError)       ranks never reach a collective the other ranks wait in
      ├── ClusterError(RuntimeError)     the Ray side failed: an actor died, or did not answer in time
@@ -59,6 +60,10 @@ class StoreWarning(UserWarning):
     """A block, or what a node's ranks keep in flight, is over ``backpressure.max_store_fraction`` of the store."""
 
 
+class DeviceUnavailableError(BridgeError):
+    """A block in GPU memory was published, and nothing here can read it: install ``doreisa[gpu]`` (CuPy)."""
+
+
 class ProtocolError(DoreisaError, RuntimeError):
     """A message between doreisa's processes is of an unknown type or malformed."""
 
@@ -104,6 +109,7 @@ __all__ = [
     "BridgeError",
     "ClusterError",
     "ContractError",
+    "DeviceUnavailableError",
     "DoreisaError",
     "ExpressionError",
     "LayoutError",

@@ -41,6 +41,28 @@ def ray_cluster() -> Iterator[Any]:
 LEFTOVERS = ("/dev/shm/doreisa-*", "/tmp/doreisa-*", "/tmp/dray-*", "/tmp/du-*", "/tmp/dr-*")
 
 
+def _gpu_missing() -> str | None:
+    """Why the tests marked ``gpu`` cannot run here (None: CuPy imports and sees a CUDA device)."""
+    try:
+        import cupy  # pyright: ignore[reportMissingImports]
+    except ImportError as exc:
+        return f"CuPy is not importable ({exc}): pip install 'doreisa[gpu]'"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDARuntimeError without a driver
+        return f"no CUDA device: {exc}"
+    return None if count > 0 else "no CUDA device"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the tests marked ``gpu`` where CuPy or a CUDA device is missing (looked up only if one is collected)."""
+    marked = [item for item in items if item.get_closest_marker("gpu") is not None]
+    reason = _gpu_missing() if marked else None
+    if reason is not None:
+        for item in marked:
+            item.add_marker(pytest.mark.skip(reason=f"gpu test: {reason}"))
+
+
 def _leftovers() -> set[str]:
     return {path for pattern in LEFTOVERS for path in glob.glob(pattern)}
 

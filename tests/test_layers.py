@@ -55,7 +55,8 @@ RANK_FORBIDDEN = ("ray", "dask", "doreisa.analytics", "doreisa.runtime.cluster",
 @pytest.mark.parametrize("statement", ["import doreisa.runtime.rank.bridge", "from doreisa import Bridge"])
 def test_bridge_is_light(statement: str) -> None:
     # A simulation rank imports only the bridge: it must start fast and stay small, whatever the analytics load.
-    assert _heavy_modules_after(statement, (*RANK_FORBIDDEN, "mpi4py")) == []
+    # CuPy too: it is imported at the first block in device memory, never before (docs/gpu.md).
+    assert _heavy_modules_after(statement, (*RANK_FORBIDDEN, "mpi4py", "cupy")) == []
 
 
 def _imports(path: Path) -> list[str]:

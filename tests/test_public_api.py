@@ -14,6 +14,7 @@ PUBLIC = [
     "ClusterError",
     "Contract",
     "ContractError",
+    "DeviceUnavailableError",
     "DoreisaError",
     "ExpressionError",
     "LayoutError",

@@ -175,6 +175,11 @@ class Placement(StrictModel):
         default="doreisa_analytics",
         description="in_transit: the Ray custom resource that marks the analytics nodes",
     )
+    device: Literal["cpu", "gpu"] = Field(
+        default="cpu",
+        description="gpu: the analytics' parts over the array run on Ray workers with a GPU (num_gpus=1), their "
+        "blocks as CuPy arrays, and return host values; the cluster must have GPUs (pip install 'doreisa[gpu]')",
+    )
 
 
 class ArraySpec(StrictModel):

@@ -15,6 +15,10 @@ Built-ins:
   shape (e.g. a unit conversion); ``params.dtype`` names its output dtype if it changes. It
   is imported in the simulation only.
 
+On a block in GPU memory (``Bridge.publish`` of a CuPy array) the operators receive the
+device array: the built-ins reduce or convert it on the device, so only their result is
+copied to the host; a user function receives it too (``cupy.get_array_module`` tells).
+
 Register your own with :func:`register_preprocessor`: a class (or function) whose keyword
 parameters are the operator's ``params`` and that returns a :class:`Preprocessor`. The
 contract checks names and parameters against this one registry when it loads; the rank
@@ -219,8 +223,9 @@ class Stats:
         return (*tuple((1,) * len(dim) for dim in chunks), (4,))
 
     def apply(self, block: np.ndarray[Any, Any], /) -> np.ndarray[Any, Any]:
+        # float(): on a device block (CuPy) the reductions run on the device and only the three values leave it
         out = np.empty((1,) * block.ndim + (4,))
-        out.reshape(4)[:] = (block.min(), block.max(), block.sum(dtype=np.float64), block.size)
+        out.reshape(4)[:] = (float(block.min()), float(block.max()), float(block.sum(dtype=np.float64)), block.size)
         return out
 
 
@@ -261,8 +266,10 @@ class UserFunction:
         return chunks
 
     def apply(self, block: np.ndarray[Any, Any], /) -> np.ndarray[Any, Any]:
-        out = np.asarray(self._fn(block))
-        if out.shape != block.shape:
+        out = self._fn(block)
+        if not hasattr(out, "__cuda_array_interface__"):  # a device block's result stays on the device
+            out = np.asarray(out)
+        if tuple(out.shape) != block.shape:
             raise BlockMismatchError(
                 f"preprocess {self.reference!r} returned shape {out.shape} for a block of shape {block.shape}; "
                 "user preprocess functions must keep the shape (use the built-ins to reduce it)"

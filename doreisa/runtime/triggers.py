@@ -142,20 +142,27 @@ def _plain(cadence: Cadence) -> dict[str, Any]:
 IDENTITY = {"max": -np.inf, "min": np.inf, "sum": 0.0}
 
 
-def local_reductions(monitor: Monitor, part: np.ndarray[Any, Any] | None) -> dict[str, float]:
-    """This rank's contribution: max/min/sum and the element count (``part`` None: nothing selected)."""
+def local_reductions(
+    monitor: Monitor, part: Any, *, xp: Any = np, scalar: Callable[[Any], float] = float
+) -> dict[str, float]:
+    """This rank's contribution: max/min/sum and the element count (``part`` None: nothing selected).
+
+    ``part`` is a numpy array, or a device array with its module ``xp`` (``cupy``): then the
+    reductions run on the device and ``scalar`` brings each value back, one number at a time.
+    """
     if part is None or part.size == 0:
         return {"max": IDENTITY["max"], "min": IDENTITY["min"], "sum": 0.0, "count": 0.0, "nonfinite": 0.0}
     out = {"count": float(part.size)}
     needs = set(monitor.reductions)
     if "nonfinite" in needs:  # integers are always finite
-        out["nonfinite"] = float(part.size - np.count_nonzero(np.isfinite(part))) if part.dtype.kind in "fc" else 0.0
+        finite = scalar(xp.count_nonzero(xp.isfinite(part))) if part.dtype.kind in "fc" else part.size
+        out["nonfinite"] = float(part.size - finite)
     if "max" in needs:
-        out["max"] = float(part.max())
+        out["max"] = scalar(part.max())
     if "min" in needs:
-        out["min"] = float(part.min())
+        out["min"] = scalar(part.min())
     if needs & {"sum", "mean"}:
-        out["sum"] = float(part.sum(dtype=np.float64))
+        out["sum"] = scalar(part.sum(dtype=np.float64))
     return out
 
 

@@ -1,5 +1,7 @@
 """What ``doreisa run`` checks before it starts Ray: the MPI launcher, and that the simulation's
 Python can load MPI. Each failure names its fix; none of them costs a Ray start to find.
+Once Ray is up, before any actor or rank starts: that the cluster has what the contract's
+placement asks for (:func:`check_devices`).
 
 It also gives the simulation the environment a user expects: the folder of the Python that runs
 ``doreisa`` first on ``PATH`` (as ``conda run`` does), so that ``-- python sim.py`` runs the
@@ -8,6 +10,7 @@ interpreter doreisa is installed in, with its mpi4py, whatever the shell's ``PAT
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -17,7 +20,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from doreisa.errors import DoreisaError
+from doreisa.contract import Contract
+from doreisa.errors import ContractError, DoreisaError
 
 #: Seconds the simulation's Python may take to import mpi4py and load MPI (a cold shared file system is slow).
 IMPORT_TIMEOUT = 120
@@ -100,3 +104,49 @@ def _check_mpi4py(python: str, env: Mapping[str, str]) -> None:
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines() or ["(no message)"]
         raise DoreisaError(f"the simulation's Python ({python}) cannot load MPI through mpi4py: {lines[-1]}. {MPI_FIX}")
+
+
+def gpu_keys(contract: Contract) -> list[str]:
+    """The contract's keys that place an array's analytics on a GPU (``placement.device: gpu``)."""
+    keys: list[str] = []
+    for name, spec in contract.arrays.items():
+        if contract.placement_of(name).device == "gpu":
+            key = "placement.device" if spec.placement is None else f"arrays.{name}.placement.device"
+            if key not in keys:
+                keys.append(key)
+    return keys
+
+
+def check_devices(contract: Contract, resources: Mapping[str, float], *, cupy: bool | None = None) -> None:
+    """Refuse a contract that asks for GPUs the cluster lacks, before the simulation starts.
+
+    Parameters
+    ----------
+    contract : Contract
+        The run's contract.
+    resources : mapping
+        The cluster's resources, as ``ray.cluster_resources()`` gives them (``"GPU"``: how many).
+    cupy : bool, optional
+        Whether CuPy is importable; default: looked up (without importing it).
+
+    Raises
+    ------
+    ContractError
+        Naming the keys that ask for a GPU, and what to do.
+    """
+    keys = gpu_keys(contract)
+    if not keys:
+        return
+    asked = " and ".join(f"{k}: gpu" for k in keys)
+    if resources.get("GPU", 0) <= 0:
+        raise ContractError(
+            f"{asked}: the analytics' parts would run on GPU Ray workers, but the Ray cluster has no GPU "
+            f"(CPU: {resources.get('CPU', 0):g}, GPU: 0). Run on nodes with a GPU (Ray finds them; with an "
+            "existing cluster: ray start --num-gpus=N), or set device: cpu"
+        )
+    if cupy is None:
+        cupy = importlib.util.find_spec("cupy") is not None
+    if not cupy:
+        raise ContractError(
+            f"{asked}: the analytics' parts run with CuPy, which is not installed: pip install 'doreisa[gpu]'"
+        )

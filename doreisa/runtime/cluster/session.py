@@ -30,6 +30,7 @@ from doreisa.runtime.cluster.calls import CONTROL_TIMEOUT, ask, kill
 from doreisa.runtime.cluster.driver import AnalyticsDriver
 from doreisa.runtime.cluster.head import HeadState
 from doreisa.runtime.cluster.node import NodeActor
+from doreisa.runtime.cluster.preflight import check_devices
 from doreisa.runtime.cluster.results import Provenance, ResultWriter
 from doreisa.runtime.cluster.setup import limit_malloc_arenas
 from doreisa.runtime.cluster.transit import TransitActor
@@ -132,6 +133,7 @@ class Session:
 
     def start(self) -> None:
         """Start the head and a node actor on every alive Ray node; return once ranks can connect."""
+        check_devices(self.contract, ray.cluster_resources())  # a GPU placement on a cluster without GPU: refused here
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         head_cls = ray.remote(HeadState)
         self._head = head_cls.options(
@@ -182,9 +184,13 @@ class Session:
         leaf_bytes: Mapping[Any, int],
         bindings: Mapping[Any, Any],
     ) -> Any:
-        """Dask-on-Ray for analytics of ``arrays``: tasks next to their blocks, on analytics nodes if in transit."""
+        """Dask-on-Ray for analytics of ``arrays``: tasks next to their blocks, on analytics nodes if in transit,
+        on a GPU (CuPy chunks) if one of the arrays is placed there."""
         resources = self._transit_resources(arrays)
-        remote_args = {"resources": dict.fromkeys(resources, 0.001)} if resources else {}
+        remote_args: dict[str, Any] = {"resources": dict.fromkeys(resources, 0.001)} if resources else {}
+        device = "gpu" if any(self.contract.placement_of(a).device == "gpu" for a in arrays) else "cpu"
+        if device == "gpu":
+            remote_args["num_gpus"] = 1
         return functools.partial(
             partitioned_get,
             leaf_nodes=leaf_nodes,
@@ -192,6 +198,7 @@ class Session:
             bindings=bindings,
             cuts=self.cuts,
             ray_remote_args=remote_args,
+            device=device,
         )
 
     def _notify_done(self, done: Done) -> None:

@@ -23,6 +23,7 @@ from doreisa.plugins import Preprocessor, make_preprocessor
 from doreisa.runtime.cadence import ArrayCadence
 from doreisa.runtime.layout import Box, Layout, RankPart, check_block, default_offset, make_layout, tiling_problems
 from doreisa.runtime.rank.comm import Communicator
+from doreisa.runtime.rank.device import DeviceBlock
 
 if TYPE_CHECKING:
     from doreisa.runtime.rank.transport import Staging
@@ -177,8 +178,9 @@ def checked_step(rank: int, run: ArrayRun, step: Any) -> int:
 
 def block_problem(array: RankArray, block: Any) -> str | None:
     """What makes ``block`` unfit for ``array`` whatever its offset, if anything."""
-    if not isinstance(block, np.ndarray):
-        return f"block must be a numpy array, got {type(block).__name__}"
+    if not isinstance(block, np.ndarray | DeviceBlock):
+        kind = type(block).__name__
+        return f"block must be a numpy array, got {kind} (or a device array: __cuda_array_interface__ or DLPack)"
     if block.dtype != array.dtype:
         return f"block dtype is {block.dtype}; the contract says {array.spec.dtype}"
     if block.ndim != array.spec.ndim:

@@ -26,15 +26,9 @@ from doreisa.contract import Contract
 from doreisa.errors import BlockMismatchError, BridgeError, RuntimeUnavailableError
 from doreisa.runtime import _names
 from doreisa.runtime.protocol import Done, Publishing, RankMessage, RankStats
-from doreisa.runtime.rank.arrays import (
-    NEVER,
-    ArrayRun,
-    InFlight,
-    agree_on_layout,
-    check_same_block,
-    checked_step,
-)
+from doreisa.runtime.rank.arrays import NEVER, ArrayRun, InFlight, agree_on_layout, check_same_block, checked_step
 from doreisa.runtime.rank.comm import Communicator, world_comm
+from doreisa.runtime.rank.device import Block, DeviceBlock, DeviceCopier, Devices, copied_part
 from doreisa.runtime.rank.shm import ShmTransport, log
 from doreisa.runtime.rank.steering import RankFeedback
 from doreisa.runtime.rank.transport import Transport
@@ -83,6 +77,9 @@ class Bridge:
         How blocks leave this rank; default: the shared memory transport of ``doreisa run``.
         :class:`~doreisa.runtime.rank.inprocess.InProcessTransport` keeps them in this process
         (tests). Experimental: the Transport protocol may still change before 1.0.
+    copier : DeviceCopier, optional
+        How blocks in GPU memory are read; default: CuPy, imported at the first such block
+        (``doreisa[gpu]``). Experimental; see docs/gpu.md.
 
     Raises
     ------
@@ -102,12 +99,14 @@ class Bridge:
         run_dir: str | os.PathLike[str] | None = None,
         connect_timeout: float | None = None,
         transport: Transport | None = None,
+        copier: DeviceCopier | None = None,
     ) -> None:
         self._comm = comm if comm is not None else world_comm()
         self.rank = self._comm.Get_rank()
         self.size = self._comm.Get_size()
         self.stats = BridgeStats()
         self._closed = False
+        self._devices = Devices(copier)
         self._link = transport if transport is not None else self._connect(run_dir, connect_timeout)
         self.node_id: str = self._link.welcome.node_id
         self.contract: Contract = Contract.from_plain(self._link.welcome.contract)
@@ -175,7 +174,7 @@ class Bridge:
     def publish(
         self,
         name: str,
-        block: np.ndarray[Any, Any],
+        block: Block,
         *,
         step: int,
         time: float | None = None,
@@ -187,8 +186,9 @@ class Bridge:
         ----------
         name : str
             An array of the contract.
-        block : numpy.ndarray
-            This rank's block; any memory layout (it is copied, never kept).
+        block : numpy.ndarray or device array
+            This rank's block; any memory layout (it is copied, never kept). In GPU memory
+            (CuPy, PyTorch, Numba, JAX): reduced on the device, then copied once (docs/gpu.md).
         step : int
             Simulation step, strictly increasing per array.
         time : float, optional
@@ -223,6 +223,7 @@ class Bridge:
             return False  # fast path: a valid step that nothing can make wanted
         started = perf_counter()
         try:
+            block = self._devices.block(block)  # a device array is described once, for the views too
             copied = self._publish(name, block, step, time, offset)
             for view in run.views if run is not None else ():  # the views of the array, from the same block
                 copied = self._publish(view.array.name, block, step, time, offset, view=True) or copied
@@ -377,18 +378,10 @@ class Bridge:
             return False
         return True
 
-    def _copy(self, run: ArrayRun, block: np.ndarray[Any, Any], step: int, time: float | None) -> bool:
+    def _copy(self, run: ArrayRun, block: Any, step: int, time: float | None) -> bool:
         copy, array = run.copy, run.array
-        assert copy is not None and copy.part is not None, "only a selected block is copied"
-        part = block if copy.whole else block[copy.part.local]
-        if array.operator is not None:  # before any staging is opened: a wrong operator leaves nothing behind
-            part = array.operator.apply(part)
-            if part.shape != copy.shape or part.dtype != copy.dtype:
-                raise BlockMismatchError(
-                    f"rank {self.rank}: preprocess {array.operator_name!r} of {array.name!r} returned "
-                    f"{part.dtype}{list(part.shape)}; expected {copy.dtype}{list(copy.shape)} "
-                    "(declare a changed dtype with params.dtype)"
-                )
+        assert copy is not None, "the layout is agreed at the first publish"
+        part = copied_part(array, copy, block, self.rank)  # before any staging is opened: an error leaves nothing
         staging = run.staging
         if staging is None:
             staging = run.staging = self._link.open(array, copy, self.contract.backpressure)
@@ -398,8 +391,10 @@ class Bridge:
         dst = staging.reserve(step, time, self._steer.tags)  # the bookkeeping before the copy, which leaves caches cold
         stats = self.stats
         stats.max_in_flight = max(stats.max_in_flight, len(self._in_flight))
-        # dtype and shape are checked above: a plain assignment, which costs half np.copyto's call when cold
-        dst[...] = part
+        if type(block) is DeviceBlock:
+            block.to_host(part, dst)  # one device-to-host copy, straight into the slot
+        else:  # dtype and shape are checked above: a plain assignment, which costs half np.copyto's call when cold
+            dst[...] = part
         if not staging.post():  # the runtime is gone: the slot will never be taken
             stats.dropped += 1
             return False

@@ -16,7 +16,6 @@ from types import MappingProxyType
 from typing import Any
 
 import msgspec
-import numpy as np
 
 from doreisa.contract import Contract
 from doreisa.errors import ExpressionError
@@ -24,11 +23,11 @@ from doreisa.runtime.cadence import ArrayCadence
 from doreisa.runtime.layout import local_part
 from doreisa.runtime.protocol import Applied, Decision, MonitorBatch, MonitorValues, RankMessage, TriggerFailed
 from doreisa.runtime.rank.comm import Communicator
+from doreisa.runtime.rank.device import monitor_reductions
 from doreisa.runtime.triggers import (
     CadenceState,
     TriggerMachine,
     combine_reductions,
-    local_reductions,
     transitions_decision,
 )
 
@@ -172,12 +171,13 @@ class RankFeedback:
     def monitor(
         self,
         name: str,
-        block: np.ndarray[Any, Any],
+        block: Any,
         box: tuple[tuple[int, ...], tuple[int, ...]],
         step: int,
         time: float | None,
     ) -> None:
-        """Reduce this rank's block for the monitors of ``name`` due at ``step`` (collective)."""
+        """Reduce this rank's block (numpy, or a device block: reduced on the device) for the monitors of
+        ``name`` due at ``step`` (collective)."""
         if not self._monitors[name]:
             return
         monitors = [m for m in self._monitors[name] if step % m.every == 0]
@@ -188,7 +188,7 @@ class RankFeedback:
         for mon in monitors:
             region = tuple(sl.bounds(n) for sl, n in zip(mon.select, spec.shape, strict=True)) if mon.select else None
             part = block if region is None else _cut(block, box, region)
-            local.append(local_reductions(mon, part))
+            local.append(monitor_reductions(mon, part))  # on the device for a device block
         gathered = self._comm.allgather(local)
         values: dict[tuple[str, str], float] = {}
         for i, mon in enumerate(monitors):
@@ -258,8 +258,6 @@ def _apply_at(decision: Decision) -> int:
     return decision.apply_at
 
 
-def _cut(
-    block: np.ndarray[Any, Any], box: tuple[tuple[int, ...], tuple[int, ...]], region: tuple[tuple[int, int, int], ...]
-) -> np.ndarray[Any, Any] | None:
+def _cut(block: Any, box: tuple[tuple[int, ...], tuple[int, ...]], region: tuple[tuple[int, int, int], ...]) -> Any:
     slices = local_part(box[0], box[1], region)
     return None if slices is None else block[slices]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from doreisa.runtime.scheduling.cuts import Lru, Slot
+from doreisa.runtime.scheduling.gpu import array_module, to_device, to_host
 from doreisa.runtime.scheduling.graphs import KEEP, substitute
 
 Key = Hashable
@@ -31,14 +32,20 @@ def run_part(
     exports: tuple[Key, ...],
     *inputs: Any,
     positions: Mapping[Key, int] | None = None,
+    device: str = "cpu",
 ) -> Any:
     """Run one part's tasks in order (inside a Ray worker on the part's node).
 
     ``inputs`` are the values of ``input_keys``, then the values that the tasks hold as
     :class:`Slot` markers (blocks Dask fused into the tasks' definitions, placeholders).
     ``positions``: the inputs that are blocks stored with others in one object, and their
-    index in it.
+    index in it. ``device="gpu"``: the blocks become CuPy arrays, the results come back to
+    the host (:mod:`doreisa.runtime.scheduling.gpu`).
     """
+    if device == "gpu":
+        xp = array_module()
+        inputs = tuple(to_device(x, xp) for x in inputs)
+        return to_host(run_part(tasks, input_keys, exports, *inputs, positions=positions), xp)
 
     def from_slot(x: Any) -> Any:
         return inputs[x.index] if isinstance(x, Slot) else KEEP

@@ -48,6 +48,7 @@ def partitioned_get(
     ray_remote_args: Mapping[str, Any] | None = None,
     record: MutableMapping[str, Any] | None = None,
     local_bytes: int = LOCAL_BYTES,
+    device: str = "cpu",
     **kwargs: Any,
 ) -> Any:
     """Dask ``get`` that runs each node's part of the graph as one Ray task on that node.
@@ -78,6 +79,9 @@ def partitioned_get(
         A graph that is a single part on this process's node, reading at most this many
         bytes of blocks, runs here: starting a Ray task costs more than such work (figures in
         docs/performance.md). 0: always a Ray task.
+    device : {"cpu", "gpu"}
+        ``gpu``: every part runs its tasks on CuPy arrays (``placement.device``; give
+        ``num_gpus`` in ``ray_remote_args``) and never in this process.
     """
     import ray
     from dask.core import flatten
@@ -89,12 +93,13 @@ def partitioned_get(
     call = _BoundCut(cut, bound)
     plan_s = time.perf_counter() - started
     here = ray.get_runtime_context().get_node_id()
-    values = call.run_here(sizes, local_bytes) if len(cut.parts) == 1 and cut.parts[0].node in (here, None) else None
+    alone = len(cut.parts) == 1 and cut.parts[0].node in (here, None) and device == "cpu"
+    values = call.run_here(sizes, local_bytes) if alone else None
     if values is not None:
         if record is not None:
             record.update(tasks=cut.tasks, parts=1, nodes=1, local=True, moved_bytes=0)
     else:
-        values, refs = call.run_on_nodes(ray_remote_args or {})
+        values, refs = call.run_on_nodes(ray_remote_args or {}, device)
         if record is not None:
             _record(record, cut.parts, cut.tasks, refs)
     if record is not None:
@@ -134,7 +139,9 @@ class _BoundCut:
         done.update((k, take(v, self.positions.get(k))) for k, v in zip(alone, got, strict=True))
         return done
 
-    def run_on_nodes(self, remote_args: Mapping[str, Any]) -> tuple[dict[Key, Any], dict[Key, Any]]:
+    def run_on_nodes(
+        self, remote_args: Mapping[str, Any], device: str = "cpu"
+    ) -> tuple[dict[Key, Any], dict[Key, Any]]:
         """The wanted values, each part a Ray task next to its blocks; and every result's reference."""
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -147,7 +154,11 @@ class _BoundCut:
             # every block and input is a top-level argument: Ray fetches them before the part starts
             inputs, mine = self.arguments(refs, named, fused)
             sent = Stored(cut.stored[i]) if cut.stored else body  # a reused cut's tasks are on the nodes already
-            out = run_part_remote().options(**options).remote(sent, named, part.exports, *inputs, positions=mine)
+            out = (
+                run_part_remote()
+                .options(**options)
+                .remote(sent, named, part.exports, *inputs, positions=mine, device=device)
+            )
             refs.update(by_key(part.exports, out))
         got = ray.get([refs[k] for k in cut.wanted])
         return {k: take(v, self.positions.get(k)) for k, v in zip(cut.wanted, got, strict=True)}, refs
