@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import signal
+import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from doreisa.runtime.store import size
-from doreisa.testing import run_coupled
+from doreisa.testing import process_tree, run_coupled
 
 pytestmark = [pytest.mark.ray, pytest.mark.mpi]
 
@@ -85,3 +92,51 @@ analytics:
         assert node in nodes and f"over 1e-06 of its object store ({size(stores[node])};" in warning, warning
         assert "this node's 1 rank(s) in flight can reach 8.0 KiB ('field' 2.0 KiB x 4 steps)" in warning, warning
     assert "rank 0: a block of 'field' is 2.0 KiB, over 1e-06" in run.output, "the ranks say it too"
+
+
+def test_F12_the_ray_head_nodes_gcs_killed_mid_run_ends_the_run_with_a_summary(tmp_path: Path) -> None:
+    """``kill -9`` of the GCS of a ``doreisa run``'s private Ray, mid-run. Ray alone ends every process of
+    the cluster a minute later, the driver too, without a summary and leaving its temporary folder; the run
+    notices in seconds, stops its actors and Ray, writes a summary that says why, and leaves nothing behind."""
+    contract = tmp_path / "contract.yaml"
+    contract.write_text("arrays:\n  field: {dtype: float64, shape: [8, 8]}\ncadence: {every: 2}\n")
+    contract.write_text(contract.read_text() + "analytics:\n  - {function: max, arrays: [field]}\n")
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "doreisa.cli", "run", str(contract), "--np", "2", "--output", str(out), "--quiet"]
+    argv += ["--", sys.executable, str(SIM), "--shape", "8,8", "--steps", "3000", "--sleep", "0.05"]
+    before = set(Path("/tmp").glob("dray-*"))
+    run = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        gcs = _wait_for(lambda: _gcs_once_analysed(run.pid, out / "results.csv"), timeout=120)
+        os.kill(gcs, signal.SIGKILL)
+        killed = time.monotonic()
+        output, _ = run.communicate(timeout=180)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 1, output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ok"] is False
+    assert re.match(r"the Ray head node's GCS at 127\.0\.0\.1:\d+ is gone \(3 connections refused", summary["error"])
+    assert summary["steps_analysed"]["field"] >= 1, "what was analysed before is kept"
+    assert "Traceback" not in output
+    assert set(Path("/tmp").glob("dray-*")) - before == set(), "Ray's temporary folder is removed"
+    # the simulation runs 150 s: it was ended after the analytics, once its grace (30 s) was over
+    assert time.monotonic() - killed < 120
+
+
+def _gcs_once_analysed(root: int, results: Path) -> int | None:
+    """The GCS of the run under ``root``, once it has recorded results (a row per line, flushed); None before."""
+    if not results.exists() or len(results.read_text().splitlines()) < 3:
+        return None
+    return next((pid for pid, command in process_tree(root).items() if "gcs_server" in command.split(" ")[0]), None)
+
+
+def _wait_for(found: Callable[[], int | None], timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = found()
+        if value is not None:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"not found within {timeout} s")

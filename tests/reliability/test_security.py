@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from doreisa.testing import free_port, routable_address
+from doreisa.testing import free_port, process_tree, routable_address
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -80,28 +80,6 @@ analytics:
 """
 
 
-def _process_tree(root: int) -> dict[int, str]:
-    """``root`` and every process below it: pid -> command line."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text() if entry.isdigit() else ""
-        except OSError:
-            continue
-        if stat:
-            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-    tree: dict[int, str] = {}
-    todo = [root]
-    while todo:
-        pid = todo.pop()
-        try:
-            tree[pid] = Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ").strip()
-        except OSError:
-            continue
-        todo += children.get(pid, [])
-    return tree
-
-
 def _address(hex_address: str) -> str:
     """An address of /proc/net/tcp or tcp6 (little-endian 32-bit words) as text."""
     import ipaddress
@@ -136,6 +114,11 @@ def _listeners(pids: dict[int, str]) -> list[tuple[str, int, str]]:
     return found
 
 
+def _mpi(command: str) -> bool:
+    """Is this the MPI launcher or its proxy?"""
+    return os.path.basename(command.split(" ")[0]).startswith(("mpiexec", "mpirun", "hydra"))
+
+
 def _is_loopback(address: str) -> bool:
     import ipaddress
 
@@ -161,12 +144,12 @@ def test_S2_a_local_run_listens_on_loopback_only_and_starts_no_dashboard(tmp_pat
     try:
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline and run.poll() is None:
-            tree = _process_tree(run.pid)
-            if any(str(SIM) in command for command in tree.values()) and any("raylet" in c for c in tree.values()):
+            tree = process_tree(run.pid)
+            rank = f"{sys.executable} {SIM}"  # a rank's command (the run's own names the simulation too)
+            if any(c.startswith(rank) for c in tree.values()) and any("raylet" in c for c in tree.values()):
                 time.sleep(2)  # the ranks are up: Ray's workers and agents have started
                 # the simulation's side is the site's MPI (MPICH's TCP netmod listens on every interface)
-                mpi = ("mpiexec", "hydra", str(SIM))
-                ray_side = {pid: c for pid, c in _process_tree(run.pid).items() if not any(m in c for m in mpi)}
+                ray_side = {pid: c for pid, c in process_tree(run.pid).items() if not (c.startswith(rank) or _mpi(c))}
                 seen = _listeners(ray_side)
                 break
             time.sleep(0.2)

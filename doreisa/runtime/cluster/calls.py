@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
+import time
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -53,6 +56,51 @@ def kill(actor: Any, *, what: str) -> None:
         ray.kill(actor)
     except Exception as exc:  # already gone, or the cluster is
         log.debug("could not kill the %s: %s", what, exc)
+
+
+class GcsWatch:
+    """Is the Ray head node's GCS still there? Checked without Ray, which would only notice in a minute.
+
+    When its GCS is gone, every Ray process of the cluster ends itself after
+    ``gcs_rpc_server_reconnect_timeout_s`` (60 s), this driver included, mid-cleanup and without
+    a summary (reliability case F12). Actor calls between workers keep working meanwhile, so a
+    run that knows early can still stop its actors, write its summary and shut Ray down. A TCP
+    connection to the GCS's port, at most every ``every`` s: refused (or not accepted within
+    ``every`` s) ``misses`` times in a row, and the GCS is lost.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        every: float = 1.0,
+        misses: int = 3,
+        connect: Callable[[tuple[str, int], float], Any] = socket.create_connection,
+    ) -> None:
+        host, _, port = address.rpartition(":")
+        self.address, self._where = address, (host.strip("[]"), int(port))
+        self._every, self._misses, self._connect = every, misses, connect
+        self._missed, self._next = 0, 0.0
+
+    def check(self, now: float | None = None) -> None:
+        """Raises ClusterError once the GCS has refused ``misses`` connections in a row (a no-op between checks)."""
+        now = time.monotonic() if now is None else now
+        if now < self._next:
+            return
+        self._next = now + self._every
+        try:
+            self._connect(self._where, self._every).close()
+        except OSError as exc:
+            self._missed += 1
+            if self._missed >= self._misses:
+                raise ClusterError(
+                    f"the Ray head node's GCS at {self.address} is gone ({self._missed} connections refused in a row: "
+                    f"{exc}); Ray ends every process of the cluster within a minute, so the run ends now with what "
+                    "it analysed",
+                    actor="GCS",
+                ) from None
+        else:
+            self._missed = 0
 
 
 def _reason(exc: BaseException) -> str:

@@ -124,10 +124,11 @@ def _run(
     finally:
         _on_sigterm(default_term)  # a second SIGTERM ends the cleanup: the user insists
         problems = session.stop()  # first: with the node actors gone, ranks still running detach and finish
+        # then Ray, before the simulation's grace: a driver whose GCS is gone is ended by Ray within a minute
+        problems += _shutdown_ray(temp_dir)
         launch.end_simulation()
         summary = run_summary(session, launch.proc, launch.error, problems, time.monotonic() - started)
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        _shutdown_ray(temp_dir)
     table = format_summary(summary)
     log.info("%s", table)
     if not launch.quiet:
@@ -221,14 +222,19 @@ def _echo_lines(proc: subprocess.Popen[bytes], progress: Progress) -> None:
         progress.echo(raw.decode(errors="replace").rstrip("\n"))
 
 
-def _shutdown_ray(temp_dir: str | None) -> None:
+def _shutdown_ray(temp_dir: str | None) -> list[str]:
+    """Disconnect from Ray (and stop a private one), remove its temporary folder; what failed, one line each."""
     import ray
 
     try:
         ray.shutdown()
+    except Exception as exc:  # the summary is still to be written
+        log.error("Ray did not shut down cleanly: %s", exc)
+        return [f"Ray did not shut down cleanly: {type(exc).__name__}: {exc}"]
     finally:
         if temp_dir:
             shutil.rmtree(temp_dir, ignore_errors=True)
+    return []
 
 
 def run_from_cli(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from doreisa.analytics import Registry, bind_analytics, default_registry
 from doreisa.contract import Contract
 from doreisa.errors import ClusterError, ProtocolError, RuntimeUnavailableError
 from doreisa.runtime import _names
-from doreisa.runtime.cluster.calls import CONTROL_TIMEOUT, ask, kill
+from doreisa.runtime.cluster.calls import CONTROL_TIMEOUT, GcsWatch, ask, kill
 from doreisa.runtime.cluster.driver import AnalyticsDriver
 from doreisa.runtime.cluster.head import HeadState
 from doreisa.runtime.cluster.node import NodeActor
@@ -106,6 +106,7 @@ class Session:
         self._nodes: list[Any] = []
         self._node_names: list[str] = []
         self._transit: list[Any] = []
+        self._gcs: GcsWatch | None = None  # the head node's GCS, watched while the run serves (F12)
         self.cuts = Cuts()  # graphs cut at one step, reused at the next ones
         self.driver = AnalyticsDriver(
             contract,
@@ -134,6 +135,7 @@ class Session:
     def start(self) -> None:
         """Start the head and a node actor on every alive Ray node; return once ranks can connect."""
         check_devices(self.contract, ray.cluster_resources())  # a GPU placement on a cluster without GPU: refused here
+        self._gcs = GcsWatch(ray.get_runtime_context().gcs_address)
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         head_cls = ray.remote(HeadState)
         self._head = head_cls.options(
@@ -276,10 +278,14 @@ class Session:
             If fewer than ``nranks`` ranks connected within ``timeouts.connect``.
         StallError
             If ranks never enter a publish the others wait for them in (``timeouts.step``).
+        ClusterError
+            If an actor of the run or the head node's GCS is gone.
         """
         watch = RunWatch(self.contract.timeouts, nranks, self.run_dir)
         while True:
             self.poll()
+            if self._gcs is not None:
+                self._gcs.check()
             tick(self)
             if watch.finished(self.state, self._drained()):
                 return
