@@ -66,7 +66,9 @@ class GcsWatch:
     a summary (reliability case F12). Actor calls between workers keep working meanwhile, so a
     run that knows early can still stop its actors, write its summary and shut Ray down. A TCP
     connection to the GCS's port, at most every ``every`` s: refused (or not accepted within
-    ``every`` s) ``misses`` times in a row, and the GCS is lost.
+    ``every`` s) ``misses`` times in a row, and the GCS is lost. About 10 s: a GCS that restarts
+    (Ray's GCS fault tolerance, with an external Redis) is back before, and the cleanup has
+    the rest of Ray's minute.
     """
 
     def __init__(
@@ -74,7 +76,7 @@ class GcsWatch:
         address: str,
         *,
         every: float = 1.0,
-        misses: int = 3,
+        misses: int = 10,
         connect: Callable[[tuple[str, int], float], Any] = socket.create_connection,
     ) -> None:
         host, _, port = address.rpartition(":")
