@@ -29,6 +29,7 @@ prepare_ray_env()  # before anything imports ray: the loopback trap (shared/RELI
 import cluster_sections  # noqa: E402
 import comparisons  # noqa: E402
 import peers  # noqa: E402
+import rank_footprint  # noqa: E402
 import report  # noqa: E402
 from bench_common import CpuMeter, Entry, loadavg  # noqa: E402
 
@@ -146,8 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     with_peers = args.peers if args.peers is not None else not args.quick
     suite = Suite(config)
     meter, started, load_before = CpuMeter(), time.monotonic(), loadavg()
-    ours(suite, args.profile)
     quick = config is QUICK
+    suite.section(
+        "rank_footprint", lambda: rank_footprint.entries(quick, suite.raw), ["rank_import_ms", "rank_rss_mb"]
+    )  # fresh interpreters, before Ray starts
+    ours(suite, args.profile)
     suite.section("scaling", lambda: cluster_sections.scaling(quick, suite.raw), ["scheduler_tasks_per_s"])
     suite.section("placement", lambda: cluster_sections.placement(quick, suite.raw), ["in_transit_publish_ratio"])
     if with_peers:

@@ -1,8 +1,9 @@
 """doreisa: contract-driven in situ analytics for MPI simulations, on Ray and Dask.
 
-``import doreisa`` is light: the contract layer only. ``Bridge`` (simulation side),
-``analytic`` (analytics side) and ``open_run`` (a finished run's results, with xarray) load
-their layers on first use.
+``import doreisa`` is light: the errors and the plugin registries only. ``Contract`` and
+``load_contract`` (pydantic, YAML), ``Bridge`` (simulation side, which needs neither: it runs the
+plan compiled from the contract), ``analytic`` (analytics side) and ``open_run`` (a finished
+run's results, with xarray) load their layers on first use.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from doreisa.contract import Contract, load_contract
 from doreisa.errors import (
     AnalyticsError,
     BlockMismatchError,
@@ -30,12 +30,15 @@ from doreisa.plugins import register_preprocessor, register_sink
 
 if TYPE_CHECKING:
     from doreisa.analytics import Registry, analytic
+    from doreisa.contract import Contract, load_contract
     from doreisa.report import open_run
     from doreisa.runtime.rank.bridge import Bridge
 
 __version__ = "0.4.0.dev0"
 
 _LAZY = {
+    "Contract": "doreisa.contract",
+    "load_contract": "doreisa.contract",
     "analytic": "doreisa.analytics",
     "Registry": "doreisa.analytics",
     "Bridge": "doreisa.runtime.rank.bridge",
@@ -71,4 +74,6 @@ __all__ = [
 def __getattr__(name: str) -> object:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name == "contract":  # loaded by `import doreisa` before it was lazy: `doreisa.contract.X` still works
+        return importlib.import_module("doreisa.contract")
     raise AttributeError(f"module 'doreisa' has no attribute {name!r}")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
 import doreisa
@@ -59,6 +60,54 @@ def test_bridge_is_light(statement: str) -> None:
     assert _heavy_modules_after(statement, (*RANK_FORBIDDEN, "mpi4py", "cupy")) == []
 
 
+#: What loads and validates a contract: a rank runs the plan compiled from it (runtime/plan.py), never these.
+CONTRACT_LOADING = (
+    "pydantic",
+    "pydantic_core",
+    "yaml",
+    "doreisa.contract.document",
+    "doreisa.contract.loader",
+    "doreisa.contract.models",
+)
+#: A rank's whole start: a Bridge from the Welcome a node actor sends, a first publish with a monitor,
+#: a trigger evaluated and a view copied (the Welcome is built by the test, in this process).
+RANK_START = """
+import msgspec, numpy as np, sys
+from doreisa import Bridge
+from doreisa.runtime.protocol import Welcome
+from doreisa.runtime.rank.comm import SingleProcessComm
+from doreisa.runtime.rank.inprocess import InProcessTransport
+transport = InProcessTransport(msgspec.msgpack.decode(open(sys.argv[1], "rb").read(), type=Welcome))
+bridge = Bridge(SingleProcessComm(), transport=transport)
+for step in (4, 5):  # the trigger fires at 4 (max(t) > 5), and the view is copied from 5 on
+    bridge.publish("t", np.full((8, 8), 9.0), step=step)
+assert [(p.array, p.step) for p in transport.posted] == [("t", 4), ("zoom", 5)], transport.posted
+bridge.close()
+"""
+RANK_CONTRACT = """
+arrays:
+  t: {dtype: float64, shape: [8, 8], block: [8, 8]}
+  zoom: {of: t, select: [{start: 2, stop: 6}, {start: 2, stop: 6}], cadence: {never: true}}
+cadence: {every: 2}
+monitors: [{array: t, reductions: [max, mean]}]
+triggers: [{name: hot, when: "max(t) > 5 and step >= 2", action: {cadence: {every: 1}, arrays: [zoom]}}]
+"""
+
+
+@pytest.mark.parametrize("statement", ["import doreisa", "from doreisa import Bridge", "rank-start"])
+def test_rank_never_loads_the_contract_models(statement: str, tmp_path: Path) -> None:
+    # Issue #17: pydantic models and YAML were most of a rank's import time and memory; the node actor
+    # compiles the contract into the plan a rank runs, and Bridge.contract builds the models only if read.
+    if statement == "rank-start":
+        from doreisa.contract import parse_contract
+        from doreisa.runtime.rank.inprocess import InProcessTransport
+
+        welcome = InProcessTransport(parse_contract(RANK_CONTRACT)).welcome
+        (tmp_path / "welcome").write_bytes(msgspec.msgpack.encode(welcome))
+        statement = f"sys.argv = ['', {str(tmp_path / 'welcome')!r}]; exec({RANK_START!r}, {{}})"
+    assert _heavy_modules_after(statement, (*CONTRACT_LOADING, *RANK_FORBIDDEN)) == []
+
+
 def _imports(path: Path) -> list[str]:
     """Every module ``path`` imports, at any depth (lazy imports inside functions too)."""
     found: list[str] = []
@@ -79,6 +128,9 @@ def _modules_under(folder: str) -> list[Path]:
     return sorted((PACKAGE / folder).rglob("*.py"))
 
 
+#: What reads and validates a contract file: the rank side and the plan it runs never import it, even lazily
+#: (``Bridge.contract`` goes through ``doreisa.contract``, which loads its models on first use).
+LOADING = ("pydantic", "yaml")
 #: What each part of the package must never import (a prefix matches the module and everything below it).
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "errors.py": ("doreisa.contract", "doreisa.analytics", "doreisa.runtime", "doreisa.plugins"),
@@ -93,7 +145,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "runtime/layout.py": (*HEAVY, "doreisa.analytics", "doreisa.runtime.rank", "doreisa.runtime.cluster"),
     "runtime/ring.py": (*HEAVY, "doreisa.analytics", "doreisa.runtime.rank", "doreisa.runtime.cluster"),
     "runtime/store.py": (*HEAVY, "doreisa.analytics", "doreisa.runtime.rank", "doreisa.runtime.cluster"),
-    "runtime/rank": RANK_FORBIDDEN,
+    "runtime/plan.py": (*HEAVY, *LOADING, "doreisa.analytics", "doreisa.runtime.rank", "doreisa.runtime.cluster"),
+    "runtime/rank": (*RANK_FORBIDDEN, *LOADING),
     "runtime/scheduling": ("mpi4py", "doreisa.runtime.rank", "doreisa.runtime.cluster", "doreisa.cli"),
     "runtime/cluster": ("mpi4py", "doreisa.runtime.rank", "doreisa.cli", "doreisa.testing"),
     # reads a finished run's folder: no Ray, no MPI, nothing of the run's machinery but its summary table

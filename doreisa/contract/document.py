@@ -239,7 +239,8 @@ class Contract(StrictModel):
             raise LocatedError(loc, f"unknown array {name!r}; known arrays: {', '.join(sorted(self.arrays))}")
 
     def to_plain(self) -> dict[str, Any]:
-        """The contract as plain data: what a node actor hands its ranks (see :meth:`from_plain`)."""
+        """The contract as plain data: what a node actor hands its ranks beside the plan they run, for
+        ``Bridge.contract`` (see :meth:`from_plain` and :mod:`doreisa.runtime.plan`)."""
         return self.model_dump(mode="json")
 
     @classmethod

@@ -7,8 +7,11 @@ rank takes the same decisions without talking to the others.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-from doreisa.contract import Cadence
+if TYPE_CHECKING:
+    from doreisa.contract import Cadence
+    from doreisa.runtime.plan import CadencePlan
 
 _TIME_EPS = 1e-9
 
@@ -16,13 +19,13 @@ _TIME_EPS = 1e-9
 class ArrayCadence:
     """The cadence of one array. ``wanted(step, time)`` is idempotent for a given step."""
 
-    def __init__(self, cadence: Cadence) -> None:
+    def __init__(self, cadence: CadencePlan | Cadence) -> None:
         self.cadence = cadence
         self._next_time: float | None = None
         self._last: tuple[int, bool] | None = None
         self._rephase = False
 
-    def set_cadence(self, cadence: Cadence) -> None:
+    def set_cadence(self, cadence: CadencePlan | Cadence) -> None:
         """Follow ``cadence`` from the next decision on (feedback, triggers)."""
         if cadence != self.cadence:
             self.cadence = cadence

@@ -11,9 +11,13 @@ import bisect
 import itertools
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from doreisa.contract import ArraySpec
 from doreisa.errors import LayoutError
+
+if TYPE_CHECKING:
+    from doreisa.contract import ArraySpec
+    from doreisa.runtime.plan import ArrayPlan
 
 Box = tuple[tuple[int, ...], tuple[int, ...]]  # (offset, shape)
 Region = tuple[tuple[int, int, int], ...]  # (start, stop, step) per dim
@@ -51,7 +55,7 @@ class Layout:
         return sum(part is not None for part in self.parts)
 
 
-def default_offset(spec: ArraySpec, rank: int, size: int, name: str) -> tuple[int, ...]:
+def default_offset(spec: ArrayPlan | ArraySpec, rank: int, size: int, name: str) -> tuple[int, ...]:
     """Offset of rank ``rank``'s block under the contract's uniform ``block`` (row-major over ranks)."""
     if spec.block is None:
         raise LayoutError(
@@ -72,7 +76,9 @@ def default_offset(spec: ArraySpec, rank: int, size: int, name: str) -> tuple[in
     return tuple(p * b for p, b in zip(reversed(position), spec.block, strict=True))
 
 
-def check_block(spec: ArraySpec, name: str, rank: int, offset: tuple[int, ...], shape: tuple[int, ...]) -> None:
+def check_block(
+    spec: ArrayPlan | ArraySpec, name: str, rank: int, offset: tuple[int, ...], shape: tuple[int, ...]
+) -> None:
     """Check one rank's block against the contract (raises :class:`LayoutError`)."""
     if len(offset) != spec.ndim or len(shape) != spec.ndim:
         raise LayoutError(
@@ -89,7 +95,7 @@ def check_block(spec: ArraySpec, name: str, rank: int, offset: tuple[int, ...], 
             )
 
 
-def make_layout(spec: ArraySpec, name: str, boxes: list[Box]) -> Layout:
+def make_layout(spec: ArrayPlan | ArraySpec, name: str, boxes: list[Box]) -> Layout:
     """Check that ``boxes`` (one per rank) tile the array, and find each rank's part of the region.
 
     Raises
@@ -199,7 +205,9 @@ def _holes(shape: tuple[int, ...], boxes: list[Box]) -> list[tuple[tuple[int, ..
     ]
 
 
-def _grid(spec: ArraySpec, edges: list[list[int]], boxes: list[Box], cells: dict[tuple[int, ...], int]) -> Layout:
+def _grid(
+    spec: ArrayPlan | ArraySpec, edges: list[list[int]], boxes: list[Box], cells: dict[tuple[int, ...], int]
+) -> Layout:
     region = spec.region
     # selected count of each grid cell along each dim; empty cells drop out of the chunk grid
     counts = [

@@ -22,6 +22,8 @@ from typing import Any, TypeAlias
 
 import msgspec
 
+from doreisa.runtime.plan import RankPlan
+
 
 class Record(msgspec.Struct, frozen=True, tag=True, tag_field="t"):
     """Base of every message: frozen, tagged with its class name."""
@@ -40,10 +42,16 @@ class Hello(Record, frozen=True):
 
 
 class Welcome(Record, frozen=True):
-    """The node actor's answer: who it is, and the run's contract (``Contract.model_dump(mode="json")``)."""
+    """The node actor's answer: who it is, and the run's contract.
+
+    The rank runs ``plan``, the contract compiled where it was loaded; ``contract`` is the same as
+    plain data (``Contract.to_plain``), which the rank reads only if the simulation asks for
+    ``Bridge.contract`` (building pydantic models is most of what a rank would pay to start).
+    """
 
     node_id: str
     contract: dict[str, Any]
+    plan: RankPlan
     store_bytes: int | None = None  # the node's Ray object store; None: unknown (no check of block sizes)
 
 

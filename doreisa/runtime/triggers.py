@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import msgspec
 import numpy as np
 
-from doreisa.contract import Cadence, Contract, Monitor
 from doreisa.contract.expressions import NoHistory, Past, Reduction, Values
+from doreisa.runtime.plan import CadencePlan, MonitorPlan, RankPlan
 from doreisa.runtime.protocol import CadenceChange, Decision
+
+if TYPE_CHECKING:
+    from doreisa.contract import Contract, Monitor
 
 
 @dataclass(frozen=True)
@@ -36,8 +40,7 @@ class TriggerMachine:
     they name, its last two evaluations (the same on every rank, which all see the same values).
     """
 
-    def __init__(self, contract: Contract, names: list[str]) -> None:
-        self._contract = contract
+    def __init__(self, contract: RankPlan | Contract, names: list[str]) -> None:
         self._exprs = {n: contract.trigger_expressions[n] for n in names}
         self.active = dict.fromkeys(names, False)
         self._remembered = frozenset(
@@ -101,18 +104,18 @@ def transitions_decision(transitions: list[Transition], *, seq: int, step: int, 
 
 
 class CadenceState:
-    """The effective cadence of every array: base (or feedback override) under active triggers."""
+    """The effective cadence of every array: base (or feedback override) under active triggers (on a rank)."""
 
-    def __init__(self, contract: Contract) -> None:
-        self._contract = contract
-        self.base: dict[str, Cadence] = {name: contract.cadence_of(name) for name in contract.arrays}
-        self.active: dict[str, bool] = {t.name: False for t in contract.triggers}
+    def __init__(self, plan: RankPlan) -> None:
+        self._plan = plan
+        self.base: dict[str, CadencePlan] = {name: plan.cadence_of(name) for name in plan.arrays}
+        self.active: dict[str, bool] = {t.name: False for t in plan.triggers}
         self.steering: dict[str, Any] = {}
 
-    def effective(self, array: str) -> Cadence:
+    def effective(self, array: str) -> CadencePlan:
         """The cadence ``array`` follows now."""
         best = None
-        for trig in self._contract.triggers:
+        for trig in self._plan.triggers:
             arrays = trig.action.arrays
             applies = self.active[trig.name] and trig.action.cadence is not None and (arrays is None or array in arrays)
             if applies and (best is None or trig.priority > best.priority):
@@ -125,25 +128,21 @@ class CadenceState:
         for name, active in decision.triggers.items():
             self.active[name] = bool(active)
         for name, cadence in decision.cadence.items():
-            self.base[name] = Cadence.model_validate(cadence)
+            self.base[name] = msgspec.convert(cadence, CadencePlan)  # validated where it was decided
         self.steering.update(decision.steering)
         changes = []
         for name, old in before.items():
             new = self.effective(name)
             if new != old:
-                changes.append(CadenceChange(name, _plain(old), _plain(new)))
+                changes.append(CadenceChange(name, old.plain(), new.plain()))
         return changes
-
-
-def _plain(cadence: Cadence) -> dict[str, Any]:
-    return cadence.model_dump(exclude_none=True)
 
 
 IDENTITY = {"max": -np.inf, "min": np.inf, "sum": 0.0}
 
 
 def local_reductions(
-    monitor: Monitor, part: Any, *, xp: Any = np, scalar: Callable[[Any], float] = float
+    monitor: MonitorPlan | Monitor, part: Any, *, xp: Any = np, scalar: Callable[[Any], float] = float
 ) -> dict[str, float]:
     """This rank's contribution: max/min/sum and the element count (``part`` None: nothing selected).
 
@@ -166,7 +165,7 @@ def local_reductions(
     return out
 
 
-def combine_reductions(monitor: Monitor, parts: list[dict[str, float]]) -> dict[tuple[str, str], float]:
+def combine_reductions(monitor: MonitorPlan | Monitor, parts: list[dict[str, float]]) -> dict[tuple[str, str], float]:
     """Combine every rank's contribution into the monitor's values."""
     out: dict[tuple[str, str], float] = {}
     count = sum(p["count"] for p in parts)

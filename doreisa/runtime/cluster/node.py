@@ -37,6 +37,7 @@ from doreisa.errors import ProtocolError
 from doreisa.runtime import _names
 from doreisa.runtime.cluster.cost import cpu_since, tree_cpu
 from doreisa.runtime.cluster.ranks import PostedSlot, RankConn
+from doreisa.runtime.plan import rank_plan
 from doreisa.runtime.protocol import (
     Applied,
     BlockRecord,
@@ -98,8 +99,8 @@ class NodeServer:
         self._poll_interval, self._linger = handover.poll_ms / 1e3, handover.linger_ms / 1e3
         self._poll = poll and self._linger > 0
         self._asleep = True
-        # what every rank of this node receives: the contract as plain data, encoded once
-        self._welcome = encode(Welcome(node_id, contract.to_plain(), store_bytes))
+        # what every rank of this node receives: the contract compiled into the plan a rank runs, encoded once
+        self._welcome = encode(Welcome(node_id, contract.to_plain(), rank_plan(contract), store_bytes))
         held = {n: contract.backpressure.max_in_flight + (a.window or 1) - 1 for n, a in contract.arrays.items()}
         self._budget = StoreBudget(store_bytes, contract.backpressure.max_store_fraction, held)
         self._put = put

@@ -1,5 +1,5 @@
-"""One array of the contract as a rank publishes it: what never changes, what is fixed at the first publish,
-and what changes at every step.
+"""One array of the contract (from the rank's compiled plan) as a rank publishes it: what never changes,
+what is fixed at the first publish, and what changes at every step.
 
 * :class:`RankArray`: the contract's array and the operator this rank applies (immutable);
 * :class:`BlockCopy`: what this rank copies of its block and where it lands in the analytics'
@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from doreisa.contract import ArraySpec, Contract
 from doreisa.errors import BlockMismatchError, LayoutError
 from doreisa.plugins import Preprocessor, make_preprocessor
 from doreisa.runtime.cadence import ArrayCadence
 from doreisa.runtime.layout import Box, Layout, RankPart, check_block, default_offset, make_layout, tiling_problems
+from doreisa.runtime.plan import ArrayPlan, RankPlan
 from doreisa.runtime.rank.comm import Communicator
 from doreisa.runtime.rank.device import DeviceBlock
 
@@ -35,15 +35,15 @@ class RankArray:
 
     name: str
     ring_id: int  # its number among the contract's arrays: how the node actor tells its rings apart
-    spec: ArraySpec
+    spec: ArrayPlan
     dtype: np.dtype[Any]
     operator: Preprocessor | None
 
     @classmethod
-    def all_of(cls, contract: Contract) -> list[RankArray]:
-        """Every array of ``contract``, its operator built (``ContractError`` if this rank cannot build it)."""
+    def all_of(cls, plan: RankPlan) -> list[RankArray]:
+        """Every array of ``plan``, its operator built (``ContractError`` if this rank cannot build it)."""
         out = []
-        for i, (name, spec) in enumerate(contract.arrays.items()):
+        for i, (name, spec) in enumerate(plan.arrays.items()):
             pre = spec.preprocess
             op = None if pre is None else make_preprocessor(pre.function, pre.params)
             out.append(cls(name, i, spec, np.dtype(spec.dtype), op))
@@ -112,10 +112,10 @@ class ArrayRun:
         self.views: tuple[ArrayRun, ...] = ()
 
     @classmethod
-    def all_of(cls, contract: Contract) -> dict[str, ArrayRun]:
-        """A run of every array of ``contract``, each array's views attached to it."""
-        runs = {a.name: ArrayRun(a, ArrayCadence(contract.cadence_of(a.name))) for a in RankArray.all_of(contract)}
-        for base, views in contract.views.items():
+    def all_of(cls, plan: RankPlan) -> dict[str, ArrayRun]:
+        """A run of every array of ``plan``, each array's views attached to it."""
+        runs = {a.name: ArrayRun(a, ArrayCadence(plan.cadence_of(a.name))) for a in RankArray.all_of(plan)}
+        for base, views in plan.views.items():
             runs[base].views = tuple(runs[v] for v in views)
         return runs
 

@@ -1,6 +1,7 @@
 """The simulation side: one :class:`Bridge` per MPI rank.
 
-This module never imports ray or dask: a rank starts in milliseconds and stays small. The
+This module never imports ray, dask, pydantic or YAML: a rank starts in milliseconds and stays small,
+running the plan the runtime compiled from the contract (:mod:`doreisa.runtime.plan`). The
 bridge decides what to copy (the contract's cadence, region and backpressure) and checks
 what it is given; a :class:`~doreisa.runtime.rank.transport.Transport` moves the copies to the
 runtime (by default :class:`~doreisa.runtime.rank.shm.ShmTransport`: node-local shared memory
@@ -9,55 +10,30 @@ and a socket to the node actor, which puts the data in Ray and owns it).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import operator
 import os
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from doreisa.contract import Contract
 from doreisa.errors import BlockMismatchError, BridgeError, RuntimeUnavailableError
 from doreisa.runtime import _names
-from doreisa.runtime.protocol import Done, Publishing, RankMessage, RankStats
+from doreisa.runtime.protocol import Done, Publishing, RankMessage
 from doreisa.runtime.rank.arrays import NEVER, ArrayRun, InFlight, agree_on_layout, check_same_block, checked_step
 from doreisa.runtime.rank.comm import Communicator, world_comm
 from doreisa.runtime.rank.device import Block, DeviceBlock, DeviceCopier, Devices, copied_part
 from doreisa.runtime.rank.shm import ShmTransport, log
+from doreisa.runtime.rank.stats import BridgeStats
 from doreisa.runtime.rank.steering import RankFeedback
 from doreisa.runtime.rank.transport import Transport
 
-
-@dataclass
-class BridgeStats:
-    """What one rank did; returned by :meth:`Bridge.close`."""
-
-    calls: int = 0
-    published: int = 0
-    bytes_copied: int = 0
-    skipped: int = 0
-    dropped: int = 0
-    not_selected: int = 0
-    max_in_flight: int = 0
-    #: posts that found the node actor asleep and woke it with a system call (the others cost none)
-    wakes: int = 0
-    #: seconds spent in publish() beyond the fast path of unwanted steps (a function call, not timed)
-    publish_s: float = 0.0
-    skipped_steps: list[tuple[str, int]] = field(default_factory=list[tuple[str, int]])
-
-    def record(self) -> RankStats:
-        """A frozen copy, for the runtime."""
-        return RankStats(**{**dataclasses.asdict(self), "skipped_steps": tuple(self.skipped_steps)})
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain data, for JSON."""
-        return {**dataclasses.asdict(self), "skipped_steps": [list(s) for s in self.skipped_steps]}
+if TYPE_CHECKING:
+    from doreisa.contract import Contract
 
 
 class Bridge:
@@ -109,13 +85,14 @@ class Bridge:
         self._devices = Devices(copier)
         self._link = transport if transport is not None else self._connect(run_dir, connect_timeout)
         self.node_id: str = self._link.welcome.node_id
-        self.contract: Contract = Contract.from_plain(self._link.welcome.contract)
+        self._plan = plan = self._link.welcome.plan
+        self._contract: Contract | None = None
         self._in_flight = InFlight()
-        self._arrays = ArrayRun.all_of(self.contract)
+        self._arrays = ArrayRun.all_of(plan)
         #: what the simulation publishes: every array but the views, which are copied from those
         self._published = {name: run for name, run in self._arrays.items() if run.array.spec.of is None}
         self._steer = RankFeedback(
-            self.contract,
+            plan,
             self._comm,
             {name: run.schedule for name, run in self._arrays.items()},
             report=self._report,
@@ -150,6 +127,15 @@ class Bridge:
     def _on_done(self, done: Done) -> None:
         self._steer.on_done(done.items, done.decisions)
         self._in_flight.done(done.items)
+
+    @property
+    def contract(self) -> Contract:
+        """The run's contract, as loaded where the run started; built at first use (pydantic)."""
+        if self._contract is None:
+            from doreisa.contract import Contract  # the bridge itself runs on the compiled plan
+
+            self._contract = Contract.from_plain(self._link.welcome.contract)
+        return self._contract
 
     @property
     def feedback(self) -> Mapping[str, Any]:
@@ -291,7 +277,7 @@ class Bridge:
     def _refuse(self) -> bool:
         if self._closed:
             raise BridgeError("publish() after close()")
-        if self.contract.backpressure.policy == "skip":
+        if self._plan.backpressure.policy == "skip":
             self._comm.allgather(False)  # the others are in this collective: make them skip too
         self.stats.dropped += 1
         return False
@@ -321,7 +307,7 @@ class Bridge:
             return self.stats.as_dict()
         self._closed = True
         self._steer.finish()  # before the runtime hears 'close'
-        lost, lost_bytes = self._link.close(self.stats.record(), self.contract.timeouts.step)
+        lost, lost_bytes = self._link.close(self.stats.record(), self._plan.timeouts.step)
         if lost:  # posted, never taken: the node actor is gone or does not respond
             log.warning(
                 "rank %d: %d block(s) handed over were never taken by the node actor: counted dropped", self.rank, lost
@@ -348,7 +334,7 @@ class Bridge:
     # -- data path ------------------------------------------------------------------------
 
     def _make_room(self, name: str, step: int) -> bool:
-        policy, link, in_flight = self.contract.backpressure, self._link, self._in_flight
+        policy, link, in_flight = self._plan.backpressure, self._link, self._in_flight
         # Credits only grow while unread, so stale counts that show room are right: read the socket
         # only when they show none, or every so many copies (free slots are seen in shared memory).
         link.poll(now=len(in_flight) >= policy.max_in_flight and policy.policy != "latest")
@@ -371,7 +357,7 @@ class Bridge:
     def _wait_or_drop(self, ready: Callable[[], bool], what: str) -> bool:
         """Wait up to ``timeouts.block`` for ``ready``; past it, detach and count the step dropped (False)."""
         try:
-            self._link.wait(ready, self.contract.timeouts.block, what)
+            self._link.wait(ready, self._plan.timeouts.block, what)
         except BridgeError as exc:
             self._link.detach(str(exc))
             self.stats.dropped += 1
@@ -384,7 +370,7 @@ class Bridge:
         part = copied_part(array, copy, block, self.rank)  # before any staging is opened: an error leaves nothing
         staging = run.staging
         if staging is None:
-            staging = run.staging = self._link.open(array, copy, self.contract.backpressure)
+            staging = run.staging = self._link.open(array, copy, self._plan.backpressure)
         if not staging.has_slot() and not self._wait_or_drop(staging.has_slot, "a free staging slot"):
             return False
         self._in_flight.add(step, array.name)

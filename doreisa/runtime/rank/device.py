@@ -28,7 +28,7 @@ from doreisa.errors import BlockMismatchError, DeviceUnavailableError
 from doreisa.runtime.triggers import local_reductions
 
 if TYPE_CHECKING:
-    from doreisa.contract import Monitor
+    from doreisa.runtime.plan import MonitorPlan
     from doreisa.runtime.rank.arrays import BlockCopy, RankArray
 
 #: DLPack's device type of host memory (``kDLCPU``); every other one is device memory to this module.
@@ -214,7 +214,7 @@ def copied_part(array: RankArray, copy: BlockCopy, block: Any, rank: int) -> Any
     return part
 
 
-def monitor_reductions(monitor: Monitor, part: Any) -> dict[str, float]:
+def monitor_reductions(monitor: MonitorPlan, part: Any) -> dict[str, float]:
     """This rank's contribution to ``monitor``; on the device for a device block, only the values leave it."""
     if type(part) is DeviceBlock:
         data, copier = part.array, part.copier

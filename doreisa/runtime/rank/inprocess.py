@@ -17,15 +17,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from doreisa.contract import Backpressure, Contract
 from doreisa.errors import BridgeError
+from doreisa.runtime.plan import BackpressurePlan, rank_plan
 from doreisa.runtime.protocol import Close, Decision, Done, RankMessage, RankStats, RingOpened, Welcome
 from doreisa.runtime.rank.arrays import BlockCopy, RankArray
 from doreisa.runtime.store import warn_if_over_store
+
+if TYPE_CHECKING:
+    from doreisa.contract import Contract
 
 
 @dataclass(frozen=True)
@@ -74,8 +77,9 @@ class InProcessTransport:
 
     Parameters
     ----------
-    contract : Contract
-        What the runtime would hand the rank.
+    contract : Contract or Welcome
+        What the runtime would hand the rank: a contract (compiled into its plan here, as a node
+        actor does), or the node actor's whole answer (``node_id`` and ``store_bytes`` then unused).
     node_id : str
         What the rank reports as its node (``Bridge.node_id``).
     store_bytes : int, optional
@@ -83,8 +87,12 @@ class InProcessTransport:
         ``backpressure.max_store_fraction`` of it get a :class:`~doreisa.errors.StoreWarning`.
     """
 
-    def __init__(self, contract: Contract, *, node_id: str = "in-process", store_bytes: int | None = None) -> None:
-        self.welcome = Welcome(node_id, contract.to_plain(), store_bytes)
+    def __init__(
+        self, contract: Contract | Welcome, *, node_id: str = "in-process", store_bytes: int | None = None
+    ) -> None:
+        if not isinstance(contract, Welcome):
+            contract = Welcome(node_id, contract.to_plain(), rank_plan(contract), store_bytes)
+        self.welcome = contract
         self.detached: str | None = None
         self.wakes = 0
         #: every block handed over, in order
@@ -103,7 +111,7 @@ class InProcessTransport:
     def bind(self, *, rank: int, on_done: Callable[[Done], None], on_detach: Callable[[], None]) -> None:
         self._rank, self._on_done, self._on_detach = rank, on_done, on_detach
 
-    def open(self, array: RankArray, copy: BlockCopy, backpressure: Backpressure) -> _Slots:
+    def open(self, array: RankArray, copy: BlockCopy, backpressure: BackpressurePlan) -> _Slots:
         shape, dtype = copy.shape, copy.dtype.str
         nbytes = int(np.prod(shape)) * copy.dtype.itemsize
         warn_if_over_store(self._rank, array.name, nbytes, self.welcome.store_bytes, backpressure.max_store_fraction)

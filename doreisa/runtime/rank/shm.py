@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from doreisa.contract import Backpressure
 from doreisa.errors import BridgeError
 from doreisa.runtime import _names
+from doreisa.runtime.plan import BackpressurePlan
 from doreisa.runtime.protocol import Close, Done, NodeMessage, RankMessage, RankStats, RingOpened, Welcome
 from doreisa.runtime.rank.arrays import BlockCopy, RankArray
 from doreisa.runtime.rank.discovery import connect_to_node
@@ -137,7 +137,7 @@ class ShmTransport:
     def bind(self, *, rank: int, on_done: Callable[[Done], None], on_detach: Callable[[], None]) -> None:
         self._rank, self._on_done, self._on_detach = rank, on_done, on_detach
 
-    def open(self, array: RankArray, copy: BlockCopy, backpressure: Backpressure) -> RingStaging:
+    def open(self, array: RankArray, copy: BlockCopy, backpressure: BackpressurePlan) -> RingStaging:
         """Create the array's ring in shared memory and tell the node actor how to read it."""
         nbytes = int(np.prod(copy.shape)) * copy.dtype.itemsize
         warn_if_over_store(self._rank, array.name, nbytes, self.welcome.store_bytes, backpressure.max_store_fraction)

@@ -17,10 +17,10 @@ from typing import Any
 
 import msgspec
 
-from doreisa.contract import Contract
 from doreisa.errors import ExpressionError
 from doreisa.runtime.cadence import ArrayCadence
 from doreisa.runtime.layout import local_part
+from doreisa.runtime.plan import RankPlan
 from doreisa.runtime.protocol import Applied, Decision, MonitorBatch, MonitorValues, RankMessage, TriggerFailed
 from doreisa.runtime.rank.comm import Communicator
 from doreisa.runtime.rank.device import monitor_reductions
@@ -46,35 +46,36 @@ class RankFeedback:
 
     def __init__(
         self,
-        contract: Contract,
+        rules: RankPlan,
         comm: Communicator,
         schedules: Mapping[str, ArrayCadence],
         *,
         report: Callable[[RankMessage], None],
         wait: Callable[[Callable[[], bool], float, str], None],
     ) -> None:
-        self.contract = contract
+        #: the contract as this rank applies it (its compiled plan)
+        self.rules = rules
         self._comm = comm
         self._rank = comm.Get_rank()
         self._schedules = schedules
         self._report = report
         self._wait = wait
-        self.plan = CadenceState(contract)
+        self.plan = CadenceState(rules)
         self.steering: Mapping[str, Any] = MappingProxyType(self.plan.steering)
-        self.active = contract.uses_feedback
-        self.deterministic = contract.feedback.mode == "deterministic"
+        self.active = rules.uses_feedback
+        self.deterministic = rules.feedback.mode == "deterministic"
         self.deterministic_wait = self.deterministic
         self._queue: list[Decision] = []
         self._awaiting: set[tuple[str, int]] = set()
         self._step = -1
         self._first_step: int | None = None
-        in_sim = [t.name for t in contract.triggers if contract.trigger_in_simulation(t.name)]
-        reads_nothing = {n for n in in_sim if not TriggerMachine(contract, [n]).reductions}
+        in_sim = [t.name for t in rules.triggers if rules.trigger_in_simulation(t.name)]
+        reads_nothing = {n for n in in_sim if not TriggerMachine(rules, [n]).reductions}
         # triggers on step/time only are evaluated at every step; the others when their monitors run
-        self._step_triggers = TriggerMachine(contract, sorted(reads_nothing))
-        self._sim_triggers = TriggerMachine(contract, [n for n in in_sim if n not in reads_nothing])
-        self._monitors = {name: [m for m in contract.monitors if m.array == name] for name in contract.arrays}
-        self._idle = not (self.active or contract.triggers or contract.monitors)
+        self._step_triggers = TriggerMachine(rules, sorted(reads_nothing))
+        self._sim_triggers = TriggerMachine(rules, [n for n in in_sim if n not in reads_nothing])
+        self._monitors = {name: [m for m in rules.monitors if m.array == name] for name in rules.arrays}
+        self._idle = not (self.active or rules.triggers or rules.monitors)
         self._sim_seq = 0
         self.values: dict[tuple[str, str], float] = {}
         self._monitored: list[MonitorValues] = []  # rank 0: the monitors' values not sent yet
@@ -118,7 +119,7 @@ class RankFeedback:
             return
         if self.deterministic:
             self._begin_deterministic(step)
-        elif (step - self._first_step) % self.contract.feedback.sync_every == 0:
+        elif (step - self._first_step) % self.rules.feedback.sync_every == 0:
             batch = self._queue if self._rank == 0 else None
             batch = self._comm.bcast(batch, root=0)
             if self._rank == 0:
@@ -127,12 +128,12 @@ class RankFeedback:
                 self._apply(decision, step)
 
     def _begin_deterministic(self, step: int) -> None:
-        lag = self.contract.feedback.lag
+        lag = self.rules.feedback.lag
         if not self.deterministic_wait:
             return
         self._wait(
             lambda: not any(t + lag <= step for _, t in self._awaiting),
-            self.contract.timeouts.block,
+            self.rules.timeouts.block,
             f"the analytics' decisions for the steps before {step} (feedback: deterministic, lag {lag})",
         )
         due = sorted((d for d in self._queue if _apply_at(d) <= step), key=lambda d: d.seq)
@@ -160,7 +161,7 @@ class RankFeedback:
 
     def _apply(self, decision: Decision, step: int) -> None:
         changes = self.plan.apply(decision)
-        self.tags = sum(1 << i for i, t in enumerate(self.contract.triggers) if self.plan.active[t.name])
+        self.tags = sum(1 << i for i, t in enumerate(self.rules.triggers) if self.plan.active[t.name])
         for change in changes:
             self._schedules[change.array].set_cadence(self.plan.effective(change.array))
         if self._rank == 0:
@@ -183,7 +184,7 @@ class RankFeedback:
         monitors = [m for m in self._monitors[name] if step % m.every == 0]
         if not monitors:
             return
-        spec = self.contract.arrays[name]
+        spec = self.rules.arrays[name]
         local = []
         for mon in monitors:
             region = tuple(sl.bounds(n) for sl, n in zip(mon.select, spec.shape, strict=True)) if mon.select else None

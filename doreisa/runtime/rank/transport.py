@@ -1,7 +1,7 @@
 """The seam between a rank and the runtime: how blocks and messages leave the simulation.
 
 A :class:`Transport` connects a rank to the runtime and says what the runtime answered
-(:class:`~doreisa.runtime.protocol.Welcome`: the contract); for each array the rank copies, it
+(:class:`~doreisa.runtime.protocol.Welcome`: the contract and its compiled plan); for each array the rank copies, it
 opens a :class:`Staging` area where a block is copied into a reserved slot, then posted. The
 runtime's answers (:class:`~doreisa.runtime.protocol.Done`) reach the rank through the
 ``on_done`` callback whenever the transport reads them: when polled, or while a rank waits.
@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from doreisa.contract import Backpressure
+from doreisa.runtime.plan import BackpressurePlan
 from doreisa.runtime.protocol import Done, RankMessage, RankStats, Welcome
 from doreisa.runtime.rank.arrays import BlockCopy, RankArray
 
@@ -69,7 +69,7 @@ class Transport(Protocol):
         """Say who reads the runtime's answers (``on_done``) and who learns that the link is lost (once)."""
         ...
 
-    def open(self, array: RankArray, copy: BlockCopy, backpressure: Backpressure) -> Staging:
+    def open(self, array: RankArray, copy: BlockCopy, backpressure: BackpressurePlan) -> Staging:
         """The staging area of ``array``, and tell the runtime how to read it."""
         ...
 

@@ -6,12 +6,15 @@ import pickle
 import socket
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
+from doreisa.contract import load_contract
 from doreisa.errors import ProtocolError
+from doreisa.runtime.plan import rank_plan
 from doreisa.runtime.protocol import (
     Applied,
     BlockRecord,
@@ -45,6 +48,7 @@ from doreisa.runtime.wire import (
     recv_one,
 )
 
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "contracts"
 DECISION = Decision(3, 120, "trigger:hot", apply_at=122, triggers={"hot": True}, cadence={"t": {"every": 5}})
 FROM_RANK: list[Any] = [
     Hello(3, 4, 1234, "node-a"),
@@ -55,7 +59,11 @@ FROM_RANK: list[Any] = [
     Close(3, RankStats(calls=10, published=3, skipped_steps=(("field", 4),))),
 ]
 FROM_NODE: list[Any] = [
-    Welcome("n" * 56, {"arrays": {"é": {"dtype": "float64", "shape": [4]}}, "x": "y" * 5000}),
+    Welcome(
+        "n" * 56,
+        {"arrays": {"é": {"dtype": "float64", "shape": [4]}}, "x": "y" * 5000},
+        rank_plan(load_contract(EXAMPLES / "zoom.yaml")),  # views, selects, a trigger and a monitor
+    ),
     Done((("field", 12), ("other", 12)), (DECISION,)),
 ]
 
