@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from doreisa.runtime.store import size
-from doreisa.testing import process_tree, run_coupled
+from doreisa.testing import free_port, process_tree, routable_address, run_coupled
 
 pytestmark = [pytest.mark.ray, pytest.mark.mpi]
 
+T = TypeVar("T")
 SIM = Path(__file__).parents[1] / "runtime" / "sims" / "fill.py"
 
 
@@ -132,7 +136,7 @@ def _gcs_once_analysed(root: int, results: Path) -> int | None:
     return next((pid for pid, command in process_tree(root).items() if "gcs_server" in command.split(" ")[0]), None)
 
 
-def _wait_for(found: Callable[[], int | None], timeout: float) -> int:
+def _wait_for(found: Callable[[], T | None], timeout: float) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = found()
@@ -140,3 +144,123 @@ def _wait_for(found: Callable[[], int | None], timeout: float) -> int:
             return value
         time.sleep(0.2)
     raise AssertionError(f"not found within {timeout} s")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(480)
+def test_F5_F6_ray_nodes_removed_mid_run_without_ranks_the_run_goes_on_with_ranks_it_ends_naming_them(
+    tmp_path: Path,
+) -> None:
+    """A Ray cluster of four nodes started with ``ray start`` (each in its own session), ``doreisa run
+    --address`` on it with 2 ranks: the ranks pick the first two node actors (by node id), the others serve
+    none; the driver (and the head actor, next to it) is on Ray's head node, which is never killed. Killed
+    mid-run (``kill -9`` of a node's processes): first a node without ranks (F6: the run goes on,
+    with a warning; analytics' parts are only soft-pinned, so Ray may run them elsewhere), then a node with a
+    rank (F5). Measured before the watch on node actors: the session never learnt of a lost node, and the
+    other rank's steps were lost one ``timeouts.step`` after another. Now the run ends within seconds, naming
+    the node actor and the rank it served, with a summary; the simulation goes on without analytics."""
+    try:
+        host = routable_address()
+    except OSError:
+        pytest.skip("no routable address")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {
+        "HOME": str(tmp_path),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": "f5" * 16,
+    }
+    temps = [tempfile.mkdtemp(prefix="dr-", dir="/tmp") for _ in range(4)]  # short: Ray's socket paths
+    common = ["--block", f"--node-ip-address={host}", "--num-cpus=1", "--object-store-memory=100000000"]
+    nodes: dict[str, subprocess.Popen[bytes]] = {}  # the node's temporary folder -> its `ray start`
+    try:
+        for i, temp in enumerate(temps):
+            where = (
+                ["--head", f"--port={port}", "--include-dashboard=false"] if i == 0 else [f"--address={host}:{port}"]
+            )
+            nodes[temp] = _ray_start([*common, *where, f"--temp-dir={temp}"], env)
+            _wait_for(lambda: _node_ids(host, port, env, len(nodes)), timeout=120)
+        ids = _node_ids(host, port, env, len(nodes)) or {}
+        by_id = {node_id: nodes[temp] for node_id, temp in ids.items()}
+        # the ranks' node actors: the first two by node id (discovery.py: the local_index-th of those sorted);
+        # of four nodes, one with a rank and one without are not Ray's head node, where the driver is
+        ray_head = next(node_id for node_id, temp in ids.items() if temp == temps[0])
+        ranked, rankless = sorted(by_id)[:2], sorted(by_id)[2:]
+        with_rank = next(n for n in reversed(ranked) if n != ray_head)
+        without = next(n for n in rankless if n != ray_head)
+        rank = ranked.index(with_rank)
+        contract = tmp_path / "contract.yaml"
+        contract.write_text(
+            "arrays:\n  field: {dtype: float64, shape: [8, 8]}\ncadence: {every: 2}\ntimeouts: {step: 60}\n"
+            "analytics:\n  - {function: max, arrays: [field]}\n"
+        )
+        out = tmp_path / "out"
+        argv = [sys.executable, "-m", "doreisa.cli", "run", str(contract), "--address", f"{host}:{port}", "--np", "2"]
+        argv += ["--output", str(out), "--quiet", "--", sys.executable, str(SIM), "--shape", "8,8", "--steps", "1200"]
+        run = subprocess.Popen([*argv, "--sleep", "0.05"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            _wait_for(lambda: _rows(out / "results.csv", 3), timeout=120)
+            os.killpg(by_id[without].pid, signal.SIGKILL)  # its raylet, store, workers, node actor
+            _wait_for(lambda: _said(out / "doreisa.log", f"node {without[:8]} died"), timeout=120)
+            rows = len((out / "results.csv").read_text().splitlines())
+            _wait_for(lambda: _rows(out / "results.csv", rows + 10), timeout=120)  # F6: the analysis goes on
+            assert run.poll() is None, "the run goes on"
+            os.killpg(by_id[with_rank].pid, signal.SIGKILL)
+            killed = time.monotonic()
+            output = run.communicate(timeout=240)[0].decode(errors="replace")
+        finally:
+            if run.poll() is None:
+                run.kill()
+    finally:
+        for node in nodes.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.pid, signal.SIGKILL)
+            node.wait(timeout=60)
+        for temp in temps:
+            shutil.rmtree(temp, ignore_errors=True)
+    assert run.returncode == 1, output
+    summary = json.loads((out / "summary.json").read_text())
+    assert re.match(
+        rf"the node actor on node {with_rank[:8]} died: .*; ranks \[{rank}\] sent their blocks to it", summary["error"]
+    ), summary["error"]
+    assert any(w.startswith(f"the node actor on node {without[:8]} died") for w in summary["warnings"]), summary
+    assert summary["steps_analysed"]["field"] >= 13, "what was analysed before is kept"
+    assert "Traceback" not in output
+    assert time.monotonic() - killed < 100, "ended in seconds (plus the simulation's grace), not a timeouts.step a step"
+
+
+def _ray_start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    ray = Path(sys.executable).parent / "ray"
+    return subprocess.Popen(
+        [str(ray), "start", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _node_ids(host: str, port: int, env: dict[str, str], count: int) -> dict[str, str] | None:
+    """Once the cluster at ``host:port`` has ``count`` alive nodes: node id -> its temporary folder; None before.
+
+    Asked in a child process (one Ray per process), from where each node keeps its object store's socket.
+    """
+    code = (
+        f"import ray, json; ray.init(address='{host}:{port}'); "
+        "print(json.dumps({n['NodeID']: n['ObjectStoreSocketName'] for n in ray.nodes() if n['Alive']}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        return None
+    stores: dict[str, str] = json.loads(done.stdout.strip().splitlines()[-1])
+    if len(stores) != count:
+        return None
+    return {node_id: "/".join(socket.split("/")[:3]) for node_id, socket in stores.items()}
+
+
+def _said(log: Path, text: str) -> bool | None:
+    return True if log.exists() and text in log.read_text() else None
+
+
+def _rows(path: Path, count: int) -> int | None:
+    return count if path.exists() and len(path.read_text().splitlines()) > count else None

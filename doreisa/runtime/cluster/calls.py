@@ -105,6 +105,51 @@ class GcsWatch:
             self._missed = 0
 
 
+class ActorWatch:
+    """Are the run's node actors alive? Asked while the run serves, without ever waiting for them.
+
+    A node actor that dies (its Ray node removed, its worker killed) takes the blocks of its ranks
+    with it, and its ranks detach; nothing else would tell the session, whose steps then stay
+    incomplete one ``timeouts.step`` after another (reliability case F5). At most every
+    ``every`` s each actor gets a cheap call (``node_id``); answers are collected at the next
+    checks; a dead actor, or one silent for ``patience`` s, is a :class:`ClusterError`. A call
+    to an actor whose node vanished may wait instead of failing: while an answer is late, Ray's
+    list of alive nodes is read too (Ray marks a silent node dead after about 15 s).
+    """
+
+    def __init__(
+        self, actors: list[tuple[Any, str, str]], *, every: float = 2.0, patience: float = CONTROL_TIMEOUT
+    ) -> None:
+        self._actors, self._every, self._patience = actors, every, patience  # (actor, name, its node's id)
+        self._pending: dict[Any, tuple[str, str]] = {}  # ping -> the actor's name and node
+        self._sent, self._next, self._nodes_read = 0.0, 0.0, 0.0
+
+    def forget(self, name: str) -> None:
+        """Stop asking the actor ``name`` (it died, and the run goes on without it)."""
+        self._actors = [a for a in self._actors if a[1] != name]
+        self._pending = {ping: a for ping, a in self._pending.items() if a[0] != name}
+
+    def check(self, now: float | None = None) -> None:
+        """Collect the answers that came, send the next pings when due; raises ClusterError for a dead actor."""
+        now = time.monotonic() if now is None else now
+        if self._pending:
+            ready, _ = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=0)
+            for ping in ready:
+                ask(ping, what=self._pending.pop(ping)[0], timeout=1.0)  # raises if the actor died
+            if self._pending and now - self._sent > self._every and now - self._nodes_read > self._every:
+                self._nodes_read = now
+                alive = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+                for name, node in self._pending.values():
+                    if node not in alive:
+                        raise ClusterError(f"the {name} died: Ray marked its node dead", actor=name)
+            if self._pending and now - self._sent > self._patience:
+                name = next(iter(self._pending.values()))[0]
+                raise ClusterError(f"the {name} did not answer within {self._patience:g} s", actor=name)
+        elif now >= self._next:
+            self._pending = {actor.node_id.remote(): (name, node) for actor, name, node in self._actors}
+            self._sent, self._next = now, now + self._every
+
+
 def _reason(exc: BaseException) -> str:
     """What went wrong, in one line: the actor's own exception, or the first line of Ray's message."""
     cause = getattr(exc, "cause", None)

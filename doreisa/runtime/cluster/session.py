@@ -26,7 +26,7 @@ from doreisa.analytics import Registry, bind_analytics, default_registry
 from doreisa.contract import Contract
 from doreisa.errors import ClusterError, ProtocolError, RuntimeUnavailableError
 from doreisa.runtime import _names
-from doreisa.runtime.cluster.calls import CONTROL_TIMEOUT, GcsWatch, ask, kill
+from doreisa.runtime.cluster.calls import CONTROL_TIMEOUT, ActorWatch, GcsWatch, ask, kill
 from doreisa.runtime.cluster.driver import AnalyticsDriver
 from doreisa.runtime.cluster.head import HeadState
 from doreisa.runtime.cluster.node import NodeActor
@@ -106,7 +106,8 @@ class Session:
         self._nodes: list[Any] = []
         self._node_names: list[str] = []
         self._transit: list[Any] = []
-        self._gcs: GcsWatch | None = None  # the head node's GCS, watched while the run serves (F12)
+        #: while the run serves: the head node's GCS (F12) and the node actors (F5)
+        self._watches: list[GcsWatch | ActorWatch] = []
         self.cuts = Cuts()  # graphs cut at one step, reused at the next ones
         self.driver = AnalyticsDriver(
             contract,
@@ -135,11 +136,14 @@ class Session:
     def start(self) -> None:
         """Start the head and a node actor on every alive Ray node; return once ranks can connect."""
         check_devices(self.contract, ray.cluster_resources())  # a GPU placement on a cluster without GPU: refused here
-        self._gcs = GcsWatch(ray.get_runtime_context().gcs_address)
+        self._watches = [GcsWatch(ray.get_runtime_context().gcs_address)]
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         head_cls = ray.remote(HeadState)
+        # next to this driver, which asks it all the time: losing the driver's node ends the run anyway,
+        # losing another node then costs only what that node held (the F5 test)
+        here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
         self._head = head_cls.options(
-            name=f"{_names.HEAD_ACTOR}-{uuid.uuid4().hex[:8]}", num_cpus=0, max_concurrency=8
+            name=f"{_names.HEAD_ACTOR}-{uuid.uuid4().hex[:8]}", num_cpus=0, max_concurrency=8, scheduling_strategy=here
         ).remote(step_timeout=self.contract.timeouts.step, keep_latest=self._keep_latest)
         alive = [node for node in ray.nodes() if node["Alive"]]
         transit_arrays = [a for a in self.contract.arrays if self.contract.placement_of(a).mode == "in_transit"]
@@ -167,6 +171,8 @@ class Session:
             )
         self._node_names = [f"node actor on node {node['NodeID'][:8]}" for node in alive]
         ask([n.node_id.remote() for n in self._nodes], what="node actors", timeout=ACTOR_START_TIMEOUT)
+        nodes = [node["NodeID"] for node in alive]
+        self._watches.append(ActorWatch(list(zip(self._nodes, self._node_names, nodes, strict=True))))
 
     def _transit_resources(self, arrays: list[str] | tuple[str, ...]) -> set[str]:
         return {
@@ -284,12 +290,33 @@ class Session:
         watch = RunWatch(self.contract.timeouts, nranks, self.run_dir)
         while True:
             self.poll()
-            if self._gcs is not None:
-                self._gcs.check()
+            self._check_watches()
             tick(self)
             if watch.finished(self.state, self._drained()):
                 return
             watch.check(self.state, alive())
+
+    def _check_watches(self) -> None:
+        """The GCS and the node actors still there? A dead node actor ends the run, named with the ranks it
+        served; one that served none (a Ray node without ranks, removed) is only a warning."""
+        for watch in self._watches:
+            try:
+                watch.check()
+            except ClusterError as exc:
+                if not isinstance(watch, ActorWatch):
+                    raise
+                ranks = sorted(r for r, node in self.state.hello.items() if f"node {node[:8]}" in exc.actor)
+                if ranks:
+                    raise ClusterError(
+                        f"{exc}; ranks {ranks} sent their blocks to it: those not yet analysed are lost, and the "
+                        "ranks go on without analytics, so no step can be complete any more",
+                        actor=exc.actor,
+                    ) from exc
+                log.warning("%s; it served no rank: the run goes on", exc)
+                self.state.warnings.append(f"{exc}; it served no rank, and the run went on")
+                watch.forget(exc.actor)
+                kept = [(n, name) for n, name in zip(self._nodes, self._node_names, strict=True) if name != exc.actor]
+                self._nodes, self._node_names = [n for n, _ in kept], [name for _, name in kept]
 
     def _drained(self) -> bool:
         """Every block the closed ranks published has reached the driver (or was reported lost)."""
