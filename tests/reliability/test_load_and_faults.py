@@ -16,8 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import pytest
 
+from doreisa.analytics import Registry
 from doreisa.runtime.store import size
 from doreisa.testing import free_port, process_tree, routable_address, run_coupled
 
@@ -264,3 +266,35 @@ def _said(log: Path, text: str) -> bool | None:
 
 def _rows(path: Path, count: int) -> int | None:
     return count if path.exists() and len(path.read_text().splitlines()) > count else None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_L1_16_ranks_in_a_2d_grid_every_step_whole_and_exact_each_block_once(ray_cluster: Any) -> None:
+    """16 ranks (oversubscribed on this machine) in a 4x4 grid of 64x64 blocks, 20 steps: every array the
+    analytics see equals the reference, and each (rank, step) was copied and stored exactly once."""
+    registry = Registry()
+    registry.analytic("whole")(_whole)
+    contract = """
+arrays:
+  field: {dtype: float64, shape: [256, 256]}
+cadence: {every: 1}
+timeouts: {connect: 300, step: 300}
+analytics:
+  - {function: whole, arrays: [field]}
+"""
+    sim = [sys.executable, str(SIM), "--shape", "256,256", "--grid", "4,4", "--steps", "20"]
+    run = run_coupled(contract, sim, nranks=16, registry=registry, timeout=300)
+    assert run.returncode == 0, run.output
+    assert sorted(run.values["whole"]) == list(range(20))
+    i, j = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")
+    for step, got in run.values["whole"].items():
+        np.testing.assert_array_equal(got, step + 1000.0 * i + j, err_msg=f"step {step}")
+    closed = run.session.state.closed
+    assert sorted(closed) == list(range(16)) and {s.published for s in closed.values()} == {20}
+    assert sum(c.blocks for c in run.session.last_node_counts) == 16 * 20, "each (rank, step) once"
+    assert run.session.state.lost_steps == [] and run.session.driver.failures == []
+
+
+def _whole(x: Any) -> Any:
+    return x
