@@ -29,7 +29,7 @@ from doreisa.runtime import _names
 from doreisa.runtime.cluster.calls import CONTROL_TIMEOUT, ActorWatch, GcsWatch, ask, kill
 from doreisa.runtime.cluster.driver import AnalyticsDriver
 from doreisa.runtime.cluster.head import HeadState
-from doreisa.runtime.cluster.node import NodeActor
+from doreisa.runtime.cluster.node_actor import NodeActor
 from doreisa.runtime.cluster.preflight import check_devices
 from doreisa.runtime.cluster.results import Provenance, ResultWriter
 from doreisa.runtime.cluster.setup import limit_malloc_arenas

@@ -1,0 +1,84 @@
+"""The node actor: the Ray actor around :class:`~doreisa.runtime.cluster.node.NodeServer`, one per Ray node.
+
+It finds its node's object store size (for the checks of :mod:`doreisa.runtime.store` and
+``placement: auto``), reports to the head in numbered batches, and relays blocks to the
+transit actors of the analytics nodes (in transit).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import numpy as np
+
+from doreisa.contract import Contract
+from doreisa.runtime.cluster.cost import cpu_since, tree_cpu
+from doreisa.runtime.cluster.node import NodeServer, Report
+from doreisa.runtime.protocol import Done, NodeCounts
+
+
+class NodeActor:
+    """Ray actor around :class:`NodeServer`; created by the runtime, one per node."""
+
+    def __init__(
+        self,
+        *,
+        run_dir: str,
+        contract: Contract,
+        head: Any,
+        ingest: bool = True,
+        transit: list[tuple[Any, str]] | None = None,
+        relayed: list[str] | None = None,
+    ) -> None:
+        import ray
+
+        self._head = head
+        self._transit = transit or []
+        self._next = 0
+        self._seq = 0  # batches to the head are numbered: the head applies them in order
+        node_id = ray.get_runtime_context().get_node_id()
+        self._sender = f"node-{node_id}"
+        store = next((n["Resources"].get("object_store_memory") for n in ray.nodes() if n["NodeID"] == node_id), None)
+        self._server = NodeServer(
+            run_dir=run_dir,
+            node_id=node_id,
+            host=socket.gethostname(),
+            contract=contract,
+            put=ray.put,
+            report=self._report,
+            ingest=ingest,
+            relay=self._relay if self._transit else None,
+            relayed=frozenset(relayed or ()),
+            store_bytes=int(store) if store else None,
+        )
+        self._server.start()
+        self._cpu_start = tree_cpu(os.getppid())  # the raylet of this node, and every process it started
+
+    def _relay(self, blocks: np.ndarray[Any, Any] | list[np.ndarray[Any, Any]]) -> tuple[Any, str]:
+        actor, node = self._transit[self._next % len(self._transit)]
+        self._next += 1
+        return actor.relay.remote(blocks), node
+
+    def _report(self, batch: list[Report]) -> None:
+        self._head.add.remote(batch, self._sender, self._seq)
+        self._seq += 1
+
+    def node_id(self) -> str:
+        """The Ray node this actor serves."""
+        return self._server.node_id
+
+    def progress(self, done: Done) -> None:
+        """Forward analysed (array, step) pairs and decisions to the ranks (backpressure, feedback)."""
+        self._server.progress(done)
+
+    def counts(self) -> NodeCounts:
+        """Blocks and bytes ingested, ranks seen, objects stored (``puts``) and seconds spent storing them."""
+        return NodeCounts(
+            self._server.node_id, **self._server.counts, cpu_s=cpu_since(self._cpu_start, tree_cpu(os.getppid()))
+        )
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self._server.stop()
