@@ -170,10 +170,21 @@ class Preprocess(StrictModel):
 class Placement(StrictModel):
     """Where analytics read the data: on the simulation's nodes, or on dedicated nodes."""
 
-    mode: Literal["in_situ", "in_transit"] = "in_situ"
+    mode: Literal["in_situ", "in_transit", "auto"] = Field(
+        default="in_situ",
+        description="in_situ: blocks stay on the simulation's nodes; in_transit: they go to the analytics nodes; "
+        "auto: in situ while the node's store has room (store_fraction), else in transit, decided per step",
+    )
     analytics_resource: Identifier = Field(
         default="doreisa_analytics",
-        description="in_transit: the Ray custom resource that marks the analytics nodes",
+        description="in_transit and auto: the Ray custom resource that marks the analytics nodes",
+    )
+    store_fraction: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="auto: a step goes in transit when the node's steps in situ not analysed yet would pass this "
+        "fraction of its object store",
     )
     device: Literal["cpu", "gpu"] = Field(
         default="cpu",

@@ -241,6 +241,17 @@ class NodeWarning(Record, frozen=True):
     message: str
 
 
+class PlacementChanged(Record, frozen=True):
+    """A node actor moved an array placed ``auto`` in situ or in transit, from ``step`` on."""
+
+    node: str
+    array: str
+    step: int
+    where: str  # "in_situ" or "in_transit"
+    held: int  # bytes of the node's steps in situ not analysed yet, when it decided
+    store: int  # the node's object store
+
+
 class StepLost(Record, frozen=True):
     """A step of an array that stayed incomplete (reported by the head, or at the end of the run)."""
 
@@ -265,6 +276,7 @@ Event: TypeAlias = (
     | RankLost
     | RankError
     | NodeWarning
+    | PlacementChanged
     | Applied
     | MonitorBatch
     | TriggerFailed

@@ -357,13 +357,19 @@ CASES = [
     Bad("slow-poll", ARRAY + "handover:\n  poll_ms: 5000\n", 7, "handover.poll_ms", "less than or equal to 1000"),
     Bad("negative-linger", ARRAY + "handover: {linger_ms: -1}\n", 6, "handover.linger_ms", "or equal to 0"),
     Bad("handover-typo", ARRAY + "handover: {linger: 10}\n", 6, "handover.linger", "linger_ms"),
-    Bad("bad-placement-mode", ARRAY + "placement:\n  mode: remote\n", 7, "placement.mode", "'in_situ' or 'in_transit'"),
+    Bad(
+        "bad-placement-mode",
+        ARRAY + "placement:\n  mode: remote\n",
+        7,
+        "placement.mode",
+        "'in_situ', 'in_transit' or 'auto'",
+    ),
     Bad(
         "bad-array-placement-mode",
         ARRAY + "    placement: {mode: elsewhere}\n",
         6,
         "arrays.temperature.placement.mode",
-        "'in_situ' or 'in_transit'",
+        "'in_situ', 'in_transit' or 'auto'",
     ),
 ]
 

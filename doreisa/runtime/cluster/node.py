@@ -35,6 +35,7 @@ import numpy as np
 from doreisa.contract import Contract
 from doreisa.errors import ProtocolError
 from doreisa.runtime import _names
+from doreisa.runtime.cluster.placement import AutoPlacement
 from doreisa.runtime.cluster.ranks import PostedSlot, RankConn
 from doreisa.runtime.plan import rank_plan
 from doreisa.runtime.protocol import (
@@ -104,6 +105,8 @@ class NodeServer:
         self._put = put
         self._relay = relay
         self._relayed = relayed
+        auto = {a: p.store_fraction for a in contract.arrays if (p := contract.placement_of(a)).mode == "auto"}
+        self._auto = AutoPlacement(node_id, auto, store_bytes)
         self._report = report
         nodes = Path(run_dir) / _names.NODES_SUBDIR
         nodes.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -138,6 +141,7 @@ class NodeServer:
 
     def progress(self, done: Done) -> None:
         """Tell every rank of this node that these (array, step) have been analysed, and what was decided."""
+        self._auto.done(done.items)
         frame = encode(done)
         for conn in list(self._conns.values()):
             self._tell(conn, frame)
@@ -286,7 +290,7 @@ class NodeServer:
             start = time.perf_counter()
             # Both copy the slots before returning: into this node's object store (in situ), or into
             # a task argument shipped to an analytics node (in transit). Either way this actor owns the blocks.
-            relay = self._relay if self._relay is not None and array in self._relayed else None
+            relay = self._route(array, puts[0].step, sum(v.nbytes for v in views), batch)
             error = None
             try:
                 ref, where = relay(blocks) if relay is not None else (self._put(blocks), self.node_id)
@@ -304,6 +308,17 @@ class NodeServer:
                 self.counts["blocks"] += 1
                 self.counts["bytes"] += put.entry.ring.slot_size
                 batch.append(self._block(put, ref, position if len(puts) > 1 else None, where))
+
+    def _route(self, array: str, step: int, nbytes: int, batch: list[Report]) -> Callable[[Any], Any] | None:
+        """How this step of ``array`` leaves: relayed in transit, or None (in situ); ``auto`` decides per step."""
+        if self._relay is None or array in self._relayed:
+            return self._relay
+        if array not in self._auto:
+            return None
+        transit, changed = self._auto.in_transit(array, step, nbytes)
+        if changed is not None:
+            batch.append(changed)
+        return self._relay if transit else None
 
     def _block(self, put: PostedSlot, ref: Any, part: int | None, where: str) -> BlockRecord:
         entry = put.entry

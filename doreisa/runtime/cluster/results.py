@@ -18,7 +18,7 @@ from typing import Any
 from doreisa.errors import OutputError
 from doreisa.plugins import SINKS, Result, Sink
 from doreisa.plugins.sinks import scalar_text
-from doreisa.runtime.protocol import Applied, RankStats
+from doreisa.runtime.protocol import Applied, PlacementChanged, RankStats
 
 log = logging.getLogger("doreisa.results")
 
@@ -124,6 +124,11 @@ class Provenance:
     def action(self, step: int, analytic: str, triggers: list[str], once: bool) -> None:
         """Record that ``analytic`` ran at ``step`` because ``triggers`` were active (``action.analytics``)."""
         self._emit({"kind": "action", "step": step, "analytic": analytic, "triggers": triggers, "once": once})
+
+    def placement(self, event: PlacementChanged) -> None:
+        """Record that a node moved an array placed ``auto`` in situ or in transit, from a step on."""
+        record = {"kind": "placement", "step": event.step, "array": event.array, "where": event.where}
+        self._emit(record | {"node": event.node, "held_bytes": event.held, "store_bytes": event.store})
 
     def dropped(self, array: str, step: int) -> None:
         """Record a complete step the analytics never started because newer ones came (policy latest)."""

@@ -42,6 +42,7 @@ from doreisa.runtime.protocol import (
     MonitorBatch,
     NodeCounts,
     NodeWarning,
+    PlacementChanged,
     Publishing,
     RankClosed,
     RankError,
@@ -58,6 +59,8 @@ from doreisa.runtime.scheduling.scheduler import Cuts, partitioned_get
 
 log = logging.getLogger("doreisa.session")
 
+#: The placements whose blocks may leave the simulation's nodes (for analytics nodes, with a transit actor each).
+AWAY = ("in_transit", "auto")
 #: Seconds to wait for the head and node actors to start (Ray starts a worker process for each).
 ACTOR_START_TIMEOUT = 120
 
@@ -146,12 +149,13 @@ class Session:
             name=f"{_names.HEAD_ACTOR}-{uuid.uuid4().hex[:8]}", num_cpus=0, max_concurrency=8, scheduling_strategy=here
         ).remote(step_timeout=self.contract.timeouts.step, keep_latest=self._keep_latest)
         alive = [node for node in ray.nodes() if node["Alive"]]
-        transit_arrays = [a for a in self.contract.arrays if self.contract.placement_of(a).mode == "in_transit"]
-        analytics = [node for node in alive if self._is_analytics_node(node)] if transit_arrays else []
-        if transit_arrays and not analytics:
-            resources = sorted(self._transit_resources(transit_arrays))
+        away = [a for a in self.contract.arrays if self.contract.placement_of(a).mode in AWAY]  # may leave their node
+        transit_arrays = [a for a in away if self.contract.placement_of(a).mode == "in_transit"]
+        analytics = [node for node in alive if self._is_analytics_node(node)] if away else []
+        if away and not analytics:
+            resources = sorted(self._transit_resources(away, AWAY))
             raise RuntimeUnavailableError(
-                f"arrays {transit_arrays} are placed in_transit, but no Ray node has the resource {resources}; "
+                f"arrays {away} are placed in_transit or auto, but no Ray node has the resource {resources}; "
                 f"start analytics nodes with: ray start --address=... --resources='{{\"{resources[0]}\": 1}}'"
             )
         transit_cls = ray.remote(TransitActor)
@@ -174,15 +178,15 @@ class Session:
         nodes = [node["NodeID"] for node in alive]
         self._watches.append(ActorWatch(list(zip(self._nodes, self._node_names, nodes, strict=True))))
 
-    def _transit_resources(self, arrays: list[str] | tuple[str, ...]) -> set[str]:
-        return {
-            self.contract.placement_of(a).analytics_resource
-            for a in arrays
-            if self.contract.placement_of(a).mode == "in_transit"
-        }
+    def _transit_resources(
+        self, arrays: list[str] | tuple[str, ...], modes: tuple[str, ...] = ("in_transit",)
+    ) -> set[str]:
+        """The resources of the analytics nodes of ``arrays`` placed in one of ``modes`` (the analytics of
+        ``in_transit`` arrays run there; those of ``auto`` arrays follow their blocks, wherever each step went)."""
+        return {p.analytics_resource for a in arrays if (p := self.contract.placement_of(a)).mode in modes}
 
     def _is_analytics_node(self, node: dict[str, Any]) -> bool:
-        resources = self._transit_resources(tuple(self.contract.arrays))
+        resources = self._transit_resources(tuple(self.contract.arrays), AWAY)
         return any(node["Resources"].get(r, 0) > 0 for r in resources)
 
     def scheduler_for(
@@ -239,6 +243,9 @@ class Session:
                     self.state.count_nonfinite(record.step, record.values)
             case StepLost():
                 self._step_lost(event)
+            case PlacementChanged():  # placement: auto
+                log.info("array %r from step %d %s on node %s", event.array, event.step, event.where, event.node[:8])
+                self.provenance.placement(event)
             case StepDropped(array=array, step=step, blocks=blocks):  # policy latest: newer steps came first
                 self.state.dropped_latest.append((array, step))
                 self.state.blocks += blocks
