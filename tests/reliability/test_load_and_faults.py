@@ -155,7 +155,7 @@ def test_F5_F6_ray_nodes_removed_mid_run_without_ranks_the_run_goes_on_with_rank
 ) -> None:
     """A Ray cluster of four nodes started with ``ray start`` (each in its own session), ``doreisa run
     --address`` on it with 2 ranks: the ranks pick the first two node actors (by node id), the others serve
-    none; the driver (and the head actor, next to it) is on Ray's head node, which is never killed. Killed
+    none; the node of the driver and the head actor (said in doreisa.log) is never killed. Killed
     mid-run (``kill -9`` of a node's processes): first a node without ranks (F6: the run goes on,
     with a warning; analytics' parts are only soft-pinned, so Ray may run them elsewhere), then a node with a
     rank (F5). Measured before the watch on node actors: the session never learnt of a lost node, and the
@@ -176,21 +176,14 @@ def test_F5_F6_ray_nodes_removed_mid_run_without_ranks_the_run_goes_on_with_rank
     common = ["--block", f"--node-ip-address={host}", "--num-cpus=1", "--object-store-memory=100000000"]
     nodes: dict[str, subprocess.Popen[bytes]] = {}  # the node's temporary folder -> its `ray start`
     try:
-        for i, temp in enumerate(temps):
-            where = (
-                ["--head", f"--port={port}", "--include-dashboard=false"] if i == 0 else [f"--address={host}:{port}"]
-            )
-            nodes[temp] = _ray_start([*common, *where, f"--temp-dir={temp}"], env)
-            _wait_for(lambda: _node_ids(host, port, env, len(nodes)), timeout=120)
+        head = ["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temps[0]}"]
+        nodes[temps[0]] = _ray_start([*common, *head], env)
+        _wait_for(lambda: _node_ids(host, port, env, 1), timeout=120)
+        for temp in temps[1:]:  # the others together
+            nodes[temp] = _ray_start([*common, f"--address={host}:{port}", f"--temp-dir={temp}"], env)
+        _wait_for(lambda: _node_ids(host, port, env, len(temps)), timeout=180)
         ids = _node_ids(host, port, env, len(nodes)) or {}
         by_id = {node_id: nodes[temp] for node_id, temp in ids.items()}
-        # the ranks' node actors: the first two by node id (discovery.py: the local_index-th of those sorted);
-        # of four nodes, one with a rank and one without are not Ray's head node, where the driver is
-        ray_head = next(node_id for node_id, temp in ids.items() if temp == temps[0])
-        ranked, rankless = sorted(by_id)[:2], sorted(by_id)[2:]
-        with_rank = next(n for n in reversed(ranked) if n != ray_head)
-        without = next(n for n in rankless if n != ray_head)
-        rank = ranked.index(with_rank)
         contract = tmp_path / "contract.yaml"
         contract.write_text(
             "arrays:\n  field: {dtype: float64, shape: [8, 8]}\ncadence: {every: 2}\ntimeouts: {step: 60}\n"
@@ -202,6 +195,14 @@ def test_F5_F6_ray_nodes_removed_mid_run_without_ranks_the_run_goes_on_with_rank
         run = subprocess.Popen([*argv, "--sleep", "0.05"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
             _wait_for(lambda: _rows(out / "results.csv", 3), timeout=120)
+            # the ranks' node actors: the first two by node id (discovery.py: the local_index-th of those sorted);
+            # of four nodes, one with a rank and one without are not the node of the driver and the head actor
+            driver = re.search(r"driver and head actor on node (\w{8})", (out / "doreisa.log").read_text())
+            assert driver is not None
+            ranked, rankless = sorted(by_id)[:2], sorted(by_id)[2:]
+            with_rank = next(n for n in reversed(ranked) if not n.startswith(driver[1]))
+            without = next(n for n in rankless if not n.startswith(driver[1]))
+            rank = ranked.index(with_rank)
             os.killpg(by_id[without].pid, signal.SIGKILL)  # its raylet, store, workers, node actor
             _wait_for(lambda: _said(out / "doreisa.log", f"node {without[:8]} died"), timeout=120)
             rows = len((out / "results.csv").read_text().splitlines())

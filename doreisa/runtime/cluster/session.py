@@ -142,9 +142,11 @@ class Session:
         self._watches = [GcsWatch(ray.get_runtime_context().gcs_address)]
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         head_cls = ray.remote(HeadState)
-        # next to this driver, which asks it all the time: losing the driver's node ends the run anyway,
-        # losing another node then costs only what that node held (the F5 test)
-        here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
+        # on this driver's node, which asks it all the time: losing that node ends the run anyway, and
+        # losing another one then costs only what that node held (the F5 test). Hard: num_cpus=0 always fits.
+        driver_node = ray.get_runtime_context().get_node_id()
+        log.info("driver and head actor on node %s", driver_node[:8])
+        here = NodeAffinitySchedulingStrategy(node_id=driver_node, soft=False)
         self._head = head_cls.options(
             name=f"{_names.HEAD_ACTOR}-{uuid.uuid4().hex[:8]}", num_cpus=0, max_concurrency=8, scheduling_strategy=here
         ).remote(step_timeout=self.contract.timeouts.step, keep_latest=self._keep_latest)
