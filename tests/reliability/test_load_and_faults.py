@@ -100,6 +100,7 @@ analytics:
     assert "rank 0: a block of 'field' is 2.0 KiB, over 1e-06" in run.output, "the ranks say it too"
 
 
+@pytest.mark.slow
 def test_F12_the_ray_head_nodes_gcs_killed_mid_run_ends_the_run_with_a_summary(tmp_path: Path) -> None:
     """``kill -9`` of the GCS of a ``doreisa run``'s private Ray, mid-run. Ray alone ends every process of
     the cluster a minute later, the driver too, without a summary and leaving its temporary folder; the run

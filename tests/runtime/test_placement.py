@@ -102,6 +102,7 @@ def test_in_situ_blocks_stay_on_the_simulation_nodes(ray_cluster: Any) -> None:
     assert run.session.last_transit_counts == []
 
 
+@pytest.mark.slow
 def test_auto_placement_moves_steps_in_transit_while_a_nodes_store_is_past_its_fraction(ray_cluster: Any) -> None:
     """Each node keeps a step in situ while its steps not yet analysed fit ``store_fraction`` of its store
     (here 2.5 blocks of 512 KiB), else relays it to the analytics node; a slow analytic makes steps pile up.
