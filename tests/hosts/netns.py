@@ -159,8 +159,22 @@ def _hold(name: str, netns: str, hosts_file: Path, local: Sequence[Path], shm_mb
     mounts += [f"mount -t tmpfs -o mode=0755 tmpfs {shlex.quote(str(d))}" for d in local]
     script = f"hostname {name} && {' && '.join(mounts)} && echo $$ > {pid_file} && exec sleep 86400"
     subprocess.Popen(
-        ["ip", "netns", "exec", netns, "unshare", "--uts", "--mount", "--propagation", "private", "--fork", "--"]
-        + ["sh", "-c", script],
+        [
+            "ip",
+            "netns",
+            "exec",
+            netns,
+            "unshare",
+            "--uts",
+            "--mount",
+            "--propagation",
+            "private",
+            "--fork",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
@@ -176,7 +190,8 @@ def _kill_all(netns: str, budget: float) -> None:
     """Kill every process in ``netns`` (Ray's, MPI's, the holder) until none is left or ``budget`` s pass."""
     deadline = time.monotonic() + budget
     while time.monotonic() < deadline:
-        pids = [int(p) for p in subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True).stdout.split()]
+        listed = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True).stdout
+        pids = [int(p) for p in listed.split()]
         if not pids:
             return
         for pid in pids:

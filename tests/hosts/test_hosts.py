@@ -31,7 +31,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from netns import VirtualHosts, unavailable, virtual_hosts
 
 pytestmark = [pytest.mark.ray, pytest.mark.mpi, pytest.mark.slow, pytest.mark.hosts]
