@@ -43,6 +43,8 @@ class Coupled:
     output: str = ""
     wall_s: float = 0.0
     node_counts: list[Any] = field(default_factory=list[Any])  # NodeCounts records
+    # per step: its latest block seen and stored by its node actor, complete at the head, taken by the driver
+    hops: dict[int, tuple[float, float, float, float]] = field(default_factory=dict[int, tuple[float, ...]])
 
 
 def contract(
@@ -80,6 +82,14 @@ def coupled(
         record(analytic, step, tm, value)
 
     session.results.record = timed_record  # type: ignore[method-assign]
+    hops: dict[int, tuple[float, float, float, float]] = {}
+    deliver = session.driver.deliver
+
+    def timed_deliver(step: Any) -> None:
+        hops[step.step] = (*step.hops, time.time())
+        deliver(step)
+
+    session.driver.deliver = timed_deliver  # type: ignore[method-assign]
     outdir = tempfile.mkdtemp(prefix="dbench-out-")
     argv = [mpiexec(), "-n", str(nranks), *(program or [sys.executable, str(SIM)]), *sim_args, "--outdir", outdir]
     env = {**os.environ, **session.env}
@@ -104,6 +114,7 @@ def coupled(
     run = Coupled(_read_ranks(outdir, nranks), times, dict(session.results.values.get("mean", {})))
     run.returncode, run.output, run.wall_s = proc.returncode, out, time.monotonic() - started
     run.node_counts = session.last_node_counts
+    run.hops = hops
     shutil.rmtree(outdir, ignore_errors=True)
     if proc.returncode != 0 or len(run.ranks) != nranks:
         hung = f" after the {timeout:g} s timeout; rank stacks:\n" + "\n".join(stacks) if stacks else ""
@@ -198,6 +209,13 @@ def step_stats(run: Coupled, *, ranks: int, steps: int, every: int) -> dict[str,
     wanted = [t for t in range(WARMUP, steps) if t % every == 0]
     last_pub = {t: max(r["pub_end"][t] for r in run.ranks) for t in range(steps)}
     latency = [run.result_time[t] - last_pub[t] for t in wanted if t in run.result_time]
+    # each hop's share: last publish -> node actor begins the copy (its poll) -> stored -> the head has
+    # every block (node -> head call) -> the driver has it (long poll) -> result recorded (bind, compute)
+    marks = {
+        t: (last_pub[t], *run.hops[t], run.result_time[t]) for t in wanted if t in run.hops and t in run.result_time
+    }
+    names = ("node_poll", "node_put", "to_head", "to_driver", "driver")
+    hops = {name: round(1e3 * med([m[i + 1] - m[i] for m in marks.values()]), 3) for i, name in enumerate(names)}
     service, previous = [], None
     for t in sorted(run.result_time):
         if t >= WARMUP and previous is not None:
@@ -210,6 +228,7 @@ def step_stats(run: Coupled, *, ranks: int, steps: int, every: int) -> dict[str,
     missing = len([t for t in range(steps) if t % every == 0]) - len(run.values)
     return {
         "latency_ms": {"median": 1e3 * med(latency), "p90": 1e3 * pctl(latency, 90), "n": len(latency)},
+        "hops_ms": hops,
         "service_ms": {"median": 1e3 * med(service), "p90": 1e3 * pctl(service, 90), "n": len(service)},
         "publish_us": {"median": med(publish), "p90": pctl(publish, 90), "n": len(publish)},
         "step_us": {"mean": sum(step_cost) / len(step_cost), "median": med(step_cost)},

@@ -201,6 +201,10 @@ class BlockRecord(Record, frozen=True):
     ref: Any  # the ray.ObjectRef of the object that holds it
     part: int | None = None  # None: the object is the block; i: the block is the object's i-th
     tags: int = 0  # the triggers active on every rank at this step, one bit per trigger of the contract
+    # wall-clock times (time.time()) of its hops, for the latency profile (benchmarks/scenarios.py):
+    # the node actor began copying it out of its slot; it was stored (or relayed)
+    seen: float = 0.0
+    stored: float = 0.0
 
 
 class RankJoined(Record, frozen=True):
@@ -317,6 +321,9 @@ class CompleteStep(Record, frozen=True):
     nodes: dict[tuple[int, ...], str] = msgspec.field(default_factory=dict)  # index -> Ray node holding it
     parts: dict[tuple[int, ...], int] = msgspec.field(default_factory=dict)  # index -> position in its object
     tags: int = 0  # the triggers active at this step, one bit per trigger of the contract
+    # wall-clock times of the step's hops (the latest block's): seen and stored by its node actor, and
+    # when the head had every block; the latency profile reads them (benchmarks/scenarios.py)
+    hops: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 class Taken(Record, frozen=True):

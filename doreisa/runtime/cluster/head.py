@@ -15,6 +15,7 @@ import collections
 import threading
 import time
 from dataclasses import dataclass, field
+from time import time as wall_clock  # the latency profile's hops, comparable across processes
 from typing import Any
 
 from doreisa.runtime.protocol import BlockRecord, CompleteStep, Event, StepDropped, StepLost, Taken
@@ -35,6 +36,8 @@ class _Partial:
     parts: dict[tuple[int, ...], int] = field(default_factory=dict[tuple[int, ...], int])
     ranks: set[int] = field(default_factory=set[int])
     tags: int = 0
+    seen: float = 0.0  # the latest block's hops (BlockRecord.seen, .stored)
+    stored: float = 0.0
 
 
 class HeadState:
@@ -104,6 +107,7 @@ class HeadState:
             partial.parts[item.index] = item.part
         partial.ranks.add(item.rank)
         partial.tags |= item.tags  # the same on every rank: each applies a decision at the same step
+        partial.seen, partial.stored = max(partial.seen, item.seen), max(partial.stored, item.stored)
         if len(partial.blocks) == partial.n:
             del self._partial[key]
             if len(self._done) == self._done.maxlen:
@@ -122,6 +126,7 @@ class HeadState:
                     partial.nodes,
                     partial.parts,
                     partial.tags,
+                    (partial.seen, partial.stored, wall_clock()),
                 )
             )
 

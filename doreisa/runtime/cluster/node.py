@@ -287,7 +287,7 @@ class NodeServer:
             puts.sort(key=lambda p: p.conn.rank if p.conn.rank is not None else -1)
             views = [p.entry.views[p.slot] for p in puts]
             blocks = views[0] if len(views) == 1 else views
-            start = time.perf_counter()
+            start, seen = time.perf_counter(), time.time()
             # Both copy the slots before returning: into this node's object store (in situ), or into
             # a task argument shipped to an analytics node (in transit). Either way this actor owns the blocks.
             relay = self._route(array, puts[0].step, sum(v.nbytes for v in views), batch)
@@ -299,6 +299,7 @@ class NodeServer:
                 ref, where, error = None, self.node_id, f"{type(exc).__name__}: {exc}"
             self.counts["put_seconds"] += time.perf_counter() - start
             self.counts["puts"] += 1
+            stored = time.time()
             for position, put in enumerate(puts):
                 put.entry.ring.freed[put.slot] = put.entry.seen[put.slot]  # after the copy: the rank may write it again
                 self._tell(put.conn, free_record(put.ring_id, put.slot))  # wakes a rank waiting for a slot
@@ -307,7 +308,7 @@ class NodeServer:
                     continue
                 self.counts["blocks"] += 1
                 self.counts["bytes"] += put.entry.ring.slot_size
-                batch.append(self._block(put, ref, position if len(puts) > 1 else None, where))
+                batch.append(self._block(put, ref, position if len(puts) > 1 else None, where, (seen, stored)))
 
     def _route(self, array: str, step: int, nbytes: int, batch: list[Report]) -> Callable[[Any], Any] | None:
         """How this step of ``array`` leaves: relayed in transit, or None (in situ); ``auto`` decides per step."""
@@ -320,7 +321,7 @@ class NodeServer:
             batch.append(changed)
         return self._relay if transit else None
 
-    def _block(self, put: PostedSlot, ref: Any, part: int | None, where: str) -> BlockRecord:
+    def _block(self, put: PostedSlot, ref: Any, part: int | None, where: str, hops: tuple[float, float]) -> BlockRecord:
         entry = put.entry
         assert put.conn.rank is not None, "a rank says hello before it opens a ring"
         return BlockRecord(
@@ -337,6 +338,7 @@ class NodeServer:
             ref,
             part,
             put.tags,
+            *hops,
         )
 
     @staticmethod

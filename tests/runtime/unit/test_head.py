@@ -72,9 +72,11 @@ def test_step_is_delivered_only_when_complete() -> None:
         blocks={(0, 0): "ref-field-0-0", (1, 0): "ref-field-0-1"},
         nodes={(0, 0): "n0", (1, 0): "n0"},  # where each block is, for the scheduler
         parts={},
+        hops=out.steps[0].hops,  # when the head had every block (the latency profile's)
     )
     (step,) = out.steps
     assert step == expected
+    assert step.hops[2] > 0
     assert head.take(0) == Taken((), (), 0)  # taken once
 
 
