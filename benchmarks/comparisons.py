@@ -25,6 +25,7 @@ class Comparison:
     targets: tuple[str, ...]  # peers the target applies to
     what: str
     also: tuple[tuple[str, Callable[[dict[str, Any]], float | None]], ...] = ()  # more peer figures, in params
+    ours_key: str = ""  # our runs of the scenario under another key of ``our_runs`` (default: ``scenario``)
 
 
 def _stat(key: str, field: str) -> Callable[[dict[str, Any]], float | None]:
@@ -65,7 +66,26 @@ COMPARISONS = (
         tuple(peers.PEERS),
         "analytics need 1 step in 10: mean simulation cost per step (fill + publish/send)",
     ),
+    Comparison(
+        "whole_run_ms",
+        "dense-C256",
+        lambda r: 1e3 * r["wall_s"],
+        lambda r: None if r.get("c_total_wall_s") is None else 1e3 * r["c_total_wall_s"],
+        0.5,
+        ("deisa-ray-0.1.8",),
+        "the whole run as a user launches it, Ray's start and stop included: doreisa run (launch.py) against the "
+        "peer's script, launch to exit",
+        ours_key="doreisa-run-dense-C256",
+    ),
 )
+
+
+def our_runs(raw: dict[str, Any]) -> dict[str, Any]:
+    """Our runs of the peers' scenarios: coupled ones (sections.peer_scenarios), whole doreisa runs (launch.py)."""
+    runs = dict(raw.get("peer_scenarios") or {})
+    if (raw.get("launch") or {}).get("dense-C256"):
+        runs["doreisa-run-dense-C256"] = raw["launch"]["dense-C256"]
+    return runs
 
 
 def entries(
@@ -78,7 +98,7 @@ def entries(
     """
     out = []
     for c in COMPARISONS:
-        mine = _as_runs(our_runs.get(c.scenario) if our_runs else None)
+        mine = _as_runs(our_runs.get(c.ours_key or c.scenario) if our_runs else None)
         ours = _median([c.ours(r) for r in mine])
         for peer in peers.PEERS:
             recs = records.get((peer, c.scenario)) or []

@@ -28,6 +28,7 @@ prepare_ray_env()  # before anything imports ray: the loopback trap (shared/RELI
 
 import cluster_sections  # noqa: E402
 import comparisons  # noqa: E402
+import launch  # noqa: E402
 import peers  # noqa: E402
 import rank_footprint  # noqa: E402
 import report  # noqa: E402
@@ -133,7 +134,7 @@ def run_peers(suite: Suite) -> list[Entry]:
                     flush=True,
                 )
     suite.raw["peers"] = {f"{p}/{s}": [comparisons.slim(r) for r in runs] for (p, s), runs in records.items()}
-    return comparisons.entries(suite.raw.get("peer_scenarios"), records, missing=gone)
+    return comparisons.entries(comparisons.our_runs(suite.raw), records, missing=gone)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,13 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     suite.section(
         "rank_footprint", lambda: rank_footprint.entries(quick, suite.raw), ["rank_import_ms", "rank_rss_mb"]
     )  # fresh interpreters, before Ray starts
+    suite.section("launch", lambda: launch.entries(suite.raw, 1 if quick else 3), ["first_result_s"])  # idem
     ours(suite, args.profile)
     suite.section("scaling", lambda: cluster_sections.scaling(quick, suite.raw), ["scheduler_tasks_per_s"])
     suite.section("placement", lambda: cluster_sections.placement(quick, suite.raw), ["in_transit_publish_ratio"])
     if with_peers:
         suite.section("peers", lambda: run_peers(suite), [])
     else:
-        suite.entries += comparisons.entries(suite.raw.get("peer_scenarios"), {}, missing=["not run (--peers)"])
+        suite.entries += comparisons.entries(comparisons.our_runs(suite.raw), {}, missing=["not run (--peers)"])
     meta = {
         "mode": config.name,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

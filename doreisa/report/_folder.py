@@ -32,6 +32,7 @@ MARKERS = (SUMMARY, CSV, PARQUET, PROVENANCE)
 SUMMARY_DEFAULTS: dict[str, Any] = {
     "error": None,
     "wall_s": float("nan"),
+    "first_result_s": None,
     "ranks": 0,
     "ranks_lost": [],
     "steps_analysed": {},

@@ -103,7 +103,10 @@ def write_summary(folder: Path, provenance: Provenance, state: RunState) -> dict
         cpu_started=0.0,
         cuts=SimpleNamespace(misses=4, hits=36),
         results=SimpleNamespace(
-            count=60, unsaved=0, failures={"netcdf": OutputFailure("netcdf", 3, "OutputError: disk full")}
+            count=60,
+            unsaved=0,
+            failures={"netcdf": OutputFailure("netcdf", 3, "OutputError: disk full")},
+            first_at=None,
         ),
         provenance=provenance,
     )

@@ -115,6 +115,8 @@ def test_doreisa_run_writes_results_summary_and_contract(tmp_path: Path) -> None
     assert summary["ok"] is True
     assert summary["steps_analysed"] == {"field": 3}
     assert summary["blocks_published"] == 6
+    assert 0 < summary["first_result_s"] < summary["wall_s"], "launch -> first result, within the run"
+    assert f"(first result after {summary['first_result_s']:.1f} s)" in proc.stderr
     assert (out / "contract.yaml").read_text() == CONTRACT
     assert "doreisa run summary" in proc.stderr
     cost = summary["cost"]  # what the analysis cost, measured: the Ray nodes' processes, the driver, the ranks

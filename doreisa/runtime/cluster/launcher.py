@@ -127,7 +127,7 @@ def _run(
         # then Ray, before the simulation's grace: a driver whose GCS is gone is ended by Ray within a minute
         problems += _shutdown_ray(temp_dir)
         launch.end_simulation()
-        summary = run_summary(session, launch.proc, launch.error, problems, time.monotonic() - started)
+        summary = run_summary(session, launch.proc, launch.error, problems, time.monotonic() - started, started)
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     table = format_summary(summary)
     log.info("%s", table)

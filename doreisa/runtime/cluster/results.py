@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import time as _time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,8 @@ class ResultWriter:
         #: Results by analytic and step, kept in memory only when asked (a long run writes them out instead).
         self.values: dict[str, dict[int, Any]] = collections.defaultdict(dict)
         self.count = 0
+        #: time.monotonic() of the first result (summary.json: first_result_s, from the run's start)
+        self.first_at: float | None = None
         self.unsaved = 0  # array results that no store sink of the formats keeps
         #: Per format that failed: how many results it lost, and its first error (the summary lists them).
         self.failures: dict[str, OutputFailure] = {}
@@ -55,6 +58,8 @@ class ResultWriter:
     def record(self, analytic: str, step: int, time: float | None, value: Any) -> None:
         """Write ``value`` through every sink (or keep it in memory when there is no output folder)."""
         self.count += 1
+        if self.first_at is None:
+            self.first_at = _time.monotonic()
         if self.keep:
             self.values[analytic][step] = value.values if hasattr(value, "dims") else value  # xarray: its data
         if self.directory is None:

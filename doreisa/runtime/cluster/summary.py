@@ -13,13 +13,21 @@ from doreisa.runtime.cluster.cost import cost_text, estimate
 
 
 def run_summary(
-    session: Any, proc: subprocess.Popen[bytes] | None, error: str | None, problems: list[str], wall: float
+    session: Any,
+    proc: subprocess.Popen[bytes] | None,
+    error: str | None,
+    problems: list[str],
+    wall: float,
+    started: float | None = None,
 ) -> dict[str, Any]:
     """``summary.json``: what the run did, and whether anything failed (``ok``).
 
     ``error`` is what ended the run early, if anything did; ``problems``, what could not be
     done while stopping it (an actor already dead). Either makes the run not ``ok``.
+    ``started`` (``time.monotonic()`` at launch) gives ``first_result_s``: how long the user
+    waited for the first result, Ray's start included.
     """
+    first = session.results.first_at
     state = session.state
     closed = list(state.closed.values())
     ranks = {str(r): msgspec.to_builtins(stats) for r, stats in sorted(state.closed.items())}
@@ -35,6 +43,7 @@ def run_summary(
         "error": error or (reasons[0] if reasons else None),
         "simulation_exit_code": exit_code,
         "wall_s": round(wall, 3),
+        "first_result_s": round(first - started, 3) if first is not None and started is not None else None,
         "ranks": len(state.hello),
         "ranks_lost": list(state.lost_order),  # in the order the runtime saw them go: the first is the first to die
         "steps_analysed": dict(session.driver.counts.steps),
@@ -124,11 +133,15 @@ def _output_reason(failure: dict[str, Any]) -> str:
     return f"output format {failure['format']!r} lost {failure['lost']} result(s); first: {failure['error']}"
 
 
+def _first_result(seconds: float | None) -> str:
+    return "" if seconds is None else f" (first result after {seconds:.1f} s)"
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """The end-of-run table."""
     rows = [
         ("status", "ok" if summary["ok"] else "FAILED"),
-        ("wall time", f"{summary['wall_s']:.1f} s"),
+        ("wall time", f"{summary['wall_s']:.1f} s" + _first_result(summary.get("first_result_s"))),
         ("ranks", f"{summary['ranks']} (lost: {summary['ranks_lost'] or 'none'})"),
         ("blocks copied", f"{summary['blocks_published']} ({summary['bytes_copied'] / 2**20:.1f} MiB)"),
         ("steps analysed", ", ".join(f"{k}: {v}" for k, v in summary["steps_analysed"].items()) or "none"),

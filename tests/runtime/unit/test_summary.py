@@ -23,7 +23,7 @@ def _session(state: RunState, *, analysed: dict[str, int], windows: dict[str, in
         last_node_counts=list(nodes),
         cpu_started=time.process_time(),
         cuts=SimpleNamespace(misses=1, hits=2),
-        results=SimpleNamespace(count=3, unsaved=0, failures={}),
+        results=SimpleNamespace(count=3, unsaved=0, failures={}, first_at=None),
         provenance=SimpleNamespace(records=[]),
     )
 
@@ -97,3 +97,13 @@ def test_an_output_format_that_lost_results_fails_the_run_and_is_shown() -> None
         summary["error"] == "output format 'zarr' lost 12 result(s); first: OutputError: zarr: could not write 'mean'"
     )
     assert "  ! output format 'zarr' lost 12 result(s)" in format_summary(summary)
+
+
+def test_the_first_result_is_timed_from_the_launch_and_shown_with_the_wall_time() -> None:
+    session = _session(_closed(2), analysed={"field": 3}, windows={})
+    session.results.first_at = 102.25
+    summary = run_summary(session, None, None, [], 7.5, started=100.0)
+    assert summary["first_result_s"] == 2.25
+    assert "  wall time                              7.5 s (first result after 2.2 s)\n" in format_summary(summary)
+    nothing = _session(_closed(2), analysed={}, windows={})
+    assert run_summary(nothing, None, None, [], 7.5, started=100.0)["first_result_s"] is None
