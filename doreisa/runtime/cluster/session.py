@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.util.dask import ray_dask_get
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from doreisa.analytics import Registry, bind_analytics, default_registry
@@ -63,6 +62,14 @@ log = logging.getLogger("doreisa.session")
 AWAY = ("in_transit", "auto")
 #: Seconds to wait for the head and node actors to start (Ray starts a worker process for each).
 ACTOR_START_TIMEOUT = 120
+
+
+def _ray_dask_get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
+    """Ray's stock Dask scheduler, for a computation outside an analytic's call. Imported on first use:
+    ``ray.util.dask`` imports ``dask.dataframe``, half a second of every run's start (docs/performance.md)."""
+    from ray.util.dask import ray_dask_get
+
+    return ray_dask_get(dsk, keys, **kwargs)
 
 
 def _on(node: dict[str, Any]) -> NodeAffinitySchedulingStrategy:
@@ -116,7 +123,7 @@ class Session:
             contract,
             self.bound,
             results=self.results,
-            scheduler=ray_dask_get,
+            scheduler=_ray_dask_get,
             scheduler_for=self.scheduler_for,
             on_done=self._notify_done,
             on_action=self.provenance.action,
