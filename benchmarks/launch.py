@@ -86,15 +86,17 @@ def doreisa_run(contract: Path, command: list[str], analytics: list[str]) -> dic
 
 def entries(raw: dict[str, Any], runs: int) -> list[Entry]:
     """The heat demo's first result against a bare ray.init, and the dense-C256 run (for comparisons.py)."""
-    inits = [bare_ray_init_s() for _ in range(runs)]
-    heat = [
-        doreisa_run(
-            ROOT / "examples" / "heat" / "contract.yaml",
-            ["python", "examples/heat/simulation.py"],
-            ["examples/heat/analytics.py"],
+    inits: list[float] = []
+    heat: list[dict[str, Any]] = []
+    for _ in range(runs):  # interleaved: the machine's load moves within minutes
+        inits.append(bare_ray_init_s())
+        heat.append(
+            doreisa_run(
+                ROOT / "examples" / "heat" / "contract.yaml",
+                ["python", "examples/heat/simulation.py"],
+                ["examples/heat/analytics.py"],
+            )
         )
-        for _ in range(runs)
-    ]
     with tempfile.TemporaryDirectory(prefix="dbench-dense-") as tmp:
         contract = Path(tmp) / "dense.yaml"
         contract.write_text(DENSE_CONTRACT)

@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     suite.section(
         "rank_footprint", lambda: rank_footprint.entries(quick, suite.raw), ["rank_import_ms", "rank_rss_mb"]
     )  # fresh interpreters, before Ray starts
-    suite.section("launch", lambda: launch.entries(suite.raw, 1 if quick else 3), ["first_result_s"])  # idem
+    suite.section("launch", lambda: launch.entries(suite.raw, 3), ["first_result_s"])  # idem
     ours(suite, args.profile)
     suite.section("scaling", lambda: cluster_sections.scaling(quick, suite.raw), ["scheduler_tasks_per_s"])
     suite.section("placement", lambda: cluster_sections.placement(quick, suite.raw), ["in_transit_publish_ratio"])
