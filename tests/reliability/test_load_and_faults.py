@@ -300,3 +300,82 @@ analytics:
 
 def _whole(x: Any) -> Any:
     return x
+
+
+SLOW_MAX = """
+import time
+
+import doreisa
+
+
+@doreisa.analytic("slow_max")
+def slow_max(field):
+    time.sleep(1.0)  # the steps pile up in the object store meanwhile
+    return field.max()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_F10_a_full_object_store_and_spill_disk_are_named_counted_and_never_hold_the_simulation(tmp_path: Path) -> None:
+    """A Ray head whose object store (80 MB) spills to a 24 MiB tmpfs; 2 ranks publish 8 MiB per step, every
+    step wanted, while a slow analytic lets the steps pile up. Once the store and the disk are full Ray refuses
+    the node actor's puts (``OutOfDiskError``). Measured before: a RankError per block (100 for 60 steps),
+    and the run's error was "1 step(s) lost (incomplete)". Now the first refusal is reported once per node,
+    naming the step, the ranks and what to do; every block refused is counted (``blocks_not_stored``); that
+    is the run's error; the simulation is never held and ends normally."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a small tmpfs for Ray's spill folder)")
+    spill = Path(tempfile.mkdtemp(prefix="dr-spill-", dir="/tmp"))
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(spill)], capture_output=True)
+    if mounted.returncode != 0:
+        shutil.rmtree(spill, ignore_errors=True)
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    port, temp = free_port(), tempfile.mkdtemp(prefix="dr-", dir="/tmp")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {
+        "HOME": str(tmp_path),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": "f10" * 11,
+    }
+    spilling = {"type": "filesystem", "params": {"directory_path": str(spill)}}
+    head = ["--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1"]
+    head += ["--object-store-memory=80000000", "--include-dashboard=false", f"--temp-dir={temp}"]
+    ray = _ray_start([*head, f"--system-config={json.dumps({'object_spilling_config': json.dumps(spilling)})}"], env)
+    try:
+        _wait_for(lambda: _node_ids("127.0.0.1", port, env, 1), timeout=120)
+        contract = tmp_path / "contract.yaml"
+        contract.write_text(
+            "arrays:\n  field: {dtype: float64, shape: [1024, 1024]}\n"
+            "backpressure: {max_in_flight: 64, max_store_fraction: 1.0}\ntimeouts: {step: 10}\n"
+            "analytics:\n  - {function: slow_max, arrays: [field]}\n"
+        )
+        (tmp_path / "slow.py").write_text(SLOW_MAX)
+        out = tmp_path / "out"
+        argv = [sys.executable, "-m", "doreisa.cli", "run", str(contract), "--address", f"127.0.0.1:{port}"]
+        argv += ["--np", "2", "--output", str(out), "--analytics", str(tmp_path / "slow.py"), "--quiet", "--"]
+        argv += [sys.executable, str(SIM), "--shape", "1024,1024", "--steps", "40", "--sleep", "0.05"]
+        run = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=360)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(ray.pid, signal.SIGKILL)
+        ray.wait(timeout=60)
+        subprocess.run(["umount", "-l", str(spill)], capture_output=True)
+        shutil.rmtree(spill, ignore_errors=True)
+        shutil.rmtree(temp, ignore_errors=True)
+    assert run.returncode == 1, run.stdout + run.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["simulation_exit_code"] == 0, "the simulation never noticed"
+    assert all(stats["published"] == 40 for stats in summary["per_rank"].values()), summary["per_rank"]
+    refused = summary["blocks_not_stored"]
+    assert refused >= 2, summary
+    assert summary["blocks_published"] + refused == 80, "every block taken is stored or counted as refused"
+    assert re.match(
+        rf"{refused} block\(s\) could not be stored in Ray's object store: node \w{{8}} could not store the blocks "
+        r"of 'field' at step \d+ from ranks \[0(, 1)?\] \((OutOfDiskError|ObjectStoreFullError): .*give Ray a larger "
+        r"store",
+        summary["error"],
+    ), summary["error"]
+    assert sum("could not store" in e["error"] for e in summary["errors"]) == 1, "said once, then counted"
+    assert summary["steps_analysed"]["field"] >= 1, "the steps stored before were analysed"
+    assert "Traceback" not in run.stderr

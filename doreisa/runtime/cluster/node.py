@@ -120,7 +120,8 @@ class NodeServer:
         self._thread: threading.Thread | None = None
         self._listener: socket.socket | None = None
         self._puts: list[PostedSlot] = []  # this round's blocks, copied together at the end of the round
-        self.counts = {"blocks": 0, "bytes": 0, "ranks": 0, "puts": 0, "put_seconds": 0.0}
+        self.counts = {"blocks": 0, "bytes": 0, "ranks": 0, "puts": 0, "put_seconds": 0.0, "not_stored": 0}
+        self._store_failures: set[str] = set()  # the kinds of put failure already reported (then only counted)
 
     def start(self) -> None:
         """Listen, publish the socket in the run folder, and serve in a background thread."""
@@ -291,24 +292,51 @@ class NodeServer:
             # Both copy the slots before returning: into this node's object store (in situ), or into
             # a task argument shipped to an analytics node (in transit). Either way this actor owns the blocks.
             relay = self._route(array, puts[0].step, sum(v.nbytes for v in views), batch)
-            error = None
+            failed = False
             try:
                 ref, where = relay(blocks) if relay is not None else (self._put(blocks), self.node_id)
-            except Exception as exc:  # the store refused it: the blocks are lost, and said so
-                log.exception("node %s: cannot store %d block(s) of %r", self.node_id[:8], len(puts), array)
-                ref, where, error = None, self.node_id, f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # the store refused it: the blocks are lost, counted, and said so
+                ref, where, failed = None, self.node_id, True
+                self._not_stored(array, puts, exc, batch)
             self.counts["put_seconds"] += time.perf_counter() - start
             self.counts["puts"] += 1
             stored = time.time()
             for position, put in enumerate(puts):
                 put.entry.ring.freed[put.slot] = put.entry.seen[put.slot]  # after the copy: the rank may write it again
                 self._tell(put.conn, free_record(put.ring_id, put.slot))  # wakes a rank waiting for a slot
-                if error is not None:
-                    batch.append(RankError(put.conn.rank, self.node_id, error))
+                if failed:
                     continue
                 self.counts["blocks"] += 1
                 self.counts["bytes"] += put.entry.ring.slot_size
                 batch.append(self._block(put, ref, position if len(puts) > 1 else None, where, (seen, stored)))
+
+    def _not_stored(self, array: str, puts: list[PostedSlot], exc: Exception, batch: list[Report]) -> None:
+        """Blocks Ray would not store: counted (``NodeCounts.not_stored``); the first failure of each kind is
+        reported, naming the step and ranks, the later ones only counted (a full store refuses every step)."""
+        self.counts["not_stored"] += len(puts)
+        kind = type(exc).__name__
+        if kind in self._store_failures:
+            return
+        self._store_failures.add(kind)
+        log.error("node %s: cannot store %d block(s) of %r: %s: %s", self.node_id[:8], len(puts), array, kind, exc)
+        ranks = [p.conn.rank for p in puts]
+        first = (str(exc).strip().splitlines() or [""])[0]
+        full = kind in ("OutOfDiskError", "ObjectStoreFullError", "OutOfMemoryError")
+        hint = (
+            " Ray's object store and its spill folder are full: give Ray a larger store (ray start "
+            "--object-store-memory) or more spill space, or copy less (select, preprocess, cadence, "
+            "backpressure.max_in_flight)."
+            if full
+            else ""
+        )
+        batch.append(
+            RankError(
+                ranks[0],
+                self.node_id,
+                f"node {self.node_id[:8]} could not store the blocks of {array!r} at step {puts[0].step} from ranks "
+                f"{ranks} ({kind}: {first}); later blocks it cannot store are counted in blocks_not_stored.{hint}",
+            )
+        )
 
     def _route(self, array: str, step: int, nbytes: int, batch: list[Report]) -> Callable[[Any], Any] | None:
         """How this step of ``array`` leaves: relayed in transit, or None (in situ); ``auto`` decides per step."""

@@ -34,9 +34,10 @@ def run_summary(
     failures = [f.as_dict() for f in session.driver.failures]
     exit_code = None if proc is None else proc.returncode
     outputs = [dataclasses.asdict(f) for f in session.results.failures.values()]
-    reasons = _failure_reasons(state, failures, exit_code, problems + [_output_reason(f) for f in outputs])
-    skipped = sorted({tuple(x) for s in closed for x in s.skipped_steps})  # every rank skips the same steps
     taken = session.last_node_counts  # what the node actors took into Ray: ranks that died never report theirs
+    not_stored = sum(c.not_stored for c in taken)
+    reasons = _failure_reasons(state, failures, exit_code, problems + [_output_reason(f) for f in outputs], not_stored)
+    skipped = sorted({tuple(x) for s in closed for x in s.skipped_steps})  # every rank skips the same steps
     shutdown = [{"kind": "shutdown", "error": text} for text in problems]
     return {
         "ok": not (reasons or error),
@@ -48,6 +49,7 @@ def run_summary(
         "ranks_lost": list(state.lost_order),  # in the order the runtime saw them go: the first is the first to die
         "steps_analysed": dict(session.driver.counts.steps),
         "blocks_published": sum(c.blocks for c in taken) if taken else sum(s.published for s in closed),
+        "blocks_not_stored": not_stored,  # taken from the ranks, refused by Ray's store: lost
         "bytes_copied": sum(s.bytes_copied for s in closed),
         "steps_skipped": len(skipped),
         # complete, never analysed: newer steps came while the analytics were busy (backpressure.policy latest)
@@ -104,10 +106,13 @@ def _nonfinite_warnings(nonfinite: dict[str, dict[str, int]]) -> list[str]:
 
 
 def _failure_reasons(
-    state: Any, failures: list[dict[str, Any]], exit_code: int | None, problems: list[str]
+    state: Any, failures: list[dict[str, Any]], exit_code: int | None, problems: list[str], not_stored: int = 0
 ) -> list[str]:
     """Why the run is not ok, most telling first (empty: it is)."""
     reasons: list[str] = []
+    if not_stored:  # before the steps it left incomplete: it is their cause
+        said = next((e.error for e in state.errors if "could not store" in e.error), "")
+        reasons.append(f"{not_stored} block(s) could not be stored in Ray's object store: {said}")
     if state.lost_order:
         reasons.append(f"ranks {list(state.lost_order)} disconnected without close() (the first died first)")
     if exit_code not in (0, None):
@@ -154,6 +159,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     if summary.get("steps_superseded"):
         rows.append(("steps superseded (policy latest)", str(summary["steps_superseded"])))
+    if summary.get("blocks_not_stored"):
+        rows.append(("blocks not stored (Ray's store full)", str(summary["blocks_not_stored"])))
     if summary.get("cost"):
         rows.append(("cost (estimate)", cost_text(summary["cost"])))
     if summary["error"]:

@@ -693,12 +693,20 @@ def test_a_block_the_store_refuses_is_an_error_and_its_slot_is_freed(node: Calla
 
     rig = node(_contract(), put=full_store)
     sock = _raw_rank(rig, 4)
-    _RawRing(sock, run_dir, 0, 1).post(0, 3)
+    ring = _RawRing(sock, run_dir, 0, 1)
+    ring.post(0, 3)
     rig.wait(lambda: "RankError" in rig.kinds(), "the error event")
-    (error,) = [r for r in rig.reports if isinstance(r, RankError)]
-    assert error == RankError(4, rig.node_id, "MemoryError: object store full")
-    assert rig.blocks() == []
     assert recv_one(sock, MessageReader(Free), 5) == Free(0, 0)  # the rank can write the slot again
+    ring.post(0, 4)  # refused again: counted, not said again
+    assert recv_one(sock, MessageReader(Free), 5) == Free(0, 0)
+    rig.wait(lambda: rig.server.counts["not_stored"] == 2, "the second refusal counted")
+    (error,) = [r for r in rig.reports if isinstance(r, RankError)]
+    assert error.rank == 4 and error.node == rig.node_id
+    assert error.error.startswith(
+        f"node {rig.node_id[:8]} could not store the blocks of 'field' at step 3 from ranks [4] "
+        "(MemoryError: object store full); later blocks it cannot store are counted in blocks_not_stored."
+    ), error.error
+    assert rig.blocks() == []
     sock.close()
 
 

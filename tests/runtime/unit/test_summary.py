@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -10,7 +11,7 @@ from doreisa.runtime.cluster.driver import Failures
 from doreisa.runtime.cluster.results import OutputFailure
 from doreisa.runtime.cluster.summary import format_summary, run_summary
 from doreisa.runtime.cluster.watch import RunState
-from doreisa.runtime.protocol import NodeCounts, RankClosed, RankJoined, RankLost, RankStats, StepLost
+from doreisa.runtime.protocol import NodeCounts, RankClosed, RankError, RankJoined, RankLost, RankStats, StepLost
 
 
 def _session(state: RunState, *, analysed: dict[str, int], windows: dict[str, int], nodes: Any = ()) -> Any:
@@ -107,3 +108,15 @@ def test_the_first_result_is_timed_from_the_launch_and_shown_with_the_wall_time(
     assert "  wall time                              7.5 s (first result after 2.2 s)\n" in format_summary(summary)
     nothing = _session(_closed(2), analysed={}, windows={})
     assert run_summary(nothing, None, None, [], 7.5, started=100.0)["first_result_s"] is None
+
+
+def test_blocks_refused_by_rays_store_are_counted_and_the_runs_error() -> None:
+    state = _closed(2)
+    said = "node 0a1b2c3d could not store the blocks of 'field' at step 9 from ranks [0, 1] (OutOfDiskError: full)"
+    state.errors.append(RankError(0, "node", said))
+    state.lost_steps.append(StepLost("field", 12, 1, 2, (1,)))
+    nodes = [NodeCounts("n0", 18, 1 << 20, 2, 9, 0.1, not_stored=6)]
+    summary = run_summary(_session(state, analysed={"field": 9}, windows={}, nodes=nodes), None, None, [], 1.0)
+    assert summary["blocks_not_stored"] == 6 and summary["blocks_published"] == 18
+    assert summary["error"] == f"6 block(s) could not be stored in Ray's object store: {said}", "before the lost step"
+    assert re.search(r"\n  blocks not stored \(Ray's store full\) +6\n", format_summary(summary))
