@@ -21,7 +21,7 @@ import pytest
 
 from doreisa.analytics import Registry
 from doreisa.runtime.store import size
-from doreisa.testing import free_port, process_tree, routable_address, run_coupled
+from doreisa.testing import free_port, mpiexec, process_tree, routable_address, run_coupled
 
 pytestmark = [pytest.mark.ray, pytest.mark.mpi]
 
@@ -379,3 +379,44 @@ def test_F10_a_full_object_store_and_spill_disk_are_named_counted_and_never_hold
     assert sum("could not store" in e["error"] for e in summary["errors"]) == 1, "said once, then counted"
     assert summary["steps_analysed"]["field"] >= 1, "the steps stored before were analysed"
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.slow
+def test_F3_a_head_actor_killed_with_restart_allowed_is_not_restarted_empty_the_run_ends_naming_it(
+    ray_cluster: Any,
+) -> None:
+    """``ray.kill(head, no_restart=False)`` mid-run: Ray would restart an actor with ``max_restarts`` > 0 with an
+    empty state (RELIABILITY.md: verified), silently losing the partial steps and the batches' order. The head is
+    created with ``max_restarts=0``: it stays dead, and the run ends within seconds naming it, the steps
+    analysed before kept, the simulation going on without analytics."""
+    import ray
+
+    from doreisa.contract import parse_contract
+    from doreisa.errors import ClusterError
+    from doreisa.runtime.cluster.session import Session
+
+    contract = "arrays:\n  field: {dtype: float64, shape: [8, 8]}\nanalytics:\n  - {function: max, arrays: [field]}\n"
+    session = Session(parse_contract(contract), keep_results=True)
+    session.start()
+    argv = [sys.executable, str(SIM), "--shape", "8,8", "--steps", "200", "--sleep", "0.05"]
+    proc = subprocess.Popen([mpiexec(), "-n", "2", *argv], env={**os.environ, **session.env}, stdout=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while len(session.results.values.get("max", {})) < 5:
+            assert time.monotonic() < deadline, "5 steps analysed within 120 s"
+            session.poll(timeout=0.1)
+        ray.kill(session._head, no_restart=False)
+        killed = time.monotonic()
+        with pytest.raises(ClusterError, match=r"^the head actor died"):
+            session.serve(2, alive=lambda: proc.poll() is None)
+        assert time.monotonic() - killed < 60
+        with pytest.raises(ray.exceptions.RayActorError):  # dead for good, not restarted with an empty state
+            ray.get(session._head.take.remote(0.0), timeout=30)
+        assert len(session.results.values["max"]) >= 5, "what was analysed before is kept"
+    finally:
+        session.stop()  # the ranks detach from the stopped node actors and finish their steps
+        try:
+            proc.wait(timeout=120)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, "the simulation went on without the analytics"

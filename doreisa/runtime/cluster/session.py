@@ -154,8 +154,14 @@ class Session:
         driver_node = ray.get_runtime_context().get_node_id()
         log.info("driver and head actor on node %s", driver_node[:8])
         here = NodeAffinitySchedulingStrategy(node_id=driver_node, soft=False)
+        # Never restarted (max_restarts=0): a new head would start empty, its partial steps and the order of
+        # the node actors' batches gone; a dead head ends the run, loudly (F3 and F4, docs/reliability.md).
         self._head = head_cls.options(
-            name=f"{_names.HEAD_ACTOR}-{uuid.uuid4().hex[:8]}", num_cpus=0, max_concurrency=8, scheduling_strategy=here
+            name=f"{_names.HEAD_ACTOR}-{uuid.uuid4().hex[:8]}",
+            num_cpus=0,
+            max_concurrency=8,
+            max_restarts=0,
+            scheduling_strategy=here,
         ).remote(step_timeout=self.contract.timeouts.step, keep_latest=self._keep_latest)
         alive = [node for node in ray.nodes() if node["Alive"]]
         away = [a for a in self.contract.arrays if self.contract.placement_of(a).mode in AWAY]  # may leave their node
