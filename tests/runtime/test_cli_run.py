@@ -252,3 +252,41 @@ def test_a_hung_analytic_is_abandoned_and_the_others_go_on(tmp_path: Path) -> No
     rows = list(csv.DictReader((out / "results.csv").open()))
     steps = {a: sorted(int(r["step"]) for r in rows if r["analytic"] == a) for a in ("mean", "stuck", "histogram")}
     assert steps == {"mean": [0, 4, 8], "stuck": [0, 8], "histogram": [0, 4, 8]}, "the others, and later steps, go on"
+
+
+OWN_FUNCTIONS = """
+import numpy as np
+
+import doreisa
+
+
+def _shifted(block):  # defined here: Ray's workers cannot import this file
+    return block + 1.0
+
+
+@doreisa.analytic("shifted_max")
+def shifted_max(field):
+    return field.map_blocks(_shifted, dtype=field.dtype).max()
+"""
+
+
+def test_an_analytics_files_own_functions_run_on_ray_workers(tmp_path: Path) -> None:
+    """Blocks of 2 x 2 MiB: the analytic's parts run as Ray tasks (the driver runs only graphs of at most
+    1 MiB of blocks itself), on workers where the analytics file, loaded by path, is not importable.
+    Before, they failed with ``No module named 'own'``; the file's functions now travel by value."""
+    contract = tmp_path / "contract.yaml"
+    contract.write_text(
+        "arrays:\n  field: {dtype: float64, shape: [1024, 512]}\ncadence: {every: 2}\n"
+        "analytics:\n  - {function: shifted_max, arrays: [field]}\n"
+    )
+    (tmp_path / "own.py").write_text(OWN_FUNCTIONS)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "doreisa.cli", "run", str(contract), "--np", "2", "--output", str(out)]
+    cmd += ["--analytics", str(tmp_path / "own.py"), "--quiet", "--"]
+    cmd += [sys.executable, str(SIM), "--steps", "6", "--shape", "1024,512"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {int(r["step"]): float(r["value"]) for r in csv.DictReader((out / "results.csv").open())}
+    assert rows == {s: s + 1000.0 * 1023 + 511 + 1 for s in (0, 2, 4)}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["graphs"]["cut"] >= 1 and summary["analytic_failures"] == []

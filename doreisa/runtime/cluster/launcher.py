@@ -94,7 +94,7 @@ def _run(
     if temp_dir is not None:
         private_ray_token(Path(temp_dir))
     try:
-        import_analytics(analytics or [])
+        files = import_analytics(analytics or [])
         from doreisa.runtime.cluster.session import Session
 
         session = Session(contract, output=out, run_dir=run_dir)  # binds the analytics: fails before Ray starts
@@ -102,7 +102,9 @@ def _run(
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
         raise
-    from doreisa.runtime.cluster.setup import start_ray
+    from doreisa.runtime.cluster.setup import ship_by_value, start_ray
+
+    ship_by_value(files)
 
     default_term = signal.getsignal(signal.SIGTERM)
     try:

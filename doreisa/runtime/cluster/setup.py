@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+from types import ModuleType
 
 import ray
 
@@ -42,6 +43,20 @@ def start_ray(
     )
     if temp_dir is not None:
         os.chmod(temp_dir, 0o700)  # Ray chmods the folders it creates to 0777
+
+
+def ship_by_value(modules: list[ModuleType]) -> None:
+    """Send what ``modules`` define (analytics files given to ``doreisa run --analytics``) by value.
+
+    Ray pickles a function by reference (its module and name) when it ships a task; a worker then
+    imports the module. A file loaded by path is on no worker's path, so an analytic that hands one
+    of its own functions to Dask (``map_blocks``, ``reduction``) failed with ``No module named ...``
+    as soon as its tasks ran on a Ray worker (blocks over 1 MiB, or on other nodes).
+    """
+    from ray import cloudpickle
+
+    for module in modules:
+        cloudpickle.register_pickle_by_value(module)
 
 
 def limit_malloc_arenas(arenas: int = 2) -> bool:
