@@ -420,3 +420,81 @@ def test_F3_a_head_actor_killed_with_restart_allowed_is_not_restarted_empty_the_
         finally:
             proc.kill()
     assert proc.returncode == 0, "the simulation went on without the analytics"
+
+
+HOG = """
+import numpy as np
+
+import doreisa
+
+
+def _hog(block, step):
+    if step >= 3:  # from the 4th analysed step: allocate until Ray kills the task (at most 6 GiB, then give up)
+        held = [np.ones(16 << 20) for _ in range(48)]  # 128 MiB each, touched
+        del held
+    return block
+
+
+@doreisa.analytic("hog")
+def hog(field, *, steps):
+    return field.map_blocks(_hog, steps[-1], dtype=field.dtype).max()
+"""
+
+
+def _memory_in_use() -> float:
+    """The share of this machine's memory in use, as Ray's memory monitor reads it."""
+    info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    total, available = (int(info[k].split()[0]) for k in ("MemTotal", "MemAvailable"))
+    return (total - available) / total
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+@pytest.mark.skipif(
+    os.environ.get("DOREISA_OOM_TEST") != "1", reason="opt-in (DOREISA_OOM_TEST=1): fills this machine's memory"
+)
+def test_F11_an_analytic_that_exhausts_memory_is_killed_by_ray_reported_and_the_simulation_goes_on(
+    tmp_path: Path,
+) -> None:
+    """A Ray head whose memory monitor kills workers above the memory in use now + 15 % of the machine; an
+    analytic allocates up to 6 GiB in its task from the 4th analysed step. Ray kills the task, then, as the
+    memory stays high, more workers: doreisa's actors among them (its policy does not spare them). The run
+    ends with a summary naming the memory kill, the analytic's failure is reported with its step, and the
+    simulation never notices."""
+    port, temp = free_port(), tempfile.mkdtemp(prefix="dr-", dir="/tmp")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {
+        "HOME": str(tmp_path),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": "f11" * 11,
+    }
+    monitor = {"RAY_memory_usage_threshold": f"{_memory_in_use() + 0.15:.3f}", "RAY_memory_monitor_refresh_ms": "100"}
+    head = ["--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2"]
+    ray = _ray_start(
+        [*head, "--object-store-memory=200000000", "--include-dashboard=false", f"--temp-dir={temp}"], env | monitor
+    )
+    try:
+        _wait_for(lambda: _node_ids("127.0.0.1", port, env, 1), timeout=120)
+        contract = tmp_path / "contract.yaml"
+        contract.write_text(
+            "arrays:\n  field: {dtype: float64, shape: [1024, 512]}\nanalytics:\n  - {function: hog, arrays: [field]}\n"
+        )
+        (tmp_path / "hog.py").write_text(HOG)
+        out = tmp_path / "out"
+        argv = [sys.executable, "-m", "doreisa.cli", "run", str(contract), "--address", f"127.0.0.1:{port}"]
+        argv += ["--np", "2", "--output", str(out), "--analytics", str(tmp_path / "hog.py"), "--quiet", "--"]
+        argv += [sys.executable, str(SIM), "--shape", "1024,512", "--steps", "30", "--sleep", "0.1"]
+        run = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=360)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(ray.pid, signal.SIGKILL)
+        ray.wait(timeout=60)
+        shutil.rmtree(temp, ignore_errors=True)
+    assert run.returncode == 1, run.stdout + run.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["simulation_exit_code"] == 0, "the simulation never noticed"
+    assert "running low on memory" in summary["error"], summary["error"]
+    assert summary["steps_analysed"]["field"] >= 3, "the steps analysed before are kept"
+    failed = [f for f in summary["analytic_failures"] if f["analytic"] == "hog"]
+    assert failed and failed[0]["step"] >= 3, summary["analytic_failures"]
+    assert "Traceback" not in run.stderr
