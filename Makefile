@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.doreisa-installed
 
-.PHONY: demo test test-hosts lint typecheck pytest bench bench-quick clean
+.PHONY: demo test test-slow test-hosts lint typecheck pytest bench bench-quick clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The slow cases alone (whole-run faults, 16 ranks, several hosts, terminals), the chaos test with 20 seeds.
+test-slow: $(STAMP)
+	DOREISA_CHAOS_SEEDS=20 $(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 # The multi-host test alone (four virtual hosts in network namespaces; needs root), with the bytes
 # each host pair carried per analysed step. make test runs it too, where namespaces can be made.
