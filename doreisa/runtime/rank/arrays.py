@@ -72,6 +72,11 @@ class BlockCopy:
     index: tuple[int, ...]
     chunks: tuple[tuple[int, ...], ...]
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the copied block (a ring slot holds one)."""
+        return int(np.prod(self.shape)) * self.dtype.itemsize
+
     @classmethod
     def plan(cls, array: RankArray, box: Box, layout: Layout, rank: int) -> BlockCopy:
         """What ``rank`` copies of its block ``box`` in ``layout``."""

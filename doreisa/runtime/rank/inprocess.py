@@ -113,7 +113,7 @@ class InProcessTransport:
 
     def open(self, array: RankArray, copy: BlockCopy, backpressure: BackpressurePlan) -> _Slots:
         shape, dtype = copy.shape, copy.dtype.str
-        nbytes = int(np.prod(shape)) * copy.dtype.itemsize
+        nbytes = copy.nbytes
         warn_if_over_store(self._rank, array.name, nbytes, self.welcome.store_bytes, backpressure.max_store_fraction)
         self.sent.append(
             RingOpened(array.name, array.ring_id, copy.index, "", 1, 0, shape, dtype, copy.chunks, copy.nblocks)

@@ -139,7 +139,7 @@ class ShmTransport:
 
     def open(self, array: RankArray, copy: BlockCopy, backpressure: BackpressurePlan) -> RingStaging:
         """Create the array's ring in shared memory and tell the node actor how to read it."""
-        nbytes = int(np.prod(copy.shape)) * copy.dtype.itemsize
+        nbytes = copy.nbytes
         warn_if_over_store(self._rank, array.name, nbytes, self.welcome.store_bytes, backpressure.max_store_fraction)
         size = slot_bytes(nbytes)
         # a burst of steps faster than the node actor ingests them fills the ring before publish waits
