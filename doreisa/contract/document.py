@@ -75,10 +75,12 @@ class Contract(StrictModel):
                 continue
             base = specs.get(of)
             if base is None:  # said before the dtype and shape the view would have taken from it
-                raise LocatedError((name, "of"), f"unknown array {of!r}; known arrays: {', '.join(sorted(specs))}")
+                raise LocatedError(
+                    ("arrays", name, "of"), f"unknown array {of!r}; known arrays: {', '.join(sorted(specs))}"
+                )
             if _field(base, "of") is not None:
                 raise LocatedError(
-                    (name, "of"), f"{of!r} is itself a view of {_field(base, 'of')!r}: view that instead"
+                    ("arrays", name, "of"), f"{of!r} is itself a view of {_field(base, 'of')!r}: view that instead"
                 )
             if isinstance(spec, Mapping) and isinstance(base, Mapping):
                 inherited = {k: v for k, v in cast(Mapping[str, Any], base).items() if k in _LAYOUT}
@@ -143,6 +145,7 @@ class Contract(StrictModel):
         check(self._check_monitored_once)
         for name, spec in self.arrays.items():
             check(lambda name=name, spec=spec: self._check_view(name, spec))
+        check(self._check_subsets)
         if errors:
             raise LocatedErrors(errors)
         return self
@@ -176,6 +179,24 @@ class Contract(StrictModel):
                     f"{start}:{stop} is outside dimension {d} of {mon.array!r} (size {size}) or empty",
                 )
 
+    def _check_subsets(self) -> None:
+        """Arrays on a subset of the ranks (``ranks:``) take no part in what every rank computes alike."""
+        for i, mon in enumerate(self.monitors):
+            spec = self.arrays.get(mon.array)
+            if spec is not None and spec.ranks is not None:
+                raise LocatedError(
+                    ("monitors", i, "array"),
+                    f"{mon.array!r} is published by ranks {list(spec.ranks)} only, and every rank computes a "
+                    "monitor (finite: true is one); monitor an array every rank publishes",
+                )
+        subsets_only = self.arrays and all(s.ranks is not None for s in self.arrays.values())
+        if subsets_only and (self.triggers or self.uses_feedback):
+            raise LocatedError(
+                ("arrays", next(iter(self.arrays)), "ranks"),
+                "every array is published by a subset of the ranks, but triggers and feedback are applied by "
+                "every rank when it publishes an array that every rank publishes: add one, or leave out ranks",
+            )
+
     def _check_view(self, name: str, spec: ArraySpec) -> None:
         if spec.of is None:
             return
@@ -183,7 +204,7 @@ class Contract(StrictModel):
         for key in sorted(_LAYOUT):
             if getattr(spec, key) != getattr(base, key):
                 raise LocatedError(
-                    (name, key), f"a view has the {key} of the array it views ({spec.of!r}): leave {key} out"
+                    ("arrays", name, key), f"a view has the {key} of the array it views ({spec.of!r}): leave {key} out"
                 )
 
     @cached_property
@@ -291,7 +312,7 @@ class Contract(StrictModel):
 
 
 #: What a view takes from the array it views.
-_LAYOUT = frozenset({"dtype", "shape", "block", "dims"})
+_LAYOUT = frozenset({"dtype", "shape", "block", "dims", "ranks"})
 
 
 def _field(item: Any, key: str) -> Any:

@@ -219,6 +219,11 @@ class ArraySpec(StrictModel):
         "array's own select of it at its own cadence (a zoom that a trigger turns on); dtype, shape, block and "
         "dims come from that array",
     )
+    ranks: Annotated[tuple[NonNegativeInt, ...], Field(min_length=1)] | None = Field(
+        default=None,
+        description="the ranks that publish this array, in increasing order: a list, or ranges as text ('0-3, 8'); "
+        "the others never call publish for it; default: every rank",
+    )
     finite: bool = Field(
         default=False,
         description="count NaN and Inf in every rank's block at every step, copied or not, and report the steps "
@@ -230,6 +235,19 @@ class ArraySpec(StrictModel):
     @classmethod
     def _preprocess_shorthand(cls, value: Any) -> Any:
         return {"function": value} if isinstance(value, str) else value
+
+    @field_validator("ranks", mode="before", json_schema_input_type=str | tuple[NonNegativeInt, ...] | None)
+    @classmethod
+    def _rank_ranges(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            spans = [[int(n) for n in part.split("-")] for part in value.split(",")]
+        except ValueError:
+            spans = []
+        if not spans or any(len(s) > 2 or s[0] > s[-1] for s in spans):
+            raise ValueError(f"ranks {value!r}: give ranks as a list, or ranges such as '0-3, 8'")
+        return [r for span in spans for r in range(span[0], span[-1] + 1)]
 
     @field_validator("select", mode="before", json_schema_input_type=tuple[Slice, ...] | dict[str, Slice] | None)
     @classmethod
@@ -259,6 +277,8 @@ class ArraySpec(StrictModel):
                     f"block {list(self.block)} does not tile shape {list(self.shape)} along dims {bad}: each shape "
                     "must be a multiple of the block; for uneven tilings leave out 'block' and pass offsets",
                 )
+        if self.ranks is not None and list(self.ranks) != sorted(set(self.ranks)):
+            raise LocatedError(("ranks",), f"{list(self.ranks)}: list each rank once, in increasing order")
         if self.dims is not None and len(set(self.dims)) != ndim:
             raise LocatedError(("dims",), f"dims {list(self.dims)} repeat a name; give each dimension its own")
         self._check_select()

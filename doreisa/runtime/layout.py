@@ -1,8 +1,14 @@
 """How the ranks' blocks tile an array, and which part of each block the contract selects.
 
 Pure functions, tested without Ray or MPI. Every rank computes the same :class:`Layout` from
-the ``(offset, shape)`` of all ranks (one ``allgather``), so no rank needs to ask anyone
-which part of its block to copy or where that part goes.
+the ``(offset, shape)`` of every block of every rank (one ``allgather``), so no rank needs to
+ask anyone which part of its blocks to copy or where each part goes.
+
+A rank may publish several blocks (tiles, patches), and the blocks need not form a
+rectilinear grid. The analytics' grid of chunks is cut wherever any block has an edge: a
+rectilinear tiling keeps one chunk per block; a block that another block's edge crosses (a
+brick layout, tiles of several sizes) fills several chunks, each copied on its own, so the
+array still assembles exactly.
 """
 
 from __future__ import annotations
@@ -25,12 +31,13 @@ Region = tuple[tuple[int, int, int], ...]  # (start, stop, step) per dim
 
 @dataclass(frozen=True)
 class RankPart:
-    """What one rank copies of its block.
+    """What a rank copies of one of its blocks into one chunk of the analytics' grid.
 
     Attributes
     ----------
     local : tuple of slice
-        The part of the rank's block inside the region (the rank has no ``RankPart`` when it has none).
+        The part of the block inside the region and the chunk (a block has no ``RankPart`` when the
+        region selects nothing of it, and several when other blocks' edges cross it).
     index : tuple of int
         Position of that part in the grid of chunks the analytics see.
     shape : tuple of int
@@ -44,15 +51,17 @@ class RankPart:
 
 @dataclass(frozen=True)
 class Layout:
-    """The grid of chunks of the selected region, and each rank's part of it."""
+    """The grid of chunks of the selected region, and the chunks each block fills."""
 
     chunks: tuple[tuple[int, ...], ...]
-    parts: tuple[RankPart | None, ...]  # one per rank
+    #: one entry per block (in the order of the boxes given): its parts, one per chunk it fills;
+    #: empty when the region selects nothing of it
+    parts: tuple[tuple[RankPart, ...], ...]
 
     @property
     def nchunks(self) -> int:
         """Number of chunks the analytics wait for at each step."""
-        return sum(part is not None for part in self.parts)
+        return sum(len(parts) for parts in self.parts)
 
 
 def default_offset(spec: ArrayPlan | ArraySpec, rank: int, size: int, name: str) -> tuple[int, ...]:
@@ -95,35 +104,39 @@ def check_block(
             )
 
 
-def make_layout(spec: ArrayPlan | ArraySpec, name: str, boxes: list[Box]) -> Layout:
-    """Check that ``boxes`` (one per rank) tile the array, and find each rank's part of the region.
+def make_layout(spec: ArrayPlan | ArraySpec, name: str, boxes: list[Box], owners: list[int] | None = None) -> Layout:
+    """Check that ``boxes`` tile the array, and find the chunks of the region each one fills.
+
+    ``owners``: the rank that publishes each box (default: box ``i`` is rank ``i``'s only block).
 
     Raises
     ------
     LayoutError
-        Naming overlapping ranks, holes, or blocks that do not form a rectilinear grid.
+        Naming the ranks (and which of their blocks) whose blocks are out of the array, overlap,
+        or leave holes.
     """
-    for rank, (offset, shape) in enumerate(boxes):
-        check_block(spec, name, rank, offset, shape)
-    problems = tiling_problems(spec.shape, boxes)
+    owners = list(range(len(boxes))) if owners is None else owners
+    for owner, (offset, shape) in zip(owners, boxes, strict=True):
+        check_block(spec, name, owner, offset, shape)
+    problems = tiling_problems(spec.shape, boxes, block_labels(owners))
     if problems:
         raise LayoutError(
             f"array {name!r}: " + "; ".join(problems) + " (every element must belong to exactly one rank)"
         )
-    edges = [sorted({o[d] for o, _ in boxes} | {spec.shape[d]}) for d in range(spec.ndim)]
-    cells: dict[tuple[int, ...], int] = {}
-    for rank, (offset, shape) in enumerate(boxes):
-        cell = []
-        for d in range(spec.ndim):
-            i = edges[d].index(offset[d])
-            if edges[d][i + 1] != offset[d] + shape[d]:
-                raise LayoutError(
-                    f"array {name!r}: rank {rank}'s block {shape} at {offset} crosses another block's edge along "
-                    f"dim {d}; the blocks must form a rectilinear grid (same cuts across each dimension)"
-                )
-            cell.append(i)
-        cells[tuple(cell)] = rank
-    return _grid(spec, edges, boxes, cells)
+    return _grid(spec, _cuts(spec.shape, boxes), boxes)
+
+
+def block_labels(owners: list[int]) -> list[str]:
+    """How errors name each block: ``rank 3``, or ``rank 3's block 1`` when rank 3 publishes several."""
+    count: dict[int, int] = {}
+    for owner in owners:
+        count[owner] = count.get(owner, 0) + 1
+    seen: dict[int, int] = {}
+    labels = []
+    for owner in owners:
+        k = seen[owner] = seen.get(owner, -1) + 1
+        labels.append(f"rank {owner}" if count[owner] == 1 else f"rank {owner}'s block {k}")
+    return labels
 
 
 #: The overlaps and holes an error names at most (a broken decomposition can have thousands).
@@ -132,11 +145,12 @@ SHOWN = 3
 MAX_CELLS = 1_000_000
 
 
-def tiling_problems(shape: tuple[int, ...], boxes: list[Box]) -> list[str]:
-    """What keeps ``boxes`` (one per rank) from covering ``shape`` exactly once: overlaps (naming
-    both ranks), then holes (naming the uncovered region); empty when they tile it."""
+def tiling_problems(shape: tuple[int, ...], boxes: list[Box], labels: list[str] | None = None) -> list[str]:
+    """What keeps ``boxes`` from covering ``shape`` exactly once: overlaps (naming both blocks by their
+    ``labels``, default ``rank i``), then holes (naming the uncovered region); empty when they tile it."""
+    labels = [f"rank {i}" for i in range(len(boxes))] if labels is None else labels
     pairs = _overlaps(boxes)
-    problems = [_overlap_text(boxes, a, b) for a, b in pairs[:SHOWN]]
+    problems = [_overlap_text(boxes, labels, a, b) for a, b in pairs[:SHOWN]]
     if len(pairs) > SHOWN:
         problems.append(f"{len(pairs) - SHOWN} more pairs of ranks overlap")
     covered, total = sum(math.prod(s) for _, s in boxes), math.prod(shape)
@@ -168,13 +182,17 @@ def _intersect(a: Box, b: Box) -> bool:
     return all(max(oa, ob) < min(oa + na, ob + nb) for oa, na, ob, nb in zip(a[0], a[1], b[0], b[1], strict=True))
 
 
-def _overlap_text(boxes: list[Box], a: int, b: int) -> str:
+def _overlap_text(boxes: list[Box], labels: list[str], a: int, b: int) -> str:
     first, second = _region(*_bounds(boxes[a])), _region(*_bounds(boxes[b]))
+    if "'" in labels[a] + labels[b]:  # a rank's block among several
+        who = f"{labels[a]} and {labels[b]}"
+    else:  # ranks of one block each: "ranks 1 and 2"
+        who = f"ranks {labels[a].removeprefix('rank ')} and {labels[b].removeprefix('rank ')}"
     if boxes[a] == boxes[b]:
-        return f"ranks {a} and {b} publish the same block {first}"
+        return f"{who} publish the same block {first}"
     if boxes[a][0] == boxes[b][0]:
-        return f"ranks {a} and {b} publish blocks at the same offset {boxes[a][0]}: {first} and {second}"
-    return f"ranks {a} and {b} publish overlapping blocks {first} and {second}"
+        return f"{who} publish blocks at the same offset {boxes[a][0]}: {first} and {second}"
+    return f"{who} publish overlapping blocks {first} and {second}"
 
 
 def _bounds(box: Box) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -185,19 +203,26 @@ def _region(lo: tuple[int, ...], hi: tuple[int, ...]) -> str:
     return "[" + ", ".join(f"{a}:{b}" for a, b in zip(lo, hi, strict=True)) + "]"
 
 
+def _cuts(shape: tuple[int, ...], boxes: list[Box]) -> list[list[int]]:
+    """Along each dimension, every block's edges (and the array's): the grid every block is made of."""
+    cuts = [sorted({0, n} | {o[d] for o, _ in boxes} | {o[d] + s[d] for o, s in boxes}) for d, n in enumerate(shape)]
+    return [[c for c in cs if 0 <= c <= n] for cs, n in zip(cuts, shape, strict=True)]
+
+
+def _cells(cuts: list[list[int]], box: Box) -> list[range]:
+    """The cells of the grid ``cuts`` that ``box`` covers, as a range of cell numbers per dimension."""
+    lo, hi = _bounds(box)
+    return [range(bisect.bisect_left(c, a), bisect.bisect_left(c, b)) for c, a, b in zip(cuts, lo, hi, strict=True)]
+
+
 def _holes(shape: tuple[int, ...], boxes: list[Box]) -> list[tuple[tuple[int, ...], tuple[int, ...]]] | None:
     """The cells of the grid made by every block's edges that no block covers (None: too many cells to look)."""
-    cuts = [sorted({0, n} | {o[d] for o, _ in boxes} | {o[d] + s[d] for o, s in boxes}) for d, n in enumerate(shape)]
-    cuts = [[c for c in cs if 0 <= c <= n] for cs, n in zip(cuts, shape, strict=True)]
+    cuts = _cuts(shape, boxes)
     if math.prod(len(c) - 1 for c in cuts) > MAX_CELLS:
         return None
     covered: set[tuple[int, ...]] = set()
     for box in boxes:
-        lo, hi = _bounds(box)
-        spans = [
-            range(bisect.bisect_left(c, a), bisect.bisect_left(c, b)) for c, a, b in zip(cuts, lo, hi, strict=True)
-        ]
-        covered.update(itertools.product(*spans))
+        covered.update(itertools.product(*_cells(cuts, box)))
     return [
         (tuple(c[i] for c, i in zip(cuts, cell, strict=True)), tuple(c[i + 1] for c, i in zip(cuts, cell, strict=True)))
         for cell in itertools.product(*(range(len(c) - 1) for c in cuts))
@@ -205,25 +230,27 @@ def _holes(shape: tuple[int, ...], boxes: list[Box]) -> list[tuple[tuple[int, ..
     ]
 
 
-def _grid(
-    spec: ArrayPlan | ArraySpec, edges: list[list[int]], boxes: list[Box], cells: dict[tuple[int, ...], int]
-) -> Layout:
+def _grid(spec: ArrayPlan | ArraySpec, cuts: list[list[int]], boxes: list[Box]) -> Layout:
+    """The chunks of the region in the grid ``cuts``, and each box's parts of them (boxes that tile the array)."""
     region = spec.region
     # selected count of each grid cell along each dim; empty cells drop out of the chunk grid
     counts = [
-        [_count(edges[d][i], edges[d][i + 1], region[d]) for i in range(len(edges[d]) - 1)] for d in range(spec.ndim)
+        [_count(cuts[d][i], cuts[d][i + 1], region[d]) for i in range(len(cuts[d]) - 1)] for d in range(spec.ndim)
     ]
-    kept = [[i for i, c in enumerate(cs) if c] for cs in counts]
+    kept = [{i: k for k, i in enumerate(i for i, c in enumerate(cs) if c)} for cs in counts]
     chunks = tuple(tuple(counts[d][i] for i in kept[d]) for d in range(spec.ndim))
-    parts: list[RankPart | None] = [None] * len(boxes)
-    for cell, rank in cells.items():
-        if not all(counts[d][i] for d, i in enumerate(cell)):
-            continue
-        offset, _ = boxes[rank]
-        local = tuple(_local_slice(offset[d], edges[d][i + 1], region[d]) for d, i in enumerate(cell))
-        index = tuple(kept[d].index(i) for d, i in enumerate(cell))
-        shape = tuple(counts[d][i] for d, i in enumerate(cell))
-        parts[rank] = RankPart(local, index, shape)
+    parts: list[tuple[RankPart, ...]] = []
+    for box in boxes:
+        offset, mine = box[0], []
+        for cell in itertools.product(*_cells(cuts, box)):
+            if not all(counts[d][i] for d, i in enumerate(cell)):
+                continue
+            local = tuple(
+                _local_slice(cuts[d][i], cuts[d][i + 1], region[d], base=offset[d]) for d, i in enumerate(cell)
+            )
+            index = tuple(kept[d][i] for d, i in enumerate(cell))
+            mine.append(RankPart(local, index, tuple(counts[d][i] for d, i in enumerate(cell))))
+        parts.append(tuple(mine))
     return Layout(chunks, tuple(parts))
 
 
@@ -238,9 +265,11 @@ def _count(lo: int, hi: int, region: tuple[int, int, int]) -> int:
     return max(0, -(-(end - first) // region[2]))
 
 
-def _local_slice(lo: int, hi: int, region: tuple[int, int, int]) -> slice:
+def _local_slice(lo: int, hi: int, region: tuple[int, int, int], base: int | None = None) -> slice:
+    """The selected indices of ``[lo, hi)``, counted from ``base`` (the block's first index; default ``lo``)."""
     first = _first_selected(lo, region)
-    return slice(first - lo, min(hi, region[1]) - lo, region[2])
+    base = lo if base is None else base
+    return slice(first - base, min(hi, region[1]) - base, region[2])
 
 
 def local_part(offset: tuple[int, ...], shape: tuple[int, ...], region: Region) -> tuple[slice, ...] | None:

@@ -72,6 +72,7 @@ class ArrayPlan(msgspec.Struct, frozen=True):
     preprocess: PreprocessPlan | None = None
     cadence: CadencePlan | None = None  # its own; RankPlan.cadence_of gives the one it follows
     of: str | None = None
+    ranks: tuple[int, ...] | None = None  # the ranks that publish it, in increasing order; None: every rank
 
     @property
     def ndim(self) -> int:

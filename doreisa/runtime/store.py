@@ -60,12 +60,14 @@ class StoreBudget:
     store_bytes: int | None
     fraction: float
     held: dict[str, int]
-    blocks: dict[str, dict[int, int]] = field(default_factory=dict[str, dict[int, int]])  # array -> rank -> bytes
+    # array -> (rank, ring) -> bytes: a rank has a ring per chunk of the array it fills
+    blocks: dict[str, dict[tuple[int, int], int]] = field(default_factory=dict[str, dict[tuple[int, int], int]])
     warned: bool = False
 
-    def add(self, array: str, rank: int, nbytes: int) -> str | None:
-        """A rank opened a ring of ``array`` with blocks of ``nbytes``: the warning, the first time they cannot fit."""
-        self.blocks.setdefault(array, {})[rank] = nbytes
+    def add(self, array: str, rank: int, nbytes: int, ring: int = 0) -> str | None:
+        """A rank opened ring ``ring`` of ``array`` with blocks of ``nbytes``: the warning, the first time they
+        cannot fit."""
+        self.blocks.setdefault(array, {})[rank, ring] = nbytes
         if self.warned or not self.store_bytes:
             return None
         step_bytes = {a: sum(ranks.values()) for a, ranks in self.blocks.items()}
@@ -81,7 +83,8 @@ class StoreBudget:
         advice += ["copy less (select, preprocess)", "give Ray a larger store (ray start --object-store-memory)"]
         todo = ", ".join(advice[:-1]) + " or " + advice[-1]
         return (
-            f"the blocks of this node's {max(len(r) for r in self.blocks.values())} rank(s) in flight can reach "
+            f"the blocks of this node's {max(len({r for r, _ in rs}) for rs in self.blocks.values())} rank(s) in "
+            f"flight can reach "
             f"{size(need)} ({arrays} steps), over {self.fraction:g} of its object store ({size(self.store_bytes)}; "
             f"backpressure.max_store_fraction): Ray will spill to disk before backpressure holds the simulation. "
             f"{todo[0].upper()}{todo[1:]}"

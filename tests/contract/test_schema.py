@@ -86,6 +86,7 @@ def test_schema_rejects_a_typo() -> None:
                 "cadence",
                 "placement",
                 "of",
+                "ranks",
                 "finite",
             ],
         ),

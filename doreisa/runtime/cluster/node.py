@@ -253,7 +253,8 @@ class NodeServer:
         if isinstance(message, RingOpened):
             conn.map_ring(message, asleep=self._asleep)
             nbytes = int(np.prod(message.shape)) * np.dtype(message.dtype).itemsize
-            warning = self._budget.add(message.array, conn.rank if conn.rank is not None else -1, nbytes)
+            rank = conn.rank if conn.rank is not None else -1
+            warning = self._budget.add(message.array, rank, nbytes, message.ring_id)
             if warning is not None:
                 log.warning("node %s: %s", self.node_id[:8], warning)
                 batch.append(NodeWarning(self.node_id, warning))

@@ -309,7 +309,8 @@ class Session:
         ClusterError
             If an actor of the run or the head node's GCS is gone.
         """
-        watch = RunWatch(self.contract.timeouts, nranks, self.run_dir)
+        subsets = {name: spec.ranks for name, spec in self.contract.arrays.items() if spec.ranks is not None}
+        watch = RunWatch(self.contract.timeouts, nranks, self.run_dir, subsets)
         while True:
             self.poll()
             self._check_watches()

@@ -115,8 +115,12 @@ class RunState:
 class RunWatch:
     """The deadlines of one run (see the module)."""
 
-    def __init__(self, timeouts: Timeouts, nranks: int, run_dir: Path) -> None:
+    def __init__(
+        self, timeouts: Timeouts, nranks: int, run_dir: Path, subsets: Mapping[str, tuple[int, ...]] | None = None
+    ) -> None:
         self.timeouts, self.nranks, self.run_dir = timeouts, nranks, run_dir
+        #: the arrays the contract gives to a subset of the ranks (``ranks:``): only those publish them
+        self.subsets = subsets or {}
         now = time.monotonic()
         self._connect_by = now + timeouts.connect
         self._progress = (-1, now)  # blocks seen, and since when
@@ -193,14 +197,15 @@ class RunWatch:
     def _check_stall(self, state: RunState, now: float) -> None:
         """A rank that never enters the first publish of an array, while others wait for it in that collective."""
         for array, entered in state.publishing.items():
-            silent = sorted(set(range(self.nranks)) - set(entered) - state.done)
+            silent = sorted(set(self.subsets.get(array, range(self.nranks))) - set(entered) - state.done)
             waited = now - min(entered.values())
             if silent and waited > self.timeouts.step:
                 raise StallError(
                     f"ranks {rank_ranges(silent)} never called publish({array!r}) while ranks "
                     f"{rank_ranges(entered)} have waited "
                     f"{waited:.0f} s for them in its first collective (timeouts.step = {self.timeouts.step:g} s); "
-                    "are they stuck, or do they skip this array? Every rank publishes every array"
+                    "are they stuck, or do they skip this array? Every rank publishes every array, but those the "
+                    "contract gives to some ranks (ranks:)"
                 )
 
 

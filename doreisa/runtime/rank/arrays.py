@@ -2,8 +2,9 @@
 what is fixed at the first publish, and what changes at every step.
 
 * :class:`RankArray`: the contract's array and the operator this rank applies (immutable);
-* :class:`BlockCopy`: what this rank copies of its block and where it lands in the analytics'
-  chunk grid, agreed by every rank at the first publish (immutable; :func:`agree_on_layout`);
+* :class:`Tiling`: this rank's blocks, and for each chunk of the analytics' grid they fill a
+  :class:`BlockCopy` (what is copied, and where it lands), agreed by every rank at the first
+  publish (immutable; :func:`agree_on_layout`);
 * :class:`ArrayRun`: the cadence, the last step, and the fast path's next wanted step (mutable).
 
 The checks of a published block live here too: they raise before anything is copied.
@@ -12,6 +13,7 @@ The checks of a published block live here too: they raise before anything is cop
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +22,16 @@ import numpy as np
 from doreisa.errors import BlockMismatchError, LayoutError
 from doreisa.plugins import Preprocessor, make_preprocessor
 from doreisa.runtime.cadence import ArrayCadence
-from doreisa.runtime.layout import Box, Layout, RankPart, check_block, default_offset, make_layout, tiling_problems
+from doreisa.runtime.layout import (
+    Box,
+    Layout,
+    RankPart,
+    block_labels,
+    check_block,
+    default_offset,
+    make_layout,
+    tiling_problems,
+)
 from doreisa.runtime.plan import ArrayPlan, RankPlan
 from doreisa.runtime.rank.comm import Communicator
 from doreisa.runtime.rank.device import DeviceBlock
@@ -38,6 +49,7 @@ class RankArray:
     spec: ArrayPlan
     dtype: np.dtype[Any]
     operator: Preprocessor | None
+    narrays: int = 1  # arrays in the contract: a ring per copied chunk is numbered ring_id + narrays * k
 
     @classmethod
     def all_of(cls, plan: RankPlan) -> list[RankArray]:
@@ -46,7 +58,7 @@ class RankArray:
         for i, (name, spec) in enumerate(plan.arrays.items()):
             pre = spec.preprocess
             op = None if pre is None else make_preprocessor(pre.function, pre.params)
-            out.append(cls(name, i, spec, np.dtype(spec.dtype), op))
+            out.append(cls(name, i, spec, np.dtype(spec.dtype), op, len(plan.arrays)))
         return out
 
     @property
@@ -54,19 +66,24 @@ class RankArray:
         return "" if self.spec.preprocess is None else self.spec.preprocess.function
 
 
+#: Ring numbers travel as 16-bit integers (``wire.free_record``).
+MAX_RINGS = 1 << 16
+
+
 @dataclass(frozen=True)
 class BlockCopy:
-    """This rank's block of an array, and what it copies of it: fixed at the first publish.
+    """One chunk of the analytics' grid that this rank fills from one of its blocks: fixed at the first publish.
 
-    ``part`` is None when the contract's region leaves this rank nothing to copy. ``shape``,
-    ``dtype``, ``index`` and ``chunks`` are those of the copied block and the analytics' grid,
-    after the operator (which may add dimensions).
+    ``shape``, ``dtype``, ``index`` and ``chunks`` are those of the copied chunk and the analytics'
+    grid, after the operator (which may add dimensions). Each is copied into its own ring, ``ring``.
     """
 
-    box: Box
+    box: Box  # the block it is copied from
+    tile: int  # which of the rank's blocks that is (0 when it publishes one)
+    ring: int
     layout: Layout
-    part: RankPart | None
-    whole: bool  # the rank copies its whole block: no view of a part to make
+    part: RankPart
+    whole: bool  # the whole block is copied: no view of a part to make
     shape: tuple[int, ...]
     dtype: np.dtype[Any]
     index: tuple[int, ...]
@@ -78,18 +95,15 @@ class BlockCopy:
         return int(np.prod(self.shape)) * self.dtype.itemsize
 
     @classmethod
-    def plan(cls, array: RankArray, box: Box, layout: Layout, rank: int) -> BlockCopy:
-        """What ``rank`` copies of its block ``box`` in ``layout``."""
-        part = layout.parts[rank]
+    def plan(cls, array: RankArray, box: Box, tile: int, part: RankPart, layout: Layout, ring: int) -> BlockCopy:
+        """What is copied of block ``box`` (the rank's ``tile``-th) into the chunk ``part`` of ``layout``."""
         op = array.operator
         chunks = layout.chunks if op is None else op.chunks_of(layout.chunks)
-        if part is None:
-            return cls(box, layout, None, False, (), array.dtype, (), chunks)
         shape, dtype = part.shape, array.dtype
         if op is not None:
             shape, dtype = op.shape_of(shape), op.dtype_of(dtype)
         index = part.index + (0,) * (len(shape) - len(part.index))  # an operator may add dimensions
-        return cls(box, layout, part, part.shape == box[1], shape, dtype, index, chunks)
+        return cls(box, tile, ring, layout, part, part.shape == box[1], shape, dtype, index, chunks)
 
     @property
     def nblocks(self) -> int:
@@ -97,16 +111,56 @@ class BlockCopy:
         return self.layout.nchunks
 
 
+@dataclass(frozen=True)
+class Tiling:
+    """This rank's blocks of an array and the chunks it copies of them: agreed at the first publish."""
+
+    boxes: tuple[Box, ...]  # its blocks, in the order publish gives them
+    pieces: tuple[BlockCopy, ...]  # empty when the region selects nothing of them
+    layout: Layout
+
+    @classmethod
+    def plan(cls, array: RankArray, boxes: tuple[Box, ...], layout: Layout, first: int) -> Tiling:
+        """This rank's part of ``layout``, whose blocks from ``first`` on are its ``boxes``."""
+        pieces = [
+            (tile, part) for tile in range(len(boxes)) for part in layout.parts[first + tile]
+        ]  # the rank's chunks, one ring each
+        if array.ring_id + array.narrays * len(pieces) >= MAX_RINGS:
+            raise LayoutError(
+                f"array {array.name!r}: this rank's blocks fill {len(pieces)} chunks of the analytics' grid, "
+                f"more than the {MAX_RINGS // array.narrays} a rank may copy per array; publish fewer, larger blocks"
+            )
+        copies = tuple(
+            BlockCopy.plan(array, boxes[tile], tile, part, layout, array.ring_id + array.narrays * k)
+            for k, (tile, part) in enumerate(pieces)
+        )
+        return cls(boxes, copies, layout)
+
+
 class ArrayRun:
     """What changes while a rank publishes an array: its cadence, last step, and what the fast path knows."""
 
-    __slots__ = ("array", "copy", "last_step", "last_wanted", "schedule", "skip_below", "staging", "stride", "views")
+    __slots__ = (
+        "array",
+        "comm",
+        "last_step",
+        "last_wanted",
+        "schedule",
+        "skip_below",
+        "stagings",
+        "stride",
+        "tiling",
+        "views",
+    )
 
-    def __init__(self, array: RankArray, schedule: ArrayCadence) -> None:
+    def __init__(self, array: RankArray, schedule: ArrayCadence, comm: Communicator | None) -> None:
         self.array = array
         self.schedule = schedule
-        self.copy: BlockCopy | None = None  # set at the first publish
-        self.staging: Staging | None = None  # opened at the first copy
+        #: the ranks that publish it (the contract's ``ranks``): its collectives run among them alone; None:
+        #: this rank is not one of them
+        self.comm = comm
+        self.tiling: Tiling | None = None  # set at the first publish
+        self.stagings: tuple[Staging, ...] = ()  # one per piece of the tiling, opened at the first copy
         self.last_step = -1
         #: a step-count cadence that nothing can change: its period and last wanted step (0: none such)
         self.stride = 0
@@ -117,9 +171,11 @@ class ArrayRun:
         self.views: tuple[ArrayRun, ...] = ()
 
     @classmethod
-    def all_of(cls, plan: RankPlan) -> dict[str, ArrayRun]:
-        """A run of every array of ``plan``, each array's views attached to it."""
-        runs = {a.name: ArrayRun(a, ArrayCadence(plan.cadence_of(a.name))) for a in RankArray.all_of(plan)}
+    def all_of(cls, plan: RankPlan, comm_of: Callable[[str], Communicator | None]) -> dict[str, ArrayRun]:
+        """A run of every array of ``plan`` (``comm_of``: the ranks that publish it), its views attached to it."""
+        runs = {
+            a.name: ArrayRun(a, ArrayCadence(plan.cadence_of(a.name)), comm_of(a.name)) for a in RankArray.all_of(plan)
+        }
         for base, views in plan.views.items():
             runs[base].views = tuple(runs[v] for v in views)
         return runs
@@ -193,48 +249,78 @@ def block_problem(array: RankArray, block: Any) -> str | None:
     return None
 
 
-def check_same_block(rank: int, run: ArrayRun, block: Any, offset: tuple[int, ...] | None, step: int) -> None:
-    """Raise ``BlockMismatchError`` if ``block`` is not the block this rank published first."""
-    assert run.copy is not None, "the layout is agreed at the first publish"
-    problem = block_problem(run.array, block)
-    box = run.copy.box
-    if problem is None and block.shape != box[1]:
-        problem = f"block shape {block.shape} differs from its shape at the first publish, {box[1]}"
-    if problem is None and offset is not None and tuple(offset) != box[0]:
-        problem = f"offset {tuple(offset)} differs from the first publish, {box[0]}; it must stay fixed"
+def check_same_blocks(
+    rank: int, run: ArrayRun, blocks: tuple[Any, ...], offsets: tuple[Any, ...] | None, step: int
+) -> None:
+    """Raise ``BlockMismatchError`` if ``blocks`` are not the blocks this rank published first."""
+    assert run.tiling is not None, "the layout is agreed at the first publish"
+    boxes = run.tiling.boxes
+    problem = None
+    if len(blocks) != len(boxes):
+        problem = f"{len(blocks)} blocks; the first publish gave {len(boxes)}, and their number must stay fixed"
+    for k, (block, box) in enumerate(zip(blocks, boxes, strict=False)):
+        which = f"block {k}: " if len(boxes) > 1 else ""
+        problem = problem or _prefixed(which, block_problem(run.array, block))
+        if problem is None and block.shape != box[1]:
+            problem = f"{which}block shape {block.shape} differs from its shape at the first publish, {box[1]}"
+        offset = None if offsets is None else tuple(offsets[k])
+        if problem is None and offset is not None and offset != box[0]:
+            problem = f"{which}offset {offset} differs from the first publish, {box[0]}; it must stay fixed"
     if problem:
         raise BlockMismatchError(f"rank {rank}: array {run.array.name!r} step {step}: {problem}")
 
 
-def agree_on_layout(comm: Communicator, array: RankArray, block: Any, offset: tuple[int, ...] | None) -> BlockCopy:
-    """Collective: every rank's block, the tiling checked, and what this rank copies.
+def _prefixed(prefix: str, problem: str | None) -> str | None:
+    return None if problem is None else prefix + problem
+
+
+def agree_on_layout(
+    comm: Communicator, array: RankArray, blocks: tuple[Any, ...], offsets: tuple[Any, ...] | None
+) -> Tiling:
+    """Collective: every rank's blocks, the tiling checked, and what this rank copies.
+
+    ``offsets``: one per block; None: one block, at the offset the contract's uniform ``block`` gives.
 
     Raises
     ------
     BlockMismatchError
-        If this rank's block is unfit (every rank raises: the others a ``LayoutError``).
+        If this rank's blocks are unfit (every rank raises: the others a ``LayoutError``).
     LayoutError
         Naming every rank whose block is out of place, overlaps or leaves holes.
     """
-    rank, size, name = comm.Get_rank(), comm.Get_size(), array.name
-    own_problem = problem = block_problem(array, block)
-    box = None
+    rank, name = comm.Get_rank(), array.name
+    world = array.spec.ranks or range(comm.Get_size())  # errors name ranks of the simulation's communicator
+    own_problem = problem = next(filter(None, (block_problem(array, b) for b in blocks)), None)
+    boxes = None
     if problem is None:
         try:
-            if offset is None:
-                offset = default_offset(array.spec, rank, size, name)
-            box = (tuple(int(o) for o in offset), tuple(block.shape))
-            check_block(array.spec, name, rank, *box)
+            boxes = _boxes(comm, array, blocks, offsets, world[rank])
         except LayoutError as exc:
-            problem = str(exc).removeprefix(f"rank {rank}: ")
-    gathered = comm.allgather((box, problem))
-    problems = [f"rank {r}: {p}" for r, (_, p) in enumerate(gathered) if p]
+            problem = str(exc).removeprefix(f"rank {world[rank]}: ")
+    gathered = comm.allgather((boxes, problem))
+    problems = [f"rank {world[r]}: {p}" for r, (_, p) in enumerate(gathered) if p]
     if own_problem is not None:
-        raise BlockMismatchError(f"rank {rank}: array {name!r}: {own_problem}")
+        raise BlockMismatchError(f"rank {world[rank]}: array {name!r}: {own_problem}")
+    owners = [r for r, (bs, _) in enumerate(gathered) for _ in bs or ()]
+    every = [b for bs, _ in gathered for b in bs or ()]
     if problems:
-        if all(b is not None for b, _ in gathered):  # only misplaced blocks: say too what the others leave
+        if all(bs is not None for bs, _ in gathered):  # only misplaced blocks: say too what the others leave
             empty = ((0,) * array.spec.ndim, (0,) * array.spec.ndim)
-            problems += tiling_problems(array.spec.shape, [empty if p else b for b, p in gathered])
+            fair = [empty if gathered[r][1] else b for r, b in zip(owners, every, strict=True)]
+            problems += tiling_problems(array.spec.shape, fair, block_labels([world[r] for r in owners]))
         raise LayoutError(f"array {name!r}: " + "; ".join(problems))
-    assert box is not None, "no problem: the box is known"
-    return BlockCopy.plan(array, box, make_layout(array.spec, name, [b for b, _ in gathered]), rank)
+    assert boxes is not None, "no problem: the boxes are known"
+    layout = make_layout(array.spec, name, every, [world[r] for r in owners])
+    return Tiling.plan(array, boxes, layout, owners.index(rank) if boxes else 0)
+
+
+def _boxes(
+    comm: Communicator, array: RankArray, blocks: tuple[Any, ...], offsets: tuple[Any, ...] | None, rank: int
+) -> Any:
+    """This rank's blocks as ``(offset, shape)``, each checked against the contract (``LayoutError``)."""
+    if offsets is None:
+        offsets = (default_offset(array.spec, comm.Get_rank(), comm.Get_size(), array.name),)
+    boxes = tuple((tuple(int(o) for o in offset), tuple(b.shape)) for b, offset in zip(blocks, offsets, strict=True))
+    for box in boxes:
+        check_block(array.spec, array.name, rank, *box)
+    return boxes

@@ -14,7 +14,7 @@ import math
 import operator
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -24,9 +24,10 @@ import numpy as np
 from doreisa.errors import BlockMismatchError, BridgeError, RuntimeUnavailableError
 from doreisa.runtime import _names
 from doreisa.runtime.protocol import Done, Publishing, RankMessage
-from doreisa.runtime.rank.arrays import NEVER, ArrayRun, InFlight, agree_on_layout, check_same_block, checked_step
-from doreisa.runtime.rank.comm import Communicator, world_comm
-from doreisa.runtime.rank.device import Block, DeviceBlock, DeviceCopier, Devices, copied_part
+from doreisa.runtime.rank.arrays import NEVER, ArrayRun, agree_on_layout, check_same_blocks, checked_step
+from doreisa.runtime.rank.comm import Communicator, sub_comm, world_comm
+from doreisa.runtime.rank.datapath import DataPath
+from doreisa.runtime.rank.device import Block, DeviceCopier, Devices
 from doreisa.runtime.rank.shm import ShmTransport, log
 from doreisa.runtime.rank.stats import BridgeStats
 from doreisa.runtime.rank.steering import RankFeedback
@@ -65,7 +66,8 @@ class Bridge:
     Notes
     -----
     ``publish`` is collective in the MPI sense: every rank must publish the same arrays at
-    the same steps, in the same order, as an SPMD simulation does.
+    the same steps, in the same order, as an SPMD simulation does; an array the contract gives
+    to a subset of the ranks (``ranks:``) only among those ranks.
     """
 
     def __init__(
@@ -87,8 +89,7 @@ class Bridge:
         self.node_id: str = self._link.welcome.node_id
         self._plan = plan = self._link.welcome.plan
         self._contract: Contract | None = None
-        self._in_flight = InFlight()
-        self._arrays = ArrayRun.all_of(plan)
+        self._arrays = ArrayRun.all_of(plan, self._communicators())
         #: what the simulation publishes: every array but the views, which are copied from those
         self._published = {name: run for name, run in self._arrays.items() if run.array.spec.of is None}
         self._steer = RankFeedback(
@@ -98,6 +99,7 @@ class Bridge:
             report=self._report,
             wait=self._link.wait,
         )
+        self._path = DataPath(self._link, plan, self.stats, self.rank)
         self._link.bind(rank=self.rank, on_done=self._on_done, on_detach=self._steer.give_up)
         self._find_fixed_cadences()
 
@@ -114,6 +116,20 @@ class Bridge:
             self.run_dir, hosts, self.rank, timeout or float(os.environ.get(_names.ENV_CONNECT_TIMEOUT, 60))
         )
 
+    def _communicators(self) -> Callable[[str], Communicator | None]:
+        """Collective: the communicator of each array's ranks (None: this rank is not one of them)."""
+        arrays, subsets = self._plan.arrays, {}
+        for name, spec in arrays.items():
+            if spec.ranks is None or spec.ranks in subsets:
+                continue
+            if spec.ranks[-1] >= self.size:
+                raise BridgeError(
+                    f"array {name!r}: the contract gives it to ranks {list(spec.ranks)}, but the simulation has "
+                    f"{self.size} ranks (0-{self.size - 1}); fix the contract's ranks"
+                )
+            subsets[spec.ranks] = sub_comm(self._comm, spec.ranks)
+        return lambda name: self._comm if arrays[name].ranks is None else subsets[arrays[name].ranks]
+
     def _find_fixed_cadences(self) -> None:
         """Arrays whose step cadence nothing can change: their next wanted step is known in advance."""
         for name, run in self._arrays.items():
@@ -126,7 +142,7 @@ class Bridge:
 
     def _on_done(self, done: Done) -> None:
         self._steer.on_done(done.items, done.decisions)
-        self._in_flight.done(done.items)
+        self._path.in_flight.done(done.items)
 
     @property
     def contract(self) -> Contract:
@@ -153,7 +169,8 @@ class Bridge:
         """Will ``publish(name, ..., step=step)`` copy anything? Lets a simulation skip computing a field."""
         run = self._array(name)
         step = operator.index(step)
-        self._begin_step(step, time)
+        if run.comm is self._comm:  # the ranks begin a step (collectively) with an array every rank publishes
+            self._begin_step(step, time)
         wanted = run.schedule.wanted(step, time) or any(v.schedule.wanted(step, time) for v in run.views)
         return wanted and self._link.detached is None
 
@@ -209,21 +226,62 @@ class Bridge:
             return False  # fast path: a valid step that nothing can make wanted
         started = perf_counter()
         try:
-            block = self._devices.block(block)  # a device array is described once, for the views too
-            copied = self._publish(name, block, step, time, offset)
-            for view in run.views if run is not None else ():  # the views of the array, from the same block
-                copied = self._publish(view.array.name, block, step, time, offset, view=True) or copied
-            return copied
+            blocks = (self._devices.block(block),)  # a device array is described once, for the views too
+            return self._publish_all(name, blocks, step, time, None if offset is None else (offset,))
         finally:
             self.stats.publish_s += perf_counter() - started
+
+    def publish_blocks(
+        self,
+        name: str,
+        blocks: Sequence[Block],
+        *,
+        step: int,
+        offsets: Sequence[tuple[int, ...]],
+        time: float | None = None,
+    ) -> bool:
+        """Hand several blocks of array ``name`` at ``step`` to the analytics (patches, tiles, strips).
+
+        As :meth:`publish`, with ``blocks`` and their global ``offsets`` (one each, fixed during
+        the run, as is their number; a rank may give none). The blocks of all ranks must tile the
+        array, in any arrangement: where their edges do not line up across the array, a block
+        is copied as several chunks of the analytics' grid (docs/runtime.md, "Block layouts").
+
+        Returns
+        -------
+        bool
+            True if data was copied for the analytics (see :meth:`publish`).
+        """
+        self.stats.calls += 1
+        blocks, offsets = tuple(blocks), tuple(offsets)
+        if len(blocks) != len(offsets):
+            raise BlockMismatchError(
+                f"rank {self.rank}: array {name!r}: {len(blocks)} blocks and {len(offsets)} offsets; give one "
+                "offset per block"
+            )
+        started = perf_counter()
+        try:
+            return self._publish_all(name, tuple(map(self._devices.block, blocks)), step, time, offsets)
+        finally:
+            self.stats.publish_s += perf_counter() - started
+
+    def _publish_all(
+        self, name: str, blocks: tuple[Any, ...], step: int, time: float | None, offsets: tuple[Any, ...] | None
+    ) -> bool:
+        """Publish ``blocks`` of ``name``, then of each of its views (copied from the same blocks)."""
+        copied = self._publish(name, blocks, step, time, offsets)
+        run = self._published.get(name)
+        for view in run.views if run is not None else ():
+            copied = self._publish(view.array.name, blocks, step, time, offsets, view=True) or copied
+        return copied
 
     def _publish(  # the arguments of publish, and whether this is a view of the array published
         self,
         name: str,
-        block: Any,
+        blocks: tuple[Any, ...],
         step: int,
         time: float | None,
-        offset: tuple[int, ...] | None,
+        offsets: tuple[Any, ...] | None,
         *,
         view: bool = False,
     ) -> bool:
@@ -238,47 +296,63 @@ class Bridge:
         known = step == run.skip_below  # the step a fixed cadence wants next: no steering hook to run
         if time is not None:
             time = float(time)  # a numpy scalar would travel as an object, not a number
-        if not (known or self._steered_wanted(run, block, step, time, offset)):
+        if not (known or self._steered_wanted(run, blocks, step, time, offsets)):
             return self._unwanted(run, step, time)
         if run.stride:  # a fixed step cadence: the next wanted step is known, the steps before it take the fast path
             following = step + run.stride
             run.skip_below = following if following <= run.last_wanted else NEVER
-        copy = run.copy
-        assert copy is not None, "the layout is agreed at the first publish"
+        tiling = run.tiling
+        assert tiling is not None, "the layout is agreed at the first publish"
         if not (
-            type(block) is np.ndarray
-            and block.shape == copy.box[1]
+            offsets is None
+            and len(tiling.boxes) == 1
+            and type(block := blocks[0]) is np.ndarray
+            and block.shape == tiling.boxes[0][1]
             and block.dtype == run.array.dtype
-            and offset is None
         ):
-            check_same_block(self.rank, run, block, offset, step)  # raises with what is wrong, if anything is
+            check_same_blocks(self.rank, run, blocks, offsets, step)  # raises with what is wrong, if anything is
         if self._closed or self._link.detached is not None:
-            return self._refuse()
-        if not self._make_room(name, step):
+            return self._refuse(run)
+        if not self._path.make_room(run, step):
             return False
         if not known:
             self._steer.handed_over(name, step)
-        if copy.part is None:
+        if not tiling.pieces:
             self.stats.not_selected += 1
             return False
-        return self._copy(run, block, step, time)
+        return self._path.copy(run, blocks, step, time, self._steer.tags)
 
     def _steered_wanted(
-        self, run: ArrayRun, block: Any, step: int, time: float | None, offset: tuple[int, ...] | None
+        self, run: ArrayRun, blocks: tuple[Any, ...], step: int, time: float | None, offsets: tuple[Any, ...] | None
     ) -> bool:
         """The full path: the layout at the first publish, the steering hooks, then the cadence. Wanted?"""
-        if run.copy is None:
+        if run.tiling is None:
+            if run.comm is None:
+                ranks = list(run.array.spec.ranks or ())
+                raise BlockMismatchError(
+                    f"rank {self.rank}: array {run.array.name!r} is published by ranks {ranks} only (the contract's "
+                    "ranks); this rank must not publish it"
+                )
             self._link.send(Publishing(self.rank, run.array.name))  # the runtime can name a rank that never comes
-            run.copy = agree_on_layout(self._comm, run.array, block, offset)
-        self._begin_step(step, time)
-        self._steer.monitor(run.array.name, block, run.copy.box, step, time)
+            run.tiling = agree_on_layout(run.comm, run.array, blocks, offsets)
+            if self.rank == 0 and any(len(parts) > 1 for parts in run.tiling.layout.parts):
+                log.info(
+                    "array %r: the blocks' edges do not line up across the array; its %d blocks are copied as %d "
+                    "chunks",
+                    run.array.name,
+                    len(run.tiling.layout.parts),
+                    run.tiling.layout.nchunks,
+                )
+        if run.comm is self._comm:  # the ranks begin a step (collectively) with an array every rank publishes
+            self._begin_step(step, time)
+            self._steer.monitor(run.array.name, blocks, run.tiling.boxes, step, time)
         return run.schedule.wanted(step, time)
 
-    def _refuse(self) -> bool:
+    def _refuse(self, run: ArrayRun) -> bool:
         if self._closed:
             raise BridgeError("publish() after close()")
-        if self._plan.backpressure.policy == "skip":
-            self._comm.allgather(False)  # the others are in this collective: make them skip too
+        if self._plan.backpressure.policy == "skip" and run.comm is not None:
+            run.comm.allgather(False)  # the others are in this collective: make them skip too
         self.stats.dropped += 1
         return False
 
@@ -330,63 +404,6 @@ class Bridge:
             raise BlockMismatchError(
                 f"rank {self.rank}: array {name!r} is not in the contract; known arrays: {sorted(self._arrays)}"
             ) from None
-
-    # -- data path ------------------------------------------------------------------------
-
-    def _make_room(self, name: str, step: int) -> bool:
-        policy, link, in_flight = self._plan.backpressure, self._link, self._in_flight
-        # Credits only grow while unread, so stale counts that show room are right: read the socket
-        # only when they show none, or every so many copies (free slots are seen in shared memory).
-        link.poll(now=len(in_flight) >= policy.max_in_flight and policy.policy != "latest")
-        if policy.policy == "latest":  # never waits: the runtime drops the oldest step waiting for the analytics
-            return True
-        if link.detached is not None and policy.policy == "block":
-            self.stats.dropped += 1
-            return False
-        if policy.policy == "block" and (len(in_flight) < policy.max_in_flight or step in in_flight):
-            return True
-        room = lambda: step in in_flight or len(in_flight) < policy.max_in_flight  # noqa: E731
-        if policy.policy == "skip":
-            if all(self._comm.allgather(room())):
-                return True
-            self.stats.skipped += 1
-            self.stats.skipped_steps.append((name, step))
-            return False
-        return self._wait_or_drop(room, f"room for step {step} (backpressure: block)")
-
-    def _wait_or_drop(self, ready: Callable[[], bool], what: str) -> bool:
-        """Wait up to ``timeouts.block`` for ``ready``; past it, detach and count the step dropped (False)."""
-        try:
-            self._link.wait(ready, self._plan.timeouts.block, what)
-        except BridgeError as exc:
-            self._link.detach(str(exc))
-            self.stats.dropped += 1
-            return False
-        return True
-
-    def _copy(self, run: ArrayRun, block: Any, step: int, time: float | None) -> bool:
-        copy, array = run.copy, run.array
-        assert copy is not None, "the layout is agreed at the first publish"
-        part = copied_part(array, copy, block, self.rank)  # before any staging is opened: an error leaves nothing
-        staging = run.staging
-        if staging is None:
-            staging = run.staging = self._link.open(array, copy, self._plan.backpressure)
-        if not staging.has_slot() and not self._wait_or_drop(staging.has_slot, "a free staging slot"):
-            return False
-        self._in_flight.add(step, array.name)
-        dst = staging.reserve(step, time, self._steer.tags)  # the bookkeeping before the copy, which leaves caches cold
-        stats = self.stats
-        stats.max_in_flight = max(stats.max_in_flight, len(self._in_flight))
-        if type(block) is DeviceBlock:
-            block.to_host(part, dst)  # one device-to-host copy, straight into the slot
-        else:  # dtype and shape are checked above: a plain assignment, which costs half np.copyto's call when cold
-            dst[...] = part
-        if not staging.post():  # the runtime is gone: the slot will never be taken
-            stats.dropped += 1
-            return False
-        stats.published += 1
-        stats.bytes_copied += dst.nbytes
-        return True
 
     def _begin_step(self, step: int, time: float | None = None) -> None:
         if self._steer.active and self.rank == 0 and step > self._steer.step:

@@ -200,7 +200,6 @@ def copied_part(array: RankArray, copy: BlockCopy, block: Any, rank: int) -> Any
     BlockMismatchError
         When the operator returns another shape or dtype than it planned.
     """
-    assert copy.part is not None, "only a selected block is copied"
     data = block.array if type(block) is DeviceBlock else block
     part = data if copy.whole else data[copy.part.local]
     if array.operator is not None:

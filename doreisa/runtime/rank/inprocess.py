@@ -116,7 +116,7 @@ class InProcessTransport:
         nbytes = copy.nbytes
         warn_if_over_store(self._rank, array.name, nbytes, self.welcome.store_bytes, backpressure.max_store_fraction)
         self.sent.append(
-            RingOpened(array.name, array.ring_id, copy.index, "", 1, 0, shape, dtype, copy.chunks, copy.nblocks)
+            RingOpened(array.name, copy.ring, copy.index, "", 1, 0, shape, dtype, copy.chunks, copy.nblocks)
         )
         return _Slots(self, array.name, copy)
 

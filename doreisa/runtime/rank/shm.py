@@ -145,12 +145,13 @@ class ShmTransport:
         # a burst of steps faster than the node actor ingests them fills the ring before publish waits
         slots = ring_slots(size, backpressure.max_in_flight, backpressure.staging_mb << 20)
         base = _names.SHM_DIR if os.path.isdir(_names.SHM_DIR) else str(self._run_dir)
-        path = os.path.join(base, f"{_names.SHM_PREFIX}{self._run_dir.name}-{self._rank}-{array.name}")
+        suffix = "" if copy.ring == array.ring_id else f"-{copy.ring}"  # a rank's other chunks of the array
+        path = os.path.join(base, f"{_names.SHM_PREFIX}{self._run_dir.name}-{self._rank}-{array.name}{suffix}")
         staging = RingStaging(self, ShmRing(path, slots, size, create=True), copy.shape, copy.dtype)
         self._rings.append(staging)
         opened = RingOpened(
             array.name,
-            array.ring_id,
+            copy.ring,
             copy.index,
             path,
             slots,

@@ -172,12 +172,12 @@ class RankFeedback:
     def monitor(
         self,
         name: str,
-        block: Any,
-        box: tuple[tuple[int, ...], tuple[int, ...]],
+        blocks: Sequence[Any],
+        boxes: Sequence[tuple[tuple[int, ...], tuple[int, ...]]],
         step: int,
         time: float | None,
     ) -> None:
-        """Reduce this rank's block (numpy, or a device block: reduced on the device) for the monitors of
+        """Reduce this rank's blocks (numpy, or device blocks: reduced on the device) for the monitors of
         ``name`` due at ``step`` (collective)."""
         if not self._monitors[name]:
             return
@@ -188,12 +188,12 @@ class RankFeedback:
         local = []
         for mon in monitors:
             region = tuple(sl.bounds(n) for sl, n in zip(mon.select, spec.shape, strict=True)) if mon.select else None
-            part = block if region is None else _cut(block, box, region)
-            local.append(monitor_reductions(mon, part))  # on the device for a device block
+            parts = blocks if region is None else [_cut(b, box, region) for b, box in zip(blocks, boxes, strict=True)]
+            local.append([monitor_reductions(mon, part) for part in parts])  # on the device for a device block
         gathered = self._comm.allgather(local)
         values: dict[tuple[str, str], float] = {}
         for i, mon in enumerate(monitors):
-            values.update(combine_reductions(mon, [g[i] for g in gathered]))
+            values.update(combine_reductions(mon, [part for g in gathered for part in g[i]]))
         self.values.update(values)
         if self._rank == 0:
             for (reduction, array), value in values.items():

@@ -10,7 +10,7 @@ import pytest
 
 from doreisa.contract import ArraySpec
 from doreisa.errors import LayoutError
-from doreisa.runtime.layout import Box, Layout, check_block, default_offset, make_layout
+from doreisa.runtime.layout import Box, Layout, RankPart, check_block, default_offset, make_layout
 
 
 def _spec(shape: tuple[int, ...], block: tuple[int, ...] | None = None, select: Any = None) -> ArraySpec:
@@ -49,16 +49,21 @@ def _nest(parts: dict[tuple[int, ...], np.ndarray], grid: tuple[int, ...], prefi
     return [_nest(parts, grid, (*prefix, i)) for i in range(grid[len(prefix)])]
 
 
+def _single(layout: Layout) -> list[RankPart | None]:
+    """The one part of each block (None: none), for tilings where no block fills several chunks."""
+    assert all(len(parts) <= 1 for parts in layout.parts)
+    return [parts[0] if parts else None for parts in layout.parts]
+
+
 def _assemble(layout: Layout, boxes: list[Box], data: np.ndarray) -> np.ndarray:
-    """Each rank's ``local`` part of its block, placed at its ``index``, joined with ``np.block``."""
+    """Each block's ``local`` parts, placed at their ``index``, joined with ``np.block``."""
     parts: dict[tuple[int, ...], np.ndarray] = {}
-    for plan, box in zip(layout.parts, boxes, strict=True):
-        if plan is None:
-            continue
-        part = data[_box_slices(box)][plan.local]
-        assert part.shape == plan.shape
-        assert plan.index not in parts
-        parts[plan.index] = part
+    for plans, box in zip(layout.parts, boxes, strict=True):
+        for plan in plans:
+            part = data[_box_slices(box)][plan.local]
+            assert part.shape == plan.shape
+            assert plan.index not in parts
+            parts[plan.index] = part
     grid = tuple(len(c) for c in layout.chunks)
     assert len(parts) == math.prod(grid) == layout.nchunks
     return np.block(_nest(parts, grid))
@@ -102,7 +107,7 @@ def test_uniform_grid_layout_copies_whole_blocks(shape, block, chunks) -> None:
     layout = make_layout(spec, "t", boxes)
     assert layout.chunks == chunks
     assert layout.nchunks == size
-    for rank, plan in enumerate(layout.parts):
+    for rank, plan in enumerate(_single(layout)):
         assert plan is not None
         assert plan.shape == block
         assert plan.local == tuple(slice(0, b, 1) for b in block)
@@ -116,7 +121,7 @@ def test_uneven_decomposition_by_offsets() -> None:
     boxes: list[Box] = [((0,), (4,)), ((4,), (3,)), ((7,), (3,))]
     layout = make_layout(spec, "t", boxes)
     assert layout.chunks == ((4, 3, 3),)
-    assert [p.index for p in layout.parts if p is not None] == [(0,), (1,), (2,)]
+    assert [p.index for p in _single(layout) if p is not None] == [(0,), (1,), (2,)]
     data = np.arange(10.0)
     np.testing.assert_array_equal(_assemble(layout, boxes, data), data)
 
@@ -126,7 +131,7 @@ def test_ranks_in_any_order_get_grid_positions() -> None:
     boxes = _boxes_from_cuts([[0, 2, 5], [0, 3, 7]], order=[3, 0, 2, 1])
     layout = make_layout(spec, "t", boxes)
     assert layout.chunks == ((2, 3), (3, 4))
-    assert [p.index for p in layout.parts if p is not None] == [(1, 1), (0, 0), (1, 0), (0, 1)]
+    assert [p.index for p in _single(layout) if p is not None] == [(1, 1), (0, 0), (1, 0), (0, 1)]
 
 
 # -- region selection -----------------------------------------------------------------------
@@ -138,7 +143,11 @@ def test_region_across_uneven_blocks() -> None:
     boxes: list[Box] = [((0,), (4,)), ((4,), (3,)), ((7,), (3,))]
     layout = make_layout(spec, "t", boxes)
     assert layout.chunks == ((1, 1, 1),)
-    assert [p.local for p in layout.parts if p is not None] == [(slice(1, 4, 3),), (slice(0, 3, 3),), (slice(0, 3, 3),)]
+    assert [p.local for p in _single(layout) if p is not None] == [
+        (slice(1, 4, 3),),
+        (slice(0, 3, 3),),
+        (slice(0, 3, 3),),
+    ]
     np.testing.assert_array_equal(_assemble(layout, boxes, np.arange(10.0)), [1.0, 4.0, 7.0])
 
 
@@ -146,8 +155,8 @@ def test_blocks_outside_region_get_no_part() -> None:
     spec = _spec((8, 8), block=(4, 4), select=[{"start": 1, "stop": 3}, {}])
     boxes = [(default_offset(spec, r, 4, "t"), (4, 4)) for r in range(4)]
     layout = make_layout(spec, "t", boxes)
-    assert layout.parts[2] is None
-    assert layout.parts[3] is None
+    assert _single(layout)[2] is None
+    assert _single(layout)[3] is None
     assert layout.nchunks == 2
     assert layout.chunks == ((2,), (4, 4))
     data = np.arange(64.0).reshape(8, 8)
@@ -159,9 +168,9 @@ def test_step_skipping_a_whole_block_drops_it_from_the_grid() -> None:
     spec = _spec((6,), select=[{"step": 4}])
     boxes: list[Box] = [((0,), (2,)), ((2,), (2,)), ((4,), (2,))]
     layout = make_layout(spec, "t", boxes)
-    assert layout.parts[1] is None
+    assert _single(layout)[1] is None
     assert layout.chunks == ((1, 1),)
-    assert [p.index for p in layout.parts if p is not None] == [(0,), (1,)]
+    assert [p.index for p in _single(layout) if p is not None] == [(0,), (1,)]
     np.testing.assert_array_equal(_assemble(layout, boxes, np.arange(6.0)), [0.0, 4.0])
 
 
@@ -193,10 +202,10 @@ def test_random_regions_reassemble_to_the_selected_region() -> None:
         np.testing.assert_array_equal(_assemble(layout, boxes, data), expected, err_msg=f"case {case}")
         selected = np.zeros(spec.shape, dtype=bool)
         selected[_region_slices(spec)] = True
-        for plan, box in zip(layout.parts, boxes, strict=True):
+        for plans, box in zip(layout.parts, boxes, strict=True):
             inside = int(selected[_box_slices(box)].sum())
-            assert inside == (0 if plan is None else math.prod(plan.shape)), case
-            if plan is not None:
+            assert inside == sum(math.prod(plan.shape) for plan in plans), case
+            for plan in plans:
                 assert all(
                     layout.chunks[d][i] == n for d, (i, n) in enumerate(zip(plan.index, plan.shape, strict=True))
                 )
@@ -276,12 +285,84 @@ def test_negative_offset_is_out_of_bounds() -> None:
         check_block(spec, "t", 0, (-1,), (4,))
 
 
-def test_brick_layout_is_not_rectilinear() -> None:
-    # a valid tiling, but the cut at x=2 does not run across the whole array
+# -- several blocks per rank, and tilings that are not a rectilinear grid (#16, item 4) ----------
+
+
+def test_brick_layout_cuts_the_crossed_block_into_chunks() -> None:
+    # the cut at column 2 does not run across the whole array: rank 0's block fills two chunks
     spec = _spec((4, 4))
     boxes: list[Box] = [((0, 0), (2, 4)), ((2, 0), (2, 2)), ((2, 2), (2, 2))]
-    with pytest.raises(LayoutError, match=r"rank 0's block \(2, 4\) at \(0, 0\) crosses .* rectilinear grid"):
-        make_layout(spec, "t", boxes)
+    layout = make_layout(spec, "t", boxes)
+    assert layout.chunks == ((2, 2), (2, 2))
+    assert [[p.index for p in parts] for parts in layout.parts] == [[(0, 0), (0, 1)], [(1, 0)], [(1, 1)]]
+    assert [p.local for p in layout.parts[0]] == [(slice(0, 2, 1), slice(0, 2, 1)), (slice(0, 2, 1), slice(2, 4, 1))]
+    data = np.arange(16.0).reshape(4, 4)
+    np.testing.assert_array_equal(_assemble(layout, boxes, data), data)
+
+
+def test_several_blocks_per_rank_on_a_regular_grid_stay_one_chunk_each() -> None:
+    # two ranks, each owning two strips of a 2-D grid: the grid stays regular, one chunk per block
+    spec = _spec((8, 6))
+    boxes: list[Box] = [((0, 0), (2, 6)), ((4, 0), (2, 6)), ((2, 0), (2, 6)), ((6, 0), (2, 6))]
+    layout = make_layout(spec, "t", boxes, owners=[0, 0, 1, 1])
+    assert layout.chunks == ((2, 2, 2, 2), (6,))
+    assert [p.index for p in _single(layout)] == [(0, 0), (2, 0), (1, 0), (3, 0)]
+    data = np.arange(48.0).reshape(8, 6)
+    np.testing.assert_array_equal(_assemble(layout, boxes, data), data)
+
+
+def test_a_ranks_blocks_are_named_by_their_number() -> None:
+    spec = _spec((8,))
+    boxes: list[Box] = [((0,), (4,)), ((0,), (4,)), ((4,), (2,))]
+    match = r"rank 0's block 0 and rank 0's block 1 publish the same block \[0:4\]; no rank's block covers \[6:8\]"
+    with pytest.raises(LayoutError, match=match):
+        make_layout(spec, "t", boxes, owners=[0, 0, 1])
+    with pytest.raises(
+        LayoutError, match=r"rank 1's block 1 and rank 2 publish overlapping blocks \[2:6\] and \[4:8\]"
+    ):
+        make_layout(spec, "t", [((0,), (2,)), ((2,), (4,)), ((4,), (4,))], owners=[1, 1, 2])
+
+
+def _random_split(rng: np.random.Generator, shape: tuple[int, ...], pieces: int) -> list[Box]:
+    """A random tiling of ``shape`` by cutting a random block in two, ``pieces - 1`` times (rarely rectilinear)."""
+    boxes: list[Box] = [((0,) * len(shape), shape)]
+    for _ in range(pieces - 1):
+        k = int(rng.integers(len(boxes)))
+        offset, extent = boxes[k]
+        dims = [d for d, n in enumerate(extent) if n > 1]
+        if not dims:
+            continue
+        d = int(rng.choice(dims))
+        cut = int(rng.integers(1, extent[d]))
+        first = (offset, tuple(cut if i == d else n for i, n in enumerate(extent)))
+        second_offset = tuple(o + cut if i == d else o for i, o in enumerate(offset))
+        second = (second_offset, tuple(n - cut if i == d else n for i, n in enumerate(extent)))
+        boxes[k : k + 1] = [first, second]
+    return boxes
+
+
+def test_random_irregular_tilings_assemble_exactly() -> None:
+    rng = np.random.default_rng(20261207)
+    irregular = 0
+    for case in range(200):
+        ndim = int(rng.integers(1, 4))
+        shape = tuple(int(n) for n in rng.integers(2, 11, size=ndim))
+        boxes = _random_split(rng, shape, int(rng.integers(1, 9)))
+        owners = sorted(int(r) for r in rng.integers(0, 3, size=len(boxes)))  # several blocks per rank
+        select = []
+        for n in shape:
+            start = int(rng.integers(0, n))
+            select.append(
+                {"start": start, "stop": int(rng.integers(start + 1, n + 1)), "step": int(rng.integers(1, 4))}
+            )
+        spec = _spec(shape, select=select)
+        layout = make_layout(spec, "t", boxes, owners=owners)
+        data = rng.random(shape)
+        np.testing.assert_array_equal(
+            _assemble(layout, boxes, data), data[_region_slices(spec)], err_msg=f"case {case}"
+        )
+        irregular += any(len(parts) > 1 for parts in layout.parts)
+    assert irregular > 10  # the generator does make tilings that are not a rectilinear grid
 
 
 def test_wrong_ndim() -> None:

@@ -426,8 +426,8 @@ def test_posts_wake_the_node_only_when_it_sleeps(node: Callable[..., Rig], hando
     bridge = Bridge(SingleProcessComm(), run_dir=rig.run_dir, connect_timeout=5)
     state = bridge._arrays["field"]
     assert bridge.publish("field", _data(0), step=0)
-    assert isinstance(state.staging, RingStaging) and bridge._link.wakes == 1  # a new ring starts asleep
-    ring = state.staging.ring
+    assert isinstance(state.stagings[0], RingStaging) and bridge._link.wakes == 1  # a new ring starts asleep
+    ring = state.stagings[0].ring
     rig.wait(lambda: len(rig.blocks()) == 1, "step 0")
     for step in range(1, 20):  # back to back: a polling node is awake all along (linger_ms: 250)
         assert bridge.publish("field", _data(step), step=step)

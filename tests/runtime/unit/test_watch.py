@@ -48,6 +48,19 @@ def test_a_rank_that_never_enters_the_first_publish_is_named(clock: Clock) -> No
         watch.check(state, alive=True)
 
 
+def test_an_array_on_a_subset_of_the_ranks_waits_only_for_them(clock: Clock) -> None:
+    watch = RunWatch(Timeouts(step=30), 4, Path("/run"), {"tracer": (1, 2)})
+    state = _joined(4)
+    state.record(Publishing(1, "tracer"))
+    state.record(Publishing(2, "tracer"))  # ranks 0 and 3 never publish it, as the contract says
+    clock.now += 3600
+    watch.check(state, alive=True)
+    state.record(Publishing(1, "other"))  # an array of every rank: the others are still awaited
+    clock.now += 31
+    with pytest.raises(StallError, match=r"ranks \[0, 2-3\] never called publish\('other'\) while ranks \[1\]"):
+        watch.check(state, alive=True)
+
+
 def test_ranks_all_busy_elsewhere_are_no_stall(clock: Clock) -> None:
     # a long computation before the first publish: every rank is silent alike
     watch = RunWatch(Timeouts(step=30), 2, Path("/run"))
