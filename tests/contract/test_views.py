@@ -23,13 +23,13 @@ def test_a_view_takes_the_layout_of_the_array_it_views() -> None:
 @pytest.mark.parametrize(
     ("extra", "says"),
     [
-        ("  z: {of: nope}\n", "z.of: unknown array 'nope'; known arrays: t, z"),
-        ("  z: {of: t}\n  w: {of: z}\n", "w.of: 'z' is itself a view of 't': view that instead"),
+        ("  z: {of: nope}\n", "arrays.z.of: unknown array 'nope'; known arrays: t, z"),
+        ("  z: {of: t}\n  w: {of: z}\n", "arrays.w.of: 'z' is itself a view of 't': view that instead"),
         (
             "  z: {of: t, dtype: float64}\n",
-            "z.dtype: a view has the dtype of the array it views ('t'): leave dtype out",
+            "arrays.z.dtype: a view has the dtype of the array it views ('t'): leave dtype out",
         ),
-        ("  z: {of: t, shape: [4, 6]}\n", "z.shape: a view has the shape of the array it views"),
+        ("  z: {of: t, shape: [4, 6]}\n", "arrays.z.shape: a view has the shape of the array it views"),
     ],
 )
 def test_bad_views_are_refused_naming_the_key(extra: str, says: str) -> None:

@@ -172,7 +172,7 @@ class Bridge:
         if run.comm is self._comm:  # the ranks begin a step (collectively) with an array every rank publishes
             self._begin_step(step, time)
         wanted = run.schedule.wanted(step, time) or any(v.schedule.wanted(step, time) for v in run.views)
-        return wanted and self._link.detached is None
+        return wanted and self._link.detached is None and run.comm is not None  # None: not among its ranks
 
     def publish(
         self,
