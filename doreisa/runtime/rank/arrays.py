@@ -294,7 +294,9 @@ def agree_on_layout(
     boxes = None
     if problem is None:
         try:
-            boxes = _boxes(comm, array, blocks, offsets, world[rank])
+            boxes = _boxes(comm, array, blocks, offsets)
+            for box in boxes:  # a misplaced block is still named with the others' overlaps and holes
+                check_block(array.spec, name, world[rank], *box)
         except LayoutError as exc:
             problem = str(exc).removeprefix(f"rank {world[rank]}: ")
     gathered = comm.allgather((boxes, problem))
@@ -315,12 +317,9 @@ def agree_on_layout(
 
 
 def _boxes(
-    comm: Communicator, array: RankArray, blocks: tuple[Any, ...], offsets: tuple[Any, ...] | None, rank: int
-) -> Any:
-    """This rank's blocks as ``(offset, shape)``, each checked against the contract (``LayoutError``)."""
+    comm: Communicator, array: RankArray, blocks: tuple[Any, ...], offsets: tuple[Any, ...] | None
+) -> tuple[Box, ...]:
+    """This rank's blocks as ``(offset, shape)`` (``LayoutError`` if the contract's ``block`` gives no offset)."""
     if offsets is None:
         offsets = (default_offset(array.spec, comm.Get_rank(), comm.Get_size(), array.name),)
-    boxes = tuple((tuple(int(o) for o in offset), tuple(b.shape)) for b, offset in zip(blocks, offsets, strict=True))
-    for box in boxes:
-        check_block(array.spec, array.name, rank, *box)
-    return boxes
+    return tuple((tuple(int(o) for o in offset), tuple(b.shape)) for b, offset in zip(blocks, offsets, strict=True))
