@@ -301,6 +301,7 @@ class NodeCounts(Record, frozen=True):
     put_seconds: float
     cpu_s: float | None = None  # CPU seconds of this node's Ray processes (its raylet's tree) in the run
     not_stored: int = 0  # blocks taken from its ranks that Ray would not store (a full store and disk): lost
+    store_error: str = ""  # the first such refusal, as it was reported (a RankError)
 
 
 class TransitCounts(Record, frozen=True):

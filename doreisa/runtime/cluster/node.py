@@ -122,6 +122,7 @@ class NodeServer:
         self._puts: list[PostedSlot] = []  # this round's blocks, copied together at the end of the round
         self.counts = {"blocks": 0, "bytes": 0, "ranks": 0, "puts": 0, "put_seconds": 0.0, "not_stored": 0}
         self._store_failures: set[str] = set()  # the kinds of put failure already reported (then only counted)
+        self.store_error = ""  # the first of them, as reported (NodeCounts.store_error)
 
     def start(self) -> None:
         """Listen, publish the socket in the run folder, and serve in a background thread."""
@@ -330,14 +331,12 @@ class NodeServer:
             if full
             else ""
         )
-        batch.append(
-            RankError(
-                ranks[0],
-                self.node_id,
-                f"node {self.node_id[:8]} could not store the blocks of {array!r} at step {puts[0].step} from ranks "
-                f"{ranks} ({kind}: {first}); later blocks it cannot store are counted in blocks_not_stored.{hint}",
-            )
+        said = (
+            f"node {self.node_id[:8]} could not store the blocks of {array!r} at step {puts[0].step} from ranks "
+            f"{ranks} ({kind}: {first}); later blocks it cannot store are counted in blocks_not_stored.{hint}"
         )
+        self.store_error = self.store_error or said
+        batch.append(RankError(ranks[0], self.node_id, said))
 
     def _route(self, array: str, step: int, nbytes: int, batch: list[Report]) -> Callable[[Any], Any] | None:
         """How this step of ``array`` leaves: relayed in transit, or None (in situ); ``auto`` decides per step."""

@@ -75,9 +75,9 @@ class NodeActor:
 
     def counts(self) -> NodeCounts:
         """Blocks and bytes ingested, ranks seen, objects stored (``puts``) and seconds spent storing them."""
-        return NodeCounts(
-            self._server.node_id, **self._server.counts, cpu_s=cpu_since(self._cpu_start, tree_cpu(os.getppid()))
-        )
+        server = self._server
+        cpu_s = cpu_since(self._cpu_start, tree_cpu(os.getppid()))
+        return NodeCounts(server.node_id, **server.counts, cpu_s=cpu_s, store_error=server.store_error)
 
     def stop(self) -> None:
         """Stop serving."""

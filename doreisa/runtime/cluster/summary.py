@@ -36,7 +36,9 @@ def run_summary(
     outputs = [dataclasses.asdict(f) for f in session.results.failures.values()]
     taken = session.last_node_counts  # what the node actors took into Ray: ranks that died never report theirs
     not_stored = sum(c.not_stored for c in taken)
-    reasons = _failure_reasons(state, failures, exit_code, problems + [_output_reason(f) for f in outputs], not_stored)
+    said = next((c.store_error for c in taken if c.store_error), "")  # the first refusal, as a node reported it
+    refused = f"{not_stored} block(s) could not be stored in Ray's object store: {said}" if not_stored else None
+    reasons = _failure_reasons(state, failures, exit_code, problems + [_output_reason(f) for f in outputs], refused)
     skipped = sorted({tuple(x) for s in closed for x in s.skipped_steps})  # every rank skips the same steps
     shutdown = [{"kind": "shutdown", "error": text} for text in problems]
     return {
@@ -106,13 +108,11 @@ def _nonfinite_warnings(nonfinite: dict[str, dict[str, int]]) -> list[str]:
 
 
 def _failure_reasons(
-    state: Any, failures: list[dict[str, Any]], exit_code: int | None, problems: list[str], not_stored: int = 0
+    state: Any, failures: list[dict[str, Any]], exit_code: int | None, problems: list[str], refused: str | None = None
 ) -> list[str]:
-    """Why the run is not ok, most telling first (empty: it is)."""
-    reasons: list[str] = []
-    if not_stored:  # before the steps it left incomplete: it is their cause
-        said = next((e.error for e in state.errors if "could not store" in e.error), "")
-        reasons.append(f"{not_stored} block(s) could not be stored in Ray's object store: {said}")
+    """Why the run is not ok, most telling first (empty: it is); ``refused``: blocks Ray's store would not take,
+    first, as the cause of the steps they left incomplete."""
+    reasons: list[str] = [] if refused is None else [refused]
     if state.lost_order:
         reasons.append(f"ranks {list(state.lost_order)} disconnected without close() (the first died first)")
     if exit_code not in (0, None):

@@ -706,6 +706,7 @@ def test_a_block_the_store_refuses_is_an_error_and_its_slot_is_freed(node: Calla
         f"node {rig.node_id[:8]} could not store the blocks of 'field' at step 3 from ranks [4] "
         "(MemoryError: object store full); later blocks it cannot store are counted in blocks_not_stored."
     ), error.error
+    assert rig.server.store_error == error.error  # what NodeCounts carries to the run's summary
     assert rig.blocks() == []
     sock.close()
 

@@ -115,7 +115,7 @@ def test_blocks_refused_by_rays_store_are_counted_and_the_runs_error() -> None:
     said = "node 0a1b2c3d could not store the blocks of 'field' at step 9 from ranks [0, 1] (OutOfDiskError: full)"
     state.errors.append(RankError(0, "node", said))
     state.lost_steps.append(StepLost("field", 12, 1, 2, (1,)))
-    nodes = [NodeCounts("n0", 18, 1 << 20, 2, 9, 0.1, not_stored=6)]
+    nodes = [NodeCounts("n0", 18, 1 << 20, 2, 9, 0.1, not_stored=6, store_error=said)]
     summary = run_summary(_session(state, analysed={"field": 9}, windows={}, nodes=nodes), None, None, [], 1.0)
     assert summary["blocks_not_stored"] == 6 and summary["blocks_published"] == 18
     assert summary["error"] == f"6 block(s) could not be stored in Ray's object store: {said}", "before the lost step"
