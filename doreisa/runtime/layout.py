@@ -14,6 +14,7 @@ array still assembles exactly.
 from __future__ import annotations
 
 import bisect
+import collections
 import itertools
 import math
 from dataclasses import dataclass
@@ -118,7 +119,7 @@ def make_layout(spec: ArrayPlan | ArraySpec, name: str, boxes: list[Box], owners
     owners = list(range(len(boxes))) if owners is None else owners
     for owner, (offset, shape) in zip(owners, boxes, strict=True):
         check_block(spec, name, owner, offset, shape)
-    problems = tiling_problems(spec.shape, boxes, block_labels(owners))
+    problems = tiling_problems(spec.shape, boxes, owners)
     if problems:
         raise LayoutError(
             f"array {name!r}: " + "; ".join(problems) + " (every element must belong to exactly one rank)"
@@ -126,16 +127,14 @@ def make_layout(spec: ArrayPlan | ArraySpec, name: str, boxes: list[Box], owners
     return _grid(spec, _cuts(spec.shape, boxes), boxes)
 
 
-def block_labels(owners: list[int]) -> list[str]:
-    """How errors name each block: ``rank 3``, or ``rank 3's block 1`` when rank 3 publishes several."""
-    count: dict[int, int] = {}
-    for owner in owners:
-        count[owner] = count.get(owner, 0) + 1
+def _labels(owners: list[int]) -> list[str | None]:
+    """How errors name each block when its rank publishes several: ``rank 3's block 1`` (None: just the rank)."""
+    count = collections.Counter(owners)
     seen: dict[int, int] = {}
-    labels = []
+    labels: list[str | None] = []
     for owner in owners:
         k = seen[owner] = seen.get(owner, -1) + 1
-        labels.append(f"rank {owner}" if count[owner] == 1 else f"rank {owner}'s block {k}")
+        labels.append(None if count[owner] == 1 else f"rank {owner}'s block {k}")
     return labels
 
 
@@ -145,12 +144,14 @@ SHOWN = 3
 MAX_CELLS = 1_000_000
 
 
-def tiling_problems(shape: tuple[int, ...], boxes: list[Box], labels: list[str] | None = None) -> list[str]:
-    """What keeps ``boxes`` from covering ``shape`` exactly once: overlaps (naming both blocks by their
-    ``labels``, default ``rank i``), then holes (naming the uncovered region); empty when they tile it."""
-    labels = [f"rank {i}" for i in range(len(boxes))] if labels is None else labels
+def tiling_problems(shape: tuple[int, ...], boxes: list[Box], owners: list[int] | None = None) -> list[str]:
+    """What keeps ``boxes`` from covering ``shape`` exactly once: overlaps (naming both blocks by the rank
+    that publishes each, its ``owners``, default box ``i`` is rank ``i``'s), then holes (naming the uncovered
+    region); empty when they tile it."""
+    owners = list(range(len(boxes))) if owners is None else owners
+    labels = _labels(owners)
     pairs = _overlaps(boxes)
-    problems = [_overlap_text(boxes, labels, a, b) for a, b in pairs[:SHOWN]]
+    problems = [_overlap_text(boxes, owners, labels, a, b) for a, b in pairs[:SHOWN]]
     if len(pairs) > SHOWN:
         problems.append(f"{len(pairs) - SHOWN} more pairs of ranks overlap")
     covered, total = sum(math.prod(s) for _, s in boxes), math.prod(shape)
@@ -182,12 +183,12 @@ def _intersect(a: Box, b: Box) -> bool:
     return all(max(oa, ob) < min(oa + na, ob + nb) for oa, na, ob, nb in zip(a[0], a[1], b[0], b[1], strict=True))
 
 
-def _overlap_text(boxes: list[Box], labels: list[str], a: int, b: int) -> str:
+def _overlap_text(boxes: list[Box], owners: list[int], labels: list[str | None], a: int, b: int) -> str:
     first, second = _region(*_bounds(boxes[a])), _region(*_bounds(boxes[b]))
-    if "'" in labels[a] + labels[b]:  # a rank's block among several
-        who = f"{labels[a]} and {labels[b]}"
-    else:  # ranks of one block each: "ranks 1 and 2"
-        who = f"ranks {labels[a].removeprefix('rank ')} and {labels[b].removeprefix('rank ')}"
+    if labels[a] is None and labels[b] is None:  # ranks of one block each
+        who = f"ranks {owners[a]} and {owners[b]}"
+    else:
+        who = f"{labels[a] or f'rank {owners[a]}'} and {labels[b] or f'rank {owners[b]}'}"
     if boxes[a] == boxes[b]:
         return f"{who} publish the same block {first}"
     if boxes[a][0] == boxes[b][0]:

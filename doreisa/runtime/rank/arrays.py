@@ -26,7 +26,6 @@ from doreisa.runtime.layout import (
     Box,
     Layout,
     RankPart,
-    block_labels,
     check_block,
     default_offset,
     make_layout,
@@ -309,7 +308,7 @@ def agree_on_layout(
         if all(bs is not None for bs, _ in gathered):  # only misplaced blocks: say too what the others leave
             empty = ((0,) * array.spec.ndim, (0,) * array.spec.ndim)
             fair = [empty if gathered[r][1] else b for r, b in zip(owners, every, strict=True)]
-            problems += tiling_problems(array.spec.shape, fair, block_labels([world[r] for r in owners]))
+            problems += tiling_problems(array.spec.shape, fair, [world[r] for r in owners])
         raise LayoutError(f"array {name!r}: " + "; ".join(problems))
     assert boxes is not None, "no problem: the boxes are known"
     layout = make_layout(array.spec, name, every, [world[r] for r in owners])
