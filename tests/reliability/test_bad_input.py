@@ -863,11 +863,12 @@ def test_B12_a_simulation_of_three_ranks_for_four_declared_ends_with_a_clear_err
     text = """
 arrays:
   field: {dtype: float64, shape: [16, 16]}
-timeouts: {connect: 2, step: 30}
+timeouts: {connect: 20, step: 30}
 analytics:
   - {function: sum, arrays: [field]}
 """
-    # 3 real MPI ranks that keep publishing for longer than the deadline; the runtime waits for 4
+    # 3 real MPI ranks that keep publishing for longer than the deadline; the runtime waits for 4. The connect
+    # deadline leaves loaded machines time to start the ranks (2 s did not, with two CPU hogs beside the test)
     command = [mpiexec(), "-n", "3", sys.executable, str(FILL), "--steps", "60", "--sleep", "0.1"]
     started = time.monotonic()
     # the ranks say they are 3 when they join: no need to wait for the connect deadline (the unit tests
@@ -876,4 +877,4 @@ analytics:
         RuntimeUnavailableError, match=r"^ranks report a communicator of 3 ranks, but the run expects 4"
     ):
         run_coupled(text, command, nranks=4, use_mpi=False, timeout=30)
-    assert time.monotonic() - started < 30, "the deadline is 2 s; the session's start and stop take the rest"
+    assert time.monotonic() - started < 20, "ended as the ranks joined, before the connect deadline (20 s)"
