@@ -81,12 +81,16 @@ class ClusterError(DoreisaError, RuntimeError):
         What failed (``"head"``, ``"node actor on <node id>"``, ...).
     step : int or None
         The step being handled, when there was one.
+    transient : bool
+        Ray said the actor is unavailable for now (it is restarting, or a connection broke), not that
+        it died: the same call may be answered later (a call in flight may or may not have run).
     """
 
-    def __init__(self, message: str, *, actor: str, step: int | None = None) -> None:
+    def __init__(self, message: str, *, actor: str, step: int | None = None, transient: bool = False) -> None:
         super().__init__(message)
         self.actor = actor
         self.step = step
+        self.transient = transient
 
 
 class OutputError(DoreisaError, OSError):

@@ -329,11 +329,18 @@ class CompleteStep(Record, frozen=True):
 
 
 class Taken(Record, frozen=True):
-    """What the driver takes from the head at once: complete steps, events, and steps still partial."""
+    """What the driver takes from the head at once: complete steps, events, and steps still partial.
+
+    ``incarnation`` is new at every start of the head actor (a head that Ray restarted is empty);
+    ``applied`` says, per node actor, how many of its batches of the head's current epoch were
+    applied: their events are in this or an earlier ``Taken`` (:mod:`doreisa.runtime.cluster.rebuild`).
+    """
 
     steps: tuple[CompleteStep, ...]
     events: tuple[Event, ...]
     partial: int
+    incarnation: str = ""
+    applied: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 def describe(record: Any) -> str:

@@ -1,13 +1,15 @@
 """Chaos (issue #14, item 6): one fault at a random step, per seed, and the invariants that must hold whatever died.
 
 ``make test-slow`` runs 20 seeds (``DOREISA_CHAOS_SEEDS=20``, about 3 minutes here); ``make test`` the
-first 6 (two of each kind of fault), to stay within its time.
+first 6 (every kind of fault at least once), to stay within its time.
 
 Each seed runs 4 real MPI ranks against a fresh session on the test session's Ray and, once the
-analytics have reached a random step, kills one thing: the head actor, the node actor, or a rank
-(rank 1 exits abruptly, as ``fill.py --die-at`` does; MPI then ends the others). Whatever died:
+analytics have reached a random step, kills one thing: the head actor for good, the node actor, a
+rank (rank 1 exits abruptly, as ``fill.py --die-at`` does; MPI then ends the others), or the head
+actor with restarts allowed (Ray restarts it empty; the session rebuilds it). Whatever died:
 
 - the session ends within a bounded time (no hang), with an error or with lost ranks, never silently;
+  after a head restart, with no error and every step analysed;
 - every analysed step is whole and exact (each value equals the reference), and analysed once;
 - a step reported lost is never analysed;
 - the simulation ends (a dead actor only detaches the ranks), and the run folder is removed.
@@ -44,7 +46,7 @@ timeouts: {connect: 60, step: 10}
 analytics:
   - {function: max, arrays: [field]}
 """
-KINDS = ("head", "node", "rank")
+KINDS = ("head", "node", "rank", "restart")
 SEEDS = int(os.environ.get("DOREISA_CHAOS_SEEDS", "6"))
 
 
@@ -71,7 +73,7 @@ def _run_with_fault(kind: str, at: int) -> tuple[Session, int | None, str]:
     try:
         if kind != "rank":
             _until_analysed(session, at, proc, timeout=60)
-            ray.kill(session._head if kind == "head" else session._nodes[0])
+            ray.kill(session._nodes[0] if kind == "node" else session._head, no_restart=kind != "restart")
         started = time.monotonic()
         try:
             session.serve(RANKS, alive=lambda: proc.poll() is None)
@@ -106,6 +108,9 @@ def test_chaos_one_fault_at_a_random_step_every_seed_every_invariant_holds(ray_c
         if kind == "rank":
             assert 1 in session.state.lost_order and returncode != 0, f"{where}: the dead rank is named"
             assert set(range(at - 1)) <= set(analysed), f"{where}: the steps before the death are analysed"
+        elif kind == "restart":
+            assert error == "" and returncode == 0, f"{where}: the run goes on: {error!r}"
+            assert set(analysed) == set(range(STEPS)) and not lost, f"{where}: every step, rebuilt from the nodes"
         else:
             actor = "the head actor" if kind == "head" else "the node actor"
             assert error.startswith(actor), f"{where}: the error names what died: {error!r}"

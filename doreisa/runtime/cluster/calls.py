@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayError, RayTaskError
 
 from doreisa.errors import ClusterError
 
@@ -35,7 +35,8 @@ def ask(call: Any, *, what: str, timeout: float = CONTROL_TIMEOUT, step: int | N
     Raises
     ------
     ClusterError
-        If the actor died, is unreachable, raised, or did not answer within ``timeout`` seconds.
+        If the actor died, is unreachable, raised, or did not answer within ``timeout`` seconds;
+        ``transient`` when Ray says it is unavailable for now (restarting).
     """
     at = "" if step is None else f" at step {step}"
     try:
@@ -44,6 +45,10 @@ def ask(call: Any, *, what: str, timeout: float = CONTROL_TIMEOUT, step: int | N
         raise ClusterError(
             f"the {what} did not answer within {timeout:g} s{at}; is the Ray cluster overloaded?", actor=what, step=step
         ) from None
+    except ActorUnavailableError as exc:
+        raise ClusterError(
+            f"the {what} is unavailable{at}: {_reason(exc)}", actor=what, step=step, transient=True
+        ) from exc
     except RayActorError as exc:
         raise ClusterError(f"the {what} died{at}: {_reason(exc)}", actor=what, step=step) from exc
     except RayError as exc:

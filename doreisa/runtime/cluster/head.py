@@ -7,6 +7,11 @@ may run out of order: each carries a sequence number and is applied in order, wh
 a rank's blocks (and events) in the order it published them, so the steps of an array
 complete in step order. A step is delivered complete or not at all: a step still missing
 blocks after ``step_timeout`` seconds is dropped, its blocks released, and reported lost.
+
+Ray restarts the head actor if it dies (``max_restarts``), empty: the session then calls
+:meth:`HeadState.rebuild` with a new epoch, and every node actor sends again what the head held
+(the blocks of the steps not yet analysed, the events not yet taken), in batches of that epoch;
+batches of an older epoch are dropped (:mod:`doreisa.runtime.cluster.rebuild`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from time import time as wall_clock  # the latency profile's hops, comparable across processes
 from typing import Any
@@ -58,10 +64,19 @@ class HeadState:
         # per sender: the next sequence number to apply, and batches that came early (with when)
         self._next_seq: dict[str, int] = {}
         self._early: dict[str, dict[int, tuple[list[BlockRecord | Event], float]]] = {}
+        #: new at every start: the session tells a head that Ray restarted (empty) by it
+        self.incarnation = uuid.uuid4().hex
+        self._epoch = 0  # batches of another epoch were sent before the head's latest rebuild: dropped
+        self.stale = 0
 
-    def add(self, batch: list[BlockRecord | Event], sender: str | None = None, seq: int | None = None) -> None:
-        """Record blocks and events from a node actor: its ``seq``-th batch (0, 1, ...), if numbered."""
+    def add(
+        self, batch: list[BlockRecord | Event], sender: str | None = None, seq: int | None = None, epoch: int = 0
+    ) -> None:
+        """Record blocks and events from a node actor: its ``seq``-th batch (0, 1, ...) of ``epoch``, if numbered."""
         with self._cond:
+            if epoch != self._epoch:
+                self.stale += 1  # sent again, in the rebuild's epoch, by its node actor
+                return
             if sender is None or seq is None:
                 self._apply(batch)
             else:
@@ -144,9 +159,28 @@ class HeadState:
         with self._cond:
             self._cond.wait_for(lambda: bool(self._ready or self._events), timeout=timeout)
             self._expire()
-            out = Taken(tuple(self._ready), tuple(self._events), len(self._partial))
+            out = Taken(
+                tuple(self._ready), tuple(self._events), len(self._partial), self.incarnation, dict(self._next_seq)
+            )
             self._ready, self._events = [], []
             return out
+
+    def rebuild(self, epoch: int) -> str:
+        """Forget everything and take only batches of ``epoch`` from now on; return the incarnation.
+
+        The node actors then send again, numbered from 0 in ``epoch``, every block of the steps
+        not yet analysed and every event the session has not taken, so the state is rebuilt
+        whether this head was restarted empty or only missed some calls.
+        """
+        with self._cond:
+            self._epoch = epoch
+            self._partial.clear()
+            self._ready, self._events = [], []
+            self._done.clear()
+            self._done_set.clear()
+            self._next_seq.clear()
+            self._early.clear()
+            return self.incarnation
 
     def flush(self) -> list[StepLost]:
         """Drop every incomplete step now (end of run); return the 'lost' events."""

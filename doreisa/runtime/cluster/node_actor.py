@@ -1,8 +1,9 @@
 """The node actor: the Ray actor around :class:`~doreisa.runtime.cluster.node.NodeServer`, one per Ray node.
 
 It finds its node's object store size (for the checks of :mod:`doreisa.runtime.store` and
-``placement: auto``), reports to the head in numbered batches, and relays blocks to the
-transit actors of the analytics nodes (in transit).
+``placement: auto``), reports to the head in numbered batches, keeping what a restarted head
+would need again (:mod:`doreisa.runtime.cluster.rebuild`), and relays blocks to the transit
+actors of the analytics nodes (in transit).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import numpy as np
 
 from doreisa.contract import Contract
 from doreisa.runtime.cluster.cost import cpu_since, tree_cpu
-from doreisa.runtime.cluster.node import NodeServer, Report
+from doreisa.runtime.cluster.node import NodeServer
+from doreisa.runtime.cluster.rebuild import ReportLog, sender_name
 from doreisa.runtime.protocol import Done, NodeCounts
 
 
@@ -34,12 +36,12 @@ class NodeActor:
     ) -> None:
         import ray
 
-        self._head = head
         self._transit = transit or []
         self._next = 0
-        self._seq = 0  # batches to the head are numbered: the head applies them in order
         node_id = ray.get_runtime_context().get_node_id()
-        self._sender = f"node-{node_id}"
+        sender = sender_name(node_id)
+        # batches to the head are numbered (the head applies them in order) and kept until no longer needed
+        self._log = ReportLog(lambda batch, seq, epoch: head.add.remote(batch, sender, seq, epoch))
         store = next((n["Resources"].get("object_store_memory") for n in ray.nodes() if n["NodeID"] == node_id), None)
         self._server = NodeServer(
             run_dir=run_dir,
@@ -47,7 +49,7 @@ class NodeActor:
             host=socket.gethostname(),
             contract=contract,
             put=ray.put,
-            report=self._report,
+            report=self._log.report,
             ingest=ingest,
             relay=self._relay if self._transit else None,
             relayed=frozenset(relayed or ()),
@@ -61,17 +63,22 @@ class NodeActor:
         self._next += 1
         return actor.relay.remote(blocks), node
 
-    def _report(self, batch: list[Report]) -> None:
-        self._head.add.remote(batch, self._sender, self._seq)
-        self._seq += 1
-
     def node_id(self) -> str:
         """The Ray node this actor serves."""
         return self._server.node_id
 
     def progress(self, done: Done) -> None:
         """Forward analysed (array, step) pairs and decisions to the ranks (backpressure, feedback)."""
+        self._log.settle(done.items)
         self._server.progress(done)
+
+    def ack(self, epoch: int, seq: int) -> None:
+        """The session took the events of this actor's batches of ``epoch`` before ``seq``."""
+        self._log.ack(epoch, seq)
+
+    def resend(self, epoch: int, acked: int) -> int:
+        """The head was rebuilt in ``epoch``: send it again what it may have lost (see ``ReportLog.resend``)."""
+        return self._log.resend(epoch, acked)
 
     def counts(self) -> NodeCounts:
         """Blocks and bytes ingested, ranks seen, objects stored (``puts``) and seconds spent storing them."""

@@ -25,11 +25,12 @@ from doreisa.analytics import Registry, bind_analytics, default_registry
 from doreisa.contract import Contract
 from doreisa.errors import ClusterError, ProtocolError, RuntimeUnavailableError
 from doreisa.runtime import _names
-from doreisa.runtime.cluster.calls import CONTROL_TIMEOUT, ActorWatch, GcsWatch, ask, kill
+from doreisa.runtime.cluster.calls import ActorWatch, GcsWatch, ask, kill
 from doreisa.runtime.cluster.driver import AnalyticsDriver
 from doreisa.runtime.cluster.head import HeadState
 from doreisa.runtime.cluster.node_actor import NodeActor
 from doreisa.runtime.cluster.preflight import check_devices
+from doreisa.runtime.cluster.rebuild import HeadReader, sender_name
 from doreisa.runtime.cluster.results import Provenance, ResultWriter
 from doreisa.runtime.cluster.setup import limit_malloc_arenas
 from doreisa.runtime.cluster.transit import TransitActor
@@ -62,6 +63,8 @@ log = logging.getLogger("doreisa.session")
 AWAY = ("in_transit", "auto")
 #: Seconds to wait for the head and node actors to start (Ray starts a worker process for each).
 ACTOR_START_TIMEOUT = 120
+#: Times Ray restarts the head actor if it dies; each time its state is rebuilt from the node actors.
+HEAD_RESTARTS = 3
 
 
 def _ray_dask_get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
@@ -113,6 +116,7 @@ class Session:
         )
         self.provenance = Provenance(Path(output) if output is not None else None)
         self._head: Any = None
+        self._reader: HeadReader | None = None
         self._nodes: list[Any] = []
         self._node_names: list[str] = []
         self._transit: list[Any] = []
@@ -154,13 +158,13 @@ class Session:
         driver_node = ray.get_runtime_context().get_node_id()
         log.info("driver and head actor on node %s", driver_node[:8])
         here = NodeAffinitySchedulingStrategy(node_id=driver_node, soft=False)
-        # Never restarted (max_restarts=0): a new head would start empty, its partial steps and the order of
-        # the node actors' batches gone; a dead head ends the run, loudly (F3 and F4, docs/reliability.md).
+        # Restarted by Ray if it dies, empty: the session then rebuilds its state from the node actors
+        # (runtime/cluster/rebuild.py; F3). Killed for good (ray.kill), or past its restarts, it ends the run (F4).
         self._head = head_cls.options(
             name=f"{_names.HEAD_ACTOR}-{uuid.uuid4().hex[:8]}",
             num_cpus=0,
             max_concurrency=8,
-            max_restarts=0,
+            max_restarts=HEAD_RESTARTS,
             scheduling_strategy=here,
         ).remote(step_timeout=self.contract.timeouts.step, keep_latest=self._keep_latest)
         alive = [node for node in ray.nodes() if node["Alive"]]
@@ -192,6 +196,8 @@ class Session:
         ask([n.node_id.remote() for n in self._nodes], what="node actors", timeout=ACTOR_START_TIMEOUT)
         nodes = [node["NodeID"] for node in alive]
         self._watches.append(ActorWatch(list(zip(self._nodes, self._node_names, nodes, strict=True))))
+        senders = {sender_name(node): actor for node, actor in zip(nodes, self._nodes, strict=True)}
+        self._reader = HeadReader(self._head, senders, on_rebuilt=self.state.warnings.append)
 
     def _transit_resources(
         self, arrays: list[str] | tuple[str, ...], modes: tuple[str, ...] = ("in_transit",)
@@ -229,12 +235,15 @@ class Session:
         )
 
     def _notify_done(self, done: Done) -> None:
+        if self._reader is not None:
+            self._reader.settled(done.items)
         for node in self._nodes:
             node.progress.remote(done)
 
     def poll(self, timeout: float = 0.2) -> None:
         """Take what the head has (complete steps, events) and run the analytics on it."""
-        taken: Taken = ask(self._head.take.remote(timeout), what="head actor", timeout=timeout + CONTROL_TIMEOUT)
+        assert self._reader is not None, "Session.start() first"
+        taken: Taken = self._reader.take(timeout)
         self.state.partial = taken.partial
         for event in taken.events:
             self._event(event)
@@ -340,6 +349,8 @@ class Session:
                 watch.forget(exc.actor)
                 kept = [(n, name) for n, name in zip(self._nodes, self._node_names, strict=True) if name != exc.actor]
                 self._nodes, self._node_names = [n for n, _ in kept], [name for _, name in kept]
+                if self._reader is not None:
+                    self._reader.keep(self._nodes)
 
     def _drained(self) -> bool:
         """Every block the closed ranks published has reached the driver (or was reported lost)."""
@@ -376,7 +387,7 @@ class Session:
             if self._head is not None:
                 kill(self._head, what="head actor")
         finally:
-            self._nodes, self._node_names, self._transit, self._head = [], [], [], None
+            self._nodes, self._node_names, self._transit, self._head, self._reader = [], [], [], None, None
             self._release()
         return problems
 

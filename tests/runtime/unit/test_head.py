@@ -58,7 +58,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 def test_step_is_delivered_only_when_complete() -> None:
     head = HeadState(step_timeout=60)
     head.add([_block(0, (0, 0), 0)])
-    assert head.take(0) == Taken((), (), 1)
+    assert head.take(0) == Taken((), (), 1, head.incarnation)
     head.add([_block(0, (1, 0), 1)])
     out = head.take(0)
     assert out.partial == 0
@@ -77,7 +77,7 @@ def test_step_is_delivered_only_when_complete() -> None:
     (step,) = out.steps
     assert step == expected
     assert step.hops[2] > 0
-    assert head.take(0) == Taken((), (), 0)  # taken once
+    assert head.take(0) == Taken((), (), 0, head.incarnation)  # taken once
 
 
 def test_steps_and_arrays_are_assembled_separately() -> None:
@@ -113,14 +113,14 @@ def test_events_are_passed_through_in_order() -> None:
     head = HeadState(step_timeout=60)
     events = (RankJoined(0, 2, "n0"), RankClosed(0, "n0", RankStats()))
     head.add([events[0], _block(0, (0, 0), 0), events[1]])
-    assert head.take(0) == Taken((), events, 1)
+    assert head.take(0) == Taken((), events, 1, head.incarnation)
     assert head.take(0).events == ()
 
 
 def test_take_waits_until_timeout_when_idle() -> None:
     head = HeadState(step_timeout=60)
     start = time.monotonic()
-    assert head.take(0.1) == Taken((), (), 0)
+    assert head.take(0.1) == Taken((), (), 0, head.incarnation)
     assert time.monotonic() - start >= 0.09
 
 
@@ -143,7 +143,7 @@ def test_incomplete_step_expires_into_step_lost(clock: Clock) -> None:
     assert head.take(0).events == ()  # not yet
     clock.advance(0.02)
     out = head.take(0)
-    assert out == Taken((), (StepLost("field", 4, have=2, expected=3, ranks_seen=(0, 1)),), 0)
+    assert out == Taken((), (StepLost("field", 4, have=2, expected=3, ranks_seen=(0, 1)),), 0, head.incarnation)
     assert head.take(0).events == ()  # reported once
 
 
