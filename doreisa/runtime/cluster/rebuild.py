@@ -4,9 +4,10 @@ The head holds the steps in flight (their blocks' references) and the events the
 not taken yet, and it is a single actor. Ray restarts it when it dies (``max_restarts``), with
 an empty state. So each node actor keeps what it reported until it is no longer needed
 (:class:`ReportLog`): the block records of every step the analytics have not finished
-(``settle``, from the session's ``Done``), and the batches whose events the session has not
+(``settle``, from the session's ``Done``), and the events of the batches the session has not
 taken (``ack``, from the head's ``Taken.applied``). Keeping a block's record keeps its object
-reference, and with it the object: the node actor owns every block, the head only borrows.
+reference, and with it the object: the node actor owns every block, the head only borrows. A
+record is dropped at ``settle``, so an object lives no longer than it did without all this.
 
 The session (:class:`HeadReader`) sees that the head was restarted (its ``incarnation``
 changed, or Ray said it is unavailable), calls ``HeadState.rebuild`` with a new epoch, then asks
@@ -59,7 +60,7 @@ class ReportLog:
         self._lock = threading.Lock()  # the serving thread reports; Ray's threads ack, settle and resend
         self.epoch = 0
         self._seq = 0
-        self._unacked: list[tuple[int, list[Report]]] = []  # (seq, batch) of this epoch, events not yet taken
+        self._unacked: list[tuple[int, list[Report]]] = []  # (seq, its events) of this epoch, not yet taken
         self._unsettled: dict[tuple[str, int], dict[tuple[int, ...], BlockRecord]] = {}
 
     def report(self, batch: list[Report]) -> None:
@@ -68,10 +69,14 @@ class ReportLog:
             self._keep_and_send(batch)
 
     def _keep_and_send(self, batch: list[Report]) -> None:
+        events = []
         for item in batch:
             if isinstance(item, BlockRecord):
                 self._unsettled.setdefault((item.array, item.step), {})[item.index] = item
-        self._unacked.append((self._seq, batch))
+            else:
+                events.append(item)
+        if events:
+            self._unacked.append((self._seq, events))
         seq, self._seq = self._seq, self._seq + 1
         self._send(batch, seq, self.epoch)
 
@@ -91,26 +96,20 @@ class ReportLog:
         """Start ``epoch``: send again, as its batch 0, what the head may have lost; return how many items.
 
         ``acked`` is how many batches of the old epoch the session has taken (their events need not
-        come again). First the blocks of unsettled steps from batches already taken, then the
-        batches not taken, as they were (a rank's events stay after its blocks).
+        come again). The blocks of the unsettled steps first, in the order they came (a rank's steps
+        in order), then the events not taken, in order: a rank's 'closed' stays after its blocks.
         """
         with self._lock:
-            kept = [batch for s, batch in self._unacked if s >= acked]
-            in_kept = {id(item) for batch in kept for item in batch}
-            records = [record for step in self._unsettled.values() for record in step.values()]
-            again: list[Report] = [record for record in records if id(record) not in in_kept]
-            again += [item for batch in kept for item in batch if self._wanted(item)]
+            again: list[Report] = [record for step in self._unsettled.values() for record in step.values()]
+            again += [event for s, events in self._unacked if s >= acked for event in events]
             self.epoch, self._seq, self._unacked = epoch, 0, []
             if again:
                 self._keep_and_send(again)
             return len(again)
 
-    def _wanted(self, item: Report) -> bool:
-        return not isinstance(item, BlockRecord) or (item.array, item.step) in self._unsettled
-
     @property
     def kept(self) -> tuple[int, int]:
-        """Batches kept for their events, and steps kept for their blocks (for tests and counts)."""
+        """Batches whose events are kept, and steps whose blocks are kept (for tests and counts)."""
         with self._lock:
             return len(self._unacked), len(self._unsettled)
 

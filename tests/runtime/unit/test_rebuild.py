@@ -96,7 +96,7 @@ def test_a_restarted_head_gets_back_the_steps_in_flight_and_the_events_not_taken
     link.log.report([_block(1, 1), _block(2, 0)])  # lost with the head
     closed = RankClosed(1, "n0", RankStats())
     link.log.report([closed])  # to the restarted head before it is rebuilt: dropped there, sent again
-    assert link.log.kept == (3, 2)  # batches whose events were not taken; steps 1 and 2 not analysed
+    assert link.log.kept == (1, 2)  # the batch whose event was not taken; steps 1 and 2, not analysed
     session.restart_head()
     link.log.report([_block(2, 1)])
     session.poll()
