@@ -23,7 +23,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from doreisa.analytics import Registry, bind_analytics, default_registry
 from doreisa.contract import Contract
-from doreisa.errors import ClusterError, ProtocolError, RuntimeUnavailableError
+from doreisa.errors import ClusterError, ProtocolError
 from doreisa.runtime import _names
 from doreisa.runtime.cluster.calls import ActorWatch, GcsWatch, ask, kill
 from doreisa.runtime.cluster.driver import AnalyticsDriver
@@ -33,7 +33,7 @@ from doreisa.runtime.cluster.preflight import check_devices
 from doreisa.runtime.cluster.rebuild import HeadReader, sender_name
 from doreisa.runtime.cluster.results import Provenance, ResultWriter
 from doreisa.runtime.cluster.setup import limit_malloc_arenas
-from doreisa.runtime.cluster.transit import TransitActor
+from doreisa.runtime.cluster.transit import AnalyticsNodes
 from doreisa.runtime.cluster.watch import RunState, RunWatch
 from doreisa.runtime.protocol import (
     Applied,
@@ -59,8 +59,6 @@ from doreisa.runtime.scheduling.scheduler import Cuts, partitioned_get
 
 log = logging.getLogger("doreisa.session")
 
-#: The placements whose blocks may leave the simulation's nodes (for analytics nodes, with a transit actor each).
-AWAY = ("in_transit", "auto")
 #: Seconds to wait for the head and node actors to start (Ray starts a worker process for each).
 ACTOR_START_TIMEOUT = 120
 #: Times Ray restarts the head actor if it dies; each time its state is rebuilt from the node actors.
@@ -119,7 +117,7 @@ class Session:
         self._reader: HeadReader | None = None
         self._nodes: list[Any] = []
         self._node_names: list[str] = []
-        self._transit: list[Any] = []
+        self.analytics = AnalyticsNodes(contract)
         #: while the run serves: the head node's GCS (F12) and the node actors (F5)
         self._watches: list[GcsWatch | ActorWatch] = []
         self.cuts = Cuts()  # graphs cut at one step, reused at the next ones
@@ -168,18 +166,8 @@ class Session:
             scheduling_strategy=here,
         ).remote(step_timeout=self.contract.timeouts.step, keep_latest=self._keep_latest)
         alive = [node for node in ray.nodes() if node["Alive"]]
-        away = [a for a in self.contract.arrays if self.contract.placement_of(a).mode in AWAY]  # may leave their node
-        transit_arrays = [a for a in away if self.contract.placement_of(a).mode == "in_transit"]
-        analytics = [node for node in alive if self._is_analytics_node(node)] if away else []
-        if away and not analytics:
-            resources = sorted(self._transit_resources(away, AWAY))
-            raise RuntimeUnavailableError(
-                f"arrays {away} are placed in_transit or auto, but no Ray node has the resource {resources}; "
-                f"start analytics nodes with: ray start --address=... --resources='{{\"{resources[0]}\": 1}}'"
-            )
-        transit_cls = ray.remote(TransitActor)
-        self._transit = [transit_cls.options(num_cpus=0, scheduling_strategy=_on(node)).remote() for node in analytics]
-        transit = list(zip(self._transit, [node["NodeID"] for node in analytics], strict=True))
+        analytics = self.analytics.start(alive)
+        transit_arrays = [a for a in self.analytics.away if self.contract.placement_of(a).mode == "in_transit"]
         node_cls = ray.remote(NodeActor)
         for node in alive:
             self._nodes.append(
@@ -188,7 +176,7 @@ class Session:
                     contract=self.contract,
                     head=self._head,
                     ingest=node not in analytics or len(analytics) == len(alive),
-                    transit=transit,
+                    transit=self.analytics.actors,
                     relayed=transit_arrays,
                 )
             )
@@ -199,17 +187,6 @@ class Session:
         senders = {sender_name(node): actor for node, actor in zip(nodes, self._nodes, strict=True)}
         self._reader = HeadReader(self._head, senders, on_rebuilt=self.state.warnings.append)
 
-    def _transit_resources(
-        self, arrays: list[str] | tuple[str, ...], modes: tuple[str, ...] = ("in_transit",)
-    ) -> set[str]:
-        """The resources of the analytics nodes of ``arrays`` placed in one of ``modes`` (the analytics of
-        ``in_transit`` arrays run there; those of ``auto`` arrays follow their blocks, wherever each step went)."""
-        return {p.analytics_resource for a in arrays if (p := self.contract.placement_of(a)).mode in modes}
-
-    def _is_analytics_node(self, node: dict[str, Any]) -> bool:
-        resources = self._transit_resources(tuple(self.contract.arrays), AWAY)
-        return any(node["Resources"].get(r, 0) > 0 for r in resources)
-
     def scheduler_for(
         self,
         arrays: tuple[str, ...],
@@ -219,7 +196,7 @@ class Session:
     ) -> Any:
         """Dask-on-Ray for analytics of ``arrays``: tasks next to their blocks, on analytics nodes if in transit,
         on a GPU (CuPy chunks) if one of the arrays is placed there."""
-        resources = self._transit_resources(arrays)
+        resources = self.analytics.resources(arrays)
         remote_args: dict[str, Any] = {"resources": dict.fromkeys(resources, 0.001)} if resources else {}
         device = "gpu" if any(self.contract.placement_of(a).device == "gpu" for a in arrays) else "cpu"
         if device == "gpu":
@@ -382,12 +359,12 @@ class Session:
             for node, name in zip(self._nodes, self._node_names, strict=True):
                 self._attempt(problems, lambda node=node, name=name: ask(node.stop.remote(), what=name, timeout=10))
                 kill(node, what=name)
-            for actor in self._transit:
+            for actor, _ in self.analytics.actors:
                 kill(actor, what="transit actor")
             if self._head is not None:
                 kill(self._head, what="head actor")
         finally:
-            self._nodes, self._node_names, self._transit, self._head, self._reader = [], [], [], None, None
+            self._nodes, self._node_names, self.analytics.actors, self._head, self._reader = [], [], [], None, None
             self._release()
         return problems
 
@@ -401,7 +378,7 @@ class Session:
 
     def _collect_counts(self) -> None:
         self.last_node_counts = self.node_counts()
-        self.last_transit_counts = ask([t.counts.remote() for t in self._transit], what="transit actors")
+        self.last_transit_counts = ask([t.counts.remote() for t, _ in self.analytics.actors], what="transit actors")
 
     def _flush(self) -> None:
         for event in ask(self._head.flush.remote(), what="head actor"):

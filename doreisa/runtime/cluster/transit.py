@@ -1,11 +1,15 @@
-"""In transit: the actor on an analytics node that receives blocks from the simulation's node actors."""
+"""In transit: the actor on an analytics node that receives blocks from the simulation's node actors,
+and the session's view of the analytics nodes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
+from doreisa.contract import Contract
+from doreisa.errors import RuntimeUnavailableError
 from doreisa.runtime.protocol import TransitCounts
 
 
@@ -32,3 +36,66 @@ class TransitActor:
         import ray
 
         return ray.get_runtime_context().get_node_id()
+
+
+#: The placements whose blocks may leave the simulation's nodes (for analytics nodes, with a transit actor each).
+AWAY = ("in_transit", "auto")
+
+
+class AnalyticsNodes:
+    """A run's analytics nodes (in transit, ``auto``): which they are, their transit actors, and those lost.
+
+    Parameters
+    ----------
+    contract : Contract
+        Says which arrays may leave the simulation's nodes, and the resource their analytics nodes carry.
+    """
+
+    def __init__(self, contract: Contract) -> None:
+        self.contract = contract
+        self.actors: list[tuple[Any, str]] = []  # (transit actor, its node's id)
+        #: analytics nodes whose transit actor died mid-run: the blocks relayed there are lost
+        self.lost: set[str] = set()
+
+    def resources(self, arrays: Iterable[str], modes: tuple[str, ...] = ("in_transit",)) -> set[str]:
+        """The resources of the analytics nodes of ``arrays`` placed in one of ``modes`` (the analytics of
+        ``in_transit`` arrays run there; those of ``auto`` arrays follow their blocks, wherever each step went)."""
+        return {p.analytics_resource for a in arrays if (p := self.contract.placement_of(a)).mode in modes}
+
+    @property
+    def away(self) -> list[str]:
+        """The arrays whose blocks may leave their node."""
+        return [a for a in self.contract.arrays if self.contract.placement_of(a).mode in AWAY]
+
+    def start(self, alive: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Start a transit actor on each analytics node among ``alive`` (Ray's node records); return those nodes.
+
+        Raises
+        ------
+        RuntimeUnavailableError
+            If arrays may leave their node but no node carries their analytics resource.
+        """
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        away = self.away
+        if not away:
+            return []
+        wanted = self.resources(self.contract.arrays, AWAY)
+        analytics = [node for node in alive if any(node["Resources"].get(r, 0) > 0 for r in wanted)]
+        if not analytics:
+            resources = sorted(self.resources(away, AWAY))
+            raise RuntimeUnavailableError(
+                f"arrays {away} are placed in_transit or auto, but no Ray node has the resource {resources}; "
+                f"start analytics nodes with: ray start --address=... --resources='{{\"{resources[0]}\": 1}}'"
+            )
+        transit_cls = ray.remote(TransitActor)
+        for node in analytics:
+            pin = NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
+            self.actors.append((transit_cls.options(num_cpus=0, scheduling_strategy=pin).remote(), node["NodeID"]))
+        return analytics
+
+    @property
+    def named(self) -> list[tuple[Any, str, str]]:
+        """(actor, name, node id) of each transit actor, for the session's watch."""
+        return [(actor, f"transit actor on node {node[:8]}", node) for actor, node in self.actors]
