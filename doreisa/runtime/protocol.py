@@ -257,13 +257,15 @@ class PlacementChanged(Record, frozen=True):
 
 
 class StepLost(Record, frozen=True):
-    """A step of an array that stayed incomplete (reported by the head, or at the end of the run)."""
+    """A step of an array that stayed incomplete (reported by the head, or at the end of the run), or
+    whose blocks were lost with an analytics node (``reason`` says so; empty: incomplete)."""
 
     array: str
     step: int
     have: int
     expected: int
     ranks_seen: tuple[int, ...]
+    reason: str = ""
 
 
 class StepDropped(Record, frozen=True):

@@ -233,6 +233,86 @@ def test_F5_F6_ray_nodes_removed_mid_run_without_ranks_the_run_goes_on_with_rank
     assert time.monotonic() - killed < 100, "ended in seconds (plus the simulation's grace), not a timeouts.step a step"
 
 
+TRANSIT_LOSS = """
+import json, os, subprocess, sys, time
+
+from doreisa.testing import local_cluster, mpiexec
+
+FAST = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 100, "health_check_failure_threshold": 10}
+CONTRACT = '''
+arrays:
+  field: {dtype: float64, shape: [256, 256]}
+placement: {mode: in_transit}
+timeouts: {connect: 60, step: 30}
+analytics:
+  - {function: max, arrays: [field]}
+'''
+analytics = {"doreisa_analytics": 1}
+with local_cluster(2, node_resources={0: analytics, 1: analytics}, system_config=FAST) as cluster:
+    from doreisa.contract import parse_contract
+    from doreisa.runtime.cluster.session import Session
+
+    session = Session(parse_contract(CONTRACT), keep_results=True)
+    session.start()
+    sim = [sys.executable, sys.argv[1], "--shape", "256,256", "--steps", "150", "--sleep", "0.05"]
+    proc = subprocess.Popen([mpiexec(), "-n", "2", *sim], env={**os.environ, **session.env})
+    error, victim = "", ""
+    try:
+        deadline = time.monotonic() + 120
+        while len(session.results.values.get("max", {})) < 20 and time.monotonic() < deadline:
+            session.poll(timeout=0.1)
+        node = [n for n in cluster.list_all_nodes() if n is not cluster.head_node][1]
+        victim = node.node_id
+        cluster.remove_node(node, allow_graceful=False)
+        try:
+            session.serve(2, alive=lambda: proc.poll() is None)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        proc.wait(timeout=120)
+    finally:
+        session.stop()
+        proc.kill()
+    print("RESULT " + json.dumps({
+        "victim": victim,
+        "error": error,
+        "returncode": proc.returncode,
+        "analysed": session.results.values.get("max", {}),
+        "lost": [[s.step, s.reason] for s in session.state.lost_steps],
+        "failed": sum(f.count for f in session.driver.failures),
+        "warnings": session.state.warnings,
+    }))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_F5_in_transit_an_analytics_node_lost_mid_run_its_steps_are_reported_lost_and_the_others_go_on(
+    tmp_path: Path,
+) -> None:
+    """In transit, with two analytics nodes (a Ray cluster of its own, with fast health checks: the node's
+    death is seen in about a second): one is removed mid-run. Its transit actor is named in a warning, the
+    node actors relay to the other from then on, and the run goes on to the end. A step whose blocks were on
+    the lost node is reported lost with that reason (never analysed half), or, if the analytics were already
+    reading it, its analytic failure is reported: every step is analysed, lost or failed, none missing."""
+    script = tmp_path / "transit_loss.py"
+    script.write_text(TRANSIT_LOSS)
+    done = subprocess.run(
+        [sys.executable, str(script), str(SIM)], capture_output=True, text=True, timeout=280, cwd=tmp_path
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(lines[-1].removeprefix("RESULT "))
+    assert result["error"] == "" and result["returncode"] == 0, result
+    analysed = {int(s): v for s, v in result["analysed"].items()}
+    assert analysed == {s: s + 255255.0 for s in analysed}, "whole and exact steps only"
+    lost = {step for step, _ in result["lost"]}
+    assert {reason for _, reason in result["lost"]} <= {"its blocks were on an analytics node that was lost"}
+    assert not lost & set(analysed), "a step reported lost is never analysed"
+    assert len(analysed) + len(lost) + result["failed"] == 150, "every step analysed, lost or failed"
+    assert set(range(100, 150)) <= set(analysed), "later steps go to the other analytics node"
+    assert any(w.startswith(f"the transit actor on node {result['victim'][:8]} died") for w in result["warnings"])
+
+
 def _ray_start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     ray = Path(sys.executable).parent / "ray"
     return subprocess.Popen(

@@ -72,6 +72,10 @@ class NodeActor:
         self._log.settle(done.items)
         self._server.progress(done)
 
+    def drop_transit(self, node: str) -> None:
+        """The analytics node ``node`` was lost: relay to the others from now on."""
+        self._transit = [(actor, n) for actor, n in self._transit if n != node]
+
     def ack(self, epoch: int, seq: int) -> None:
         """The session took the events of this actor's batches of ``epoch`` before ``seq``."""
         self._log.ack(epoch, seq)

@@ -63,6 +63,8 @@ log = logging.getLogger("doreisa.session")
 ACTOR_START_TIMEOUT = 120
 #: Times Ray restarts the head actor if it dies; each time its state is rebuilt from the node actors.
 HEAD_RESTARTS = 3
+#: Why a step whose blocks were relayed to an analytics node that was lost since is itself lost.
+LOST = "its blocks were on an analytics node that was lost"
 
 
 def _ray_dask_get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
@@ -183,7 +185,9 @@ class Session:
         self._node_names = [f"node actor on node {node['NodeID'][:8]}" for node in alive]
         ask([n.node_id.remote() for n in self._nodes], what="node actors", timeout=ACTOR_START_TIMEOUT)
         nodes = [node["NodeID"] for node in alive]
-        self._watches.append(ActorWatch(list(zip(self._nodes, self._node_names, nodes, strict=True))))
+        self._watches.append(
+            ActorWatch([*zip(self._nodes, self._node_names, nodes, strict=True), *self.analytics.named])
+        )
         senders = {sender_name(node): actor for node, actor in zip(nodes, self._nodes, strict=True)}
         self._reader = HeadReader(self._head, senders, on_rebuilt=self.state.warnings.append)
 
@@ -225,6 +229,12 @@ class Session:
         for event in taken.events:
             self._event(event)
         for step in taken.steps:
+            if self.analytics.lost and (gone := self.analytics.holds_lost(step)):
+                self._step_lost(
+                    StepLost(step.array, step.step, len(step.blocks) - len(gone), len(step.blocks), (), LOST)
+                )
+                self.state.blocks += len(gone)
+                continue
             self.state.blocks += len(step.blocks)
             self.state.last_step = max(self.state.last_step, step.step)
             self.driver.deliver(step)
@@ -259,14 +269,8 @@ class Session:
         self.state.lost_steps.append(event)
         self.state.blocks += event.have
         self._notify_done(Done(((event.array, event.step),)))  # deterministic ranks must not wait for it
-        log.error(
-            "step %s of %s lost: %s of %s blocks arrived (ranks %s)",
-            event.step,
-            event.array,
-            event.have,
-            event.expected,
-            list(event.ranks_seen),
-        )
+        why = event.reason or f"{event.have} of {event.expected} blocks arrived (ranks {list(event.ranks_seen)})"
+        log.error("step %s of %s lost: %s", event.step, event.array, why)
 
     def serve(
         self,
@@ -314,6 +318,9 @@ class Session:
             except ClusterError as exc:
                 if not isinstance(watch, ActorWatch):
                     raise
+                if exc.actor.startswith("transit actor"):
+                    self._analytics_node_lost(exc, watch)
+                    continue
                 ranks = sorted(r for r, node in self.state.hello.items() if f"node {node[:8]}" in exc.actor)
                 if ranks:
                     raise ClusterError(
@@ -328,6 +335,18 @@ class Session:
                 self._nodes, self._node_names = [n for n, _ in kept], [name for _, name in kept]
                 if self._reader is not None:
                     self._reader.keep(self._nodes)
+
+    def _analytics_node_lost(self, exc: ClusterError, watch: ActorWatch) -> None:
+        """In transit: the node actors relay to the other analytics nodes; what was relayed there is lost."""
+        node = self.analytics.drop(exc.actor)
+        watch.forget(exc.actor)
+        if not self.analytics.actors:
+            raise ClusterError(f"{exc}; it was the last analytics node, the run cannot go on", actor=exc.actor) from exc
+        for actor in self._nodes:
+            actor.drop_transit.remote(node)
+        said = f"{exc}; the steps with blocks there are lost (steps_lost), later steps go to the other analytics nodes"
+        log.warning("%s", said)
+        self.state.warnings.append(said)
 
     def _drained(self) -> bool:
         """Every block the closed ranks published has reached the driver (or was reported lost)."""

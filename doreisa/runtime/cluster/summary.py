@@ -123,7 +123,8 @@ def _failure_reasons(
             f"{len(failures)} analytic failure(s); first: {first['analytic']} at step {first['step']}: {first['error']}"
         )
     if state.lost_steps:
-        reasons.append(f"{len(state.lost_steps)} step(s) lost (incomplete)")
+        why = "; ".join(sorted({s.reason or "incomplete" for s in state.lost_steps}))
+        reasons.append(f"{len(state.lost_steps)} step(s) lost ({why})")
     dropped = max((s.dropped for s in state.closed.values()), default=0)
     if dropped:
         reasons.append(f"{dropped} step(s) dropped: ranks lost the analytics and went on without them")

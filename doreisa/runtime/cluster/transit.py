@@ -10,7 +10,7 @@ import numpy as np
 
 from doreisa.contract import Contract
 from doreisa.errors import RuntimeUnavailableError
-from doreisa.runtime.protocol import TransitCounts
+from doreisa.runtime.protocol import CompleteStep, TransitCounts
 
 
 class TransitActor:
@@ -98,4 +98,20 @@ class AnalyticsNodes:
     @property
     def named(self) -> list[tuple[Any, str, str]]:
         """(actor, name, node id) of each transit actor, for the session's watch."""
-        return [(actor, f"transit actor on node {node[:8]}", node) for actor, node in self.actors]
+        return [(actor, self.name(node), node) for actor, node in self.actors]
+
+    @staticmethod
+    def name(node: str) -> str:
+        """How errors and the watch name the transit actor of ``node``."""
+        return f"transit actor on node {node[:8]}"
+
+    def drop(self, name: str) -> str:
+        """Forget the transit actor ``name`` (it died): its node is lost; return the node's id."""
+        (node,) = [node for _, node in self.actors if self.name(node) == name]
+        self.actors = [(actor, n) for actor, n in self.actors if n != node]
+        self.lost.add(node)
+        return node
+
+    def holds_lost(self, step: CompleteStep) -> list[tuple[int, ...]]:
+        """The blocks of ``step`` relayed to an analytics node lost since: they cannot be read any more."""
+        return [index for index, node in step.nodes.items() if node in self.lost]
