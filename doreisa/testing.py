@@ -314,3 +314,21 @@ def store_stats() -> dict[str, float]:
         "objects": float(used.group(2)) if used else 0.0,
         "spilled_mib": float(spilled.group(1)) if spilled else 0.0,
     }
+
+
+def store_back_to(before: Mapping[str, float], timeout: float = 30.0) -> dict[str, float]:
+    """Wait until the object store holds no more than ``before`` (a :func:`store_stats` reading); the last reading.
+
+    Ray refreshes its statistics asynchronously, and frees an object only once its owner and
+    every borrower let go: after a run, its blocks must all be gone, whatever died during it.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        after = store_stats()
+        if after["objects"] <= before["objects"] and after["used_mib"] <= before["used_mib"]:
+            return after
+        if time.monotonic() > deadline:
+            return after
+        time.sleep(0.5)

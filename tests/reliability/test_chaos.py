@@ -12,7 +12,8 @@ actor with restarts allowed (Ray restarts it empty; the session rebuilds it). Wh
   after a head restart, with no error and every step analysed;
 - every analysed step is whole and exact (each value equals the reference), and analysed once;
 - a step reported lost is never analysed;
-- the simulation ends (a dead actor only detaches the ranks), and the run folder is removed.
+- the simulation ends (a dead actor only detaches the ranks), and the run folder is removed;
+- the object store is back at its baseline: no block outlives the run, whatever died.
 
 ``conftest.py`` checks afterwards that nothing is left in ``/dev/shm`` or ``/tmp``.
 """
@@ -33,7 +34,7 @@ import ray
 from doreisa.contract import parse_contract
 from doreisa.errors import DoreisaError
 from doreisa.runtime.cluster.session import Session
-from doreisa.testing import mpiexec
+from doreisa.testing import mpiexec, store_back_to, store_stats
 
 pytestmark = [pytest.mark.ray, pytest.mark.mpi, pytest.mark.slow]
 
@@ -97,8 +98,11 @@ def test_chaos_one_fault_at_a_random_step_every_seed_every_invariant_holds(ray_c
     for seed in range(SEEDS):
         rng = random.Random(seed)
         kind, at = KINDS[seed % len(KINDS)], rng.randint(2, 20)  # every kind, at steps the seed picks
+        before = store_stats()
         session, returncode, error = _run_with_fault(kind, at)
         where = f"seed {seed}: {kind} at step {at}"
+        after = store_back_to(before)
+        assert after["objects"] <= before["objects"], f"{where}: blocks outlived the run: {before} -> {after}"
         analysed = session.results.values.get("max", {})
         assert analysed == {s: _expected_max(s) for s in analysed}, f"{where}: whole and exact steps only"
         assert session.results.count == len(analysed), f"{where}: each step analysed once"

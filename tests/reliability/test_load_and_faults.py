@@ -21,7 +21,15 @@ import pytest
 
 from doreisa.analytics import Registry
 from doreisa.runtime.store import size
-from doreisa.testing import free_port, mpiexec, process_tree, routable_address, run_coupled
+from doreisa.testing import (
+    free_port,
+    mpiexec,
+    process_tree,
+    routable_address,
+    run_coupled,
+    store_back_to,
+    store_stats,
+)
 
 pytestmark = [pytest.mark.ray, pytest.mark.mpi]
 
@@ -59,8 +67,11 @@ analytics:
   - {function: max, arrays: [field]}
 """
     sim = [sys.executable, str(SIM), "--shape", "8,8", "--steps", "20", "--die-at", "6", "--sleep", "0.05"]
+    before = store_stats()
     run = run_coupled(contract, sim, nranks=4)
     assert run.returncode != 0, "the simulation failed, and says so"
+    after = store_back_to(before)
+    assert after["objects"] <= before["objects"], f"the partial steps' blocks are released: {before} -> {after}"
     state = run.session.state
     assert 1 in state.lost_order
     analysed = run.values["max"]
@@ -236,7 +247,7 @@ def test_F5_F6_ray_nodes_removed_mid_run_without_ranks_the_run_goes_on_with_rank
 TRANSIT_LOSS = """
 import json, os, subprocess, sys, time
 
-from doreisa.testing import local_cluster, mpiexec
+from doreisa.testing import local_cluster, mpiexec, store_back_to, store_stats
 
 FAST = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 100, "health_check_failure_threshold": 10}
 CONTRACT = '''
@@ -252,6 +263,7 @@ with local_cluster(2, node_resources={0: analytics, 1: analytics}, system_config
     from doreisa.contract import parse_contract
     from doreisa.runtime.cluster.session import Session
 
+    before = store_stats()
     session = Session(parse_contract(CONTRACT), keep_results=True)
     session.start()
     sim = [sys.executable, sys.argv[1], "--shape", "256,256", "--steps", "150", "--sleep", "0.05"]
@@ -280,6 +292,7 @@ with local_cluster(2, node_resources={0: analytics, 1: analytics}, system_config
         "lost": [[s.step, s.reason] for s in session.state.lost_steps],
         "failed": sum(f.count for f in session.driver.failures),
         "warnings": session.state.warnings,
+        "store": [before, store_back_to(before)],
     }))
 """
 
@@ -311,6 +324,8 @@ def test_F5_in_transit_an_analytics_node_lost_mid_run_its_steps_are_reported_los
     assert len(analysed) + len(lost) + result["failed"] == 150, "every step analysed, lost or failed"
     assert set(range(100, 150)) <= set(analysed), "later steps go to the other analytics node"
     assert any(w.startswith(f"the transit actor on node {result['victim'][:8]} died") for w in result["warnings"])
+    before, after = result["store"]
+    assert after["objects"] <= before["objects"], f"the blocks on the live nodes are released: {before} -> {after}"
 
 
 def _ray_start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -509,6 +524,7 @@ def test_F3_a_head_actor_killed_and_restarted_by_ray_is_rebuilt_from_the_node_ac
     registry = Registry()
     registry.analytic("steps")(_analysed_steps)
     contract = "arrays:\n  field: {dtype: float64, shape: [8, 8]}\nanalytics:\n  - {function: steps, arrays: [field]}\n"
+    before = store_stats()
     session = Session(parse_contract(contract), registry=registry, keep_results=True)
     session.start()
     _analysed.clear()
@@ -537,6 +553,8 @@ def test_F3_a_head_actor_killed_and_restarted_by_ray_is_rebuilt_from_the_node_ac
     assert session.state.lost_steps == [] and session.state.errors == []
     rebuilt = [w for w in session.state.warnings if w.startswith("the head actor was restarted")]
     assert len(rebuilt) == 2, session.state.warnings
+    after = store_back_to(before)
+    assert after["objects"] <= before["objects"], f"no block kept for a rebuild outlives the run: {before} -> {after}"
 
 
 HOG = """

@@ -153,7 +153,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("steps analysed", ", ".join(f"{k}: {v}" for k, v in summary["steps_analysed"].items()) or "none"),
         ("steps skipped (backpressure)", str(summary["steps_skipped"])),
         ("steps dropped (analytics unavailable)", str(summary["steps_dropped"])),
-        ("steps lost (incomplete)", str(len(summary["steps_lost"]))),
+        ("steps lost", str(len(summary["steps_lost"]))),
         ("analytic calls", f"{summary['analytic_calls']} ({len(summary['analytic_failures'])} failed)"),
         ("cadence changes / steering", str(len(summary["cadence_changes"]))),
         ("task graphs cut / reused", f"{summary['graphs']['cut']} / {summary['graphs']['reused']}"),
