@@ -11,7 +11,7 @@ import pytest
 
 from doreisa.analytics import Registry
 from doreisa.errors import RuntimeUnavailableError
-from doreisa.testing import run_coupled, store_stats
+from doreisa.testing import run_coupled, store_back_to, store_stats
 
 pytestmark = [pytest.mark.ray, pytest.mark.mpi]
 
@@ -104,9 +104,11 @@ def test_an_analytic_that_raises_is_reported_and_others_go_on(ray_cluster: Any) 
   - function: total
     arrays: [field]""",
     )
+    before = store_stats()
     run = run_coupled(text, sim("--steps", "12"), nranks=2, registry=registry)
     assert run.returncode == 0, run.output
     assert sorted(run.values["total"]) == [0, 3, 6, 9]
+    assert store_back_to(before)["objects"] <= before["objects"], "a failed call keeps no object"
     assert sorted(run.values["boom"]) == [0, 3, 9]
     (failure,) = run.session.driver.failures
     assert failure.analytic == "boom" and failure.step == 6
