@@ -45,10 +45,8 @@ def ask(call: Any, *, what: str, timeout: float = CONTROL_TIMEOUT, step: int | N
         raise ClusterError(
             f"the {what} did not answer within {timeout:g} s{at}; is the Ray cluster overloaded?", actor=what, step=step
         ) from None
-    except ActorUnavailableError as exc:
-        raise ClusterError(
-            f"the {what} is unavailable{at}: {_reason(exc)}", actor=what, step=step, transient=True
-        ) from exc
+    except ActorUnavailableError as exc:  # the same words: Ray's reason says 'unavailable', the callers match 'died'
+        raise ClusterError(f"the {what} died{at}: {_reason(exc)}", actor=what, step=step, transient=True) from exc
     except RayActorError as exc:
         raise ClusterError(f"the {what} died{at}: {_reason(exc)}", actor=what, step=step) from exc
     except RayError as exc:
