@@ -27,6 +27,27 @@ from typing import Any
 from doreisa.runtime.protocol import BlockRecord, CompleteStep, Event, StepDropped, StepLost, Taken
 
 
+class RecentKeys:
+    """The last ``size`` (array, step) added, for membership tests: a late copy must not count again."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._order: collections.deque[tuple[str, int]] = collections.deque(maxlen=size)
+        self._keys: set[tuple[str, int]] = set()
+
+    def add(self, key: tuple[str, int]) -> None:
+        if len(self._order) == self._order.maxlen:
+            self._keys.discard(self._order[0])
+        self._order.append(key)
+        self._keys.add(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def clear(self) -> None:
+        self._order.clear()
+        self._keys.clear()
+
+
 @dataclass
 class _Partial:
     array: str
@@ -59,8 +80,7 @@ class HeadState:
         self._events: list[Event] = []
         self.duplicates = 0
         # recently completed steps: a late duplicate must not open a new (never complete) step
-        self._done: collections.deque[tuple[str, int]] = collections.deque(maxlen=4096)
-        self._done_set: set[tuple[str, int]] = set()
+        self._done = RecentKeys()
         # per sender: the next sequence number to apply, and batches that came early (with when)
         self._next_seq: dict[str, int] = {}
         self._early: dict[str, dict[int, tuple[list[BlockRecord | Event], float]]] = {}
@@ -104,7 +124,7 @@ class HeadState:
 
     def _add_block(self, item: BlockRecord) -> None:
         key = (item.array, item.step)
-        if key in self._done_set:
+        if key in self._done:
             self.duplicates += 1
             return
         partial = self._partial.get(key)
@@ -125,10 +145,7 @@ class HeadState:
         partial.seen, partial.stored = max(partial.seen, item.seen), max(partial.stored, item.stored)
         if len(partial.blocks) == partial.n:
             del self._partial[key]
-            if len(self._done) == self._done.maxlen:
-                self._done_set.discard(self._done[0])
-            self._done.append(key)
-            self._done_set.add(key)
+            self._done.add(key)
             self._make_room(partial.array)
             self._ready.append(
                 CompleteStep(
@@ -177,7 +194,6 @@ class HeadState:
             self._partial.clear()
             self._ready, self._events = [], []
             self._done.clear()
-            self._done_set.clear()
             self._next_seq.clear()
             self._early.clear()
             return self.incarnation

@@ -20,7 +20,6 @@ expires into ``StepLost`` as before).
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
@@ -31,6 +30,7 @@ import msgspec
 
 from doreisa.errors import ClusterError
 from doreisa.runtime.cluster.calls import CONTROL_TIMEOUT, ask
+from doreisa.runtime.cluster.head import RecentKeys
 from doreisa.runtime.cluster.node import Report
 from doreisa.runtime.protocol import BlockRecord, Taken
 
@@ -131,12 +131,10 @@ class HeadReader:
         self.head, self.nodes, self._on_rebuilt = head, nodes, on_rebuilt
         self.incarnation: str | None = None
         self.epoch = 0
-        self.rebuilds = 0
         self._acked: dict[str, int] = {}  # per node actor: batches of this epoch whose events were taken
         self._told: dict[str, int] = {}  # what the node actors were last told of it
         self._told_at = 0.0
-        self._settled: collections.deque[tuple[str, int]] = collections.deque(maxlen=4096)
-        self._settled_set: set[tuple[str, int]] = set()
+        self._settled = RecentKeys()  # analysed, dropped or lost: if the head hands them again, ignored
 
     def take(self, timeout: float) -> Taken:
         """What the head has; after a restart of the head, nothing (it is rebuilt, and the steps come again)."""
@@ -153,16 +151,13 @@ class HeadReader:
             return self._rebuild()
         self._acked.update(taken.applied)
         self._tell_acked()
-        steps = tuple(s for s in taken.steps if (s.array, s.step) not in self._settled_set)
+        steps = tuple(s for s in taken.steps if (s.array, s.step) not in self._settled)
         return msgspec.structs.replace(taken, steps=steps) if len(steps) < len(taken.steps) else taken
 
     def settled(self, items: Iterable[tuple[str, int]]) -> None:
         """These (array, step) were analysed, dropped or lost: if the head hands them again, they are ignored."""
         for key in items:
-            if len(self._settled) == self._settled.maxlen:
-                self._settled_set.discard(self._settled[0])
-            self._settled.append(key)
-            self._settled_set.add(key)
+            self._settled.add(key)
 
     def _tell_acked(self) -> None:
         now = time.monotonic()
@@ -194,7 +189,6 @@ class HeadReader:
             except ClusterError as exc:  # a dead node actor: the session's watch ends the run, naming it
                 log.error("%s", exc)
         self._acked, self._told = {}, {}
-        self.rebuilds += 1
         said = (
             f"the head actor was restarted (Ray restarted it empty): its state was rebuilt from the node actors, "
             f"which sent {sent} blocks and events again; no step was analysed twice"
