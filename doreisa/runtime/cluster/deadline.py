@@ -57,8 +57,12 @@ class CallThread:
             self.abandoned.append(self.thread)
             self._jobs, self.thread = None, None  # the next call starts a new thread
             raise TimeoutError(f"{what} ran longer than timeouts.analytic = {limit:g} s; abandoned")
-        if call.error is not None:
-            raise call.error
+        error, call.error = call.error, None  # the traceback holds this frame: no cycle through ``call``
+        if error is not None:
+            try:
+                raise error
+            finally:
+                del error  # nor through this local
         return call.value
 
     def close(self) -> None:

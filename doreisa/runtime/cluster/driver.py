@@ -200,6 +200,7 @@ class AnalyticsDriver:
             (values,) = self._compute(wanted)
         except Exception as exc:  # a trigger that cannot be evaluated must not stop the analytics
             self.failures.add("triggers", step, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+            traceback.clear_frames(exc.__traceback__)
             return []
         finally:
             self._local.scheduler = None
@@ -262,6 +263,8 @@ class AnalyticsDriver:
         except Exception as exc:  # an analytic's failure must not stop the others or the simulation
             self.counts.failed += 1
             failure = self.failures.add(b.label, step, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+            # what its frames held (the blocks' references) goes now, not when a reference cycle is collected
+            traceback.clear_frames(exc.__traceback__)
             if failure.count == 1:  # once per analytic and error: the summary counts the others
                 log.error("analytic %s failed at step %d: %s", b.label, step, failure.error)
             return

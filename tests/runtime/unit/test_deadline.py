@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import threading
+import weakref
 
 import pytest
 
@@ -17,6 +20,29 @@ def test_calls_run_in_one_thread_and_return_or_raise() -> None:
         runner.run(lambda: 1 / 0, 30, "b")
     assert runner.run(lambda: 7, 30, "c") == 7  # a call that raised leaves the thread serving
     runner.close()
+
+
+class _Held:
+    """What a failed call's frames hold (an analytic's: the blocks' references)."""
+
+
+def test_a_call_that_raises_leaves_no_reference_cycle_holding_its_frames() -> None:
+    held: list[weakref.ref[_Held]] = []
+
+    def work() -> None:
+        blocks = _Held()
+        held.append(weakref.ref(blocks))
+        raise ValueError(repr(blocks))
+
+    runner = CallThread()
+    gc.disable()  # only reference counting frees: what a cycle holds stays
+    try:
+        with contextlib.suppress(ValueError):
+            runner.run(work, 30, "w")
+        assert held[0]() is None, "the error, its traceback and the call's frames are freed at once"
+    finally:
+        gc.enable()
+        runner.close()
 
 
 def test_a_call_over_its_deadline_is_abandoned_and_the_next_one_runs() -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -249,6 +251,40 @@ def test_failing_analytic_is_recorded_and_others_run(out: ResultWriter, registry
     assert out.values["boom"] == {0: 0.0, 2: 2.0}
     assert sorted(out.values["total"]) == [0, 1, 2]
     assert (driver.counts.calls, driver.counts.failed) == (6, 1)
+
+
+class _Held:
+    """Stands for what a failed call's frames hold: the blocks' references (the objects stay in Ray's store)."""
+
+
+@pytest.mark.parametrize("cycle", [False, True], ids=["plain", "exception-kept-in-a-local"])
+def test_a_failed_call_keeps_nothing_its_frames_held_alive(out: ResultWriter, registry: Registry, cycle: bool) -> None:
+    """The traceback of a failure refers to the frames it went through, which hold the step's blocks; kept in a
+    reference cycle (the exception in a frame's local: the call thread's, or a library's), they waited for
+    Python's cyclic collector, and the blocks' objects stayed in Ray's store after the run (seen in the F5
+    in-transit test). Now freed at once, with or without a timeout (the call thread)."""
+    held: list[weakref.ref[_Held]] = []
+
+    @registry.analytic("boom")
+    def boom(x: da.Array, *, step: int) -> float:
+        blocks = _Held()
+        held.append(weakref.ref(blocks))
+        try:
+            raise RuntimeError(f"failing with {blocks!r} in hand")
+        except RuntimeError as exc:
+            kept = exc if cycle else None  # a reference cycle: exc -> its traceback -> this frame -> kept
+            assert kept is exc or not cycle
+            raise
+
+    extra = "" if cycle else "timeouts: {analytic: 60}"
+    driver = _driver(_contract("  - {function: boom, arrays: [a]}", extra), registry, out)
+    gc.disable()  # only reference counting frees: what a cycle holds stays
+    try:
+        driver.deliver(_step("a", 0))
+        assert [ref() for ref in held] == [None]
+    finally:
+        gc.enable()
+    assert [f.step for f in driver.failures] == [0]
 
 
 def test_analytic_timeout_abandons_a_slow_call(out: ResultWriter, registry: Registry) -> None:
