@@ -384,6 +384,7 @@ class Session:
                 kill(self._head, what="head actor")
         finally:
             self._nodes, self._node_names, self.analytics.actors, self._head, self._reader = [], [], [], None, None
+            self._watches = []  # their pending pings: a dead actor's answer is an object in Ray's store
             self._release()
         return problems
 
