@@ -498,16 +498,6 @@ def _analysed_steps(field: Any, *, step: int) -> Any:
 _analysed: list[int] = []
 
 
-def _processes() -> list[tuple[int, str]]:
-    """(pid, command line) of every process of this machine."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        with contextlib.suppress(OSError):
-            if entry.name.isdigit():
-                found.append((int(entry.name), (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()))
-    return found
-
-
 def test_F3_a_head_actor_killed_and_restarted_by_ray_is_rebuilt_from_the_node_actors_every_step_analysed_once(
     ray_cluster: Any,
 ) -> None:
@@ -539,7 +529,8 @@ def test_F3_a_head_actor_killed_and_restarted_by_ray_is_rebuilt_from_the_node_ac
             if kill_at == 5:
                 ray.kill(session._head, no_restart=False)
             else:
-                (pid,) = [p for p, cmd in _processes() if cmd.startswith("ray::HeadState")]
+                # the test session's Ray cluster runs below this process
+                (pid,) = [p for p, cmd in process_tree(os.getpid()).items() if cmd.startswith("ray::HeadState")]
                 os.kill(pid, signal.SIGKILL)
         session.serve(2, alive=lambda: proc.poll() is None)
         proc.wait(timeout=120)

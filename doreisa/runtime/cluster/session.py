@@ -318,7 +318,7 @@ class Session:
             except ClusterError as exc:
                 if not isinstance(watch, ActorWatch):
                     raise
-                if exc.actor.startswith("transit actor"):
+                if self.analytics.has(exc.actor):
                     self._analytics_node_lost(exc, watch)
                     continue
                 ranks = sorted(r for r, node in self.state.hello.items() if f"node {node[:8]}" in exc.actor)

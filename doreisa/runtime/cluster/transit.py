@@ -105,6 +105,10 @@ class AnalyticsNodes:
         """How errors and the watch name the transit actor of ``node``."""
         return f"transit actor on node {node[:8]}"
 
+    def has(self, name: str) -> bool:
+        """Whether ``name`` (an actor the watch named) is one of these transit actors."""
+        return any(self.name(node) == name for _, node in self.actors)
+
     def drop(self, name: str) -> str:
         """Forget the transit actor ``name`` (it died): its node is lost; return the node's id."""
         (node,) = [node for _, node in self.actors if self.name(node) == name]
